@@ -1,0 +1,168 @@
+"""The real engine against the local control plane: a term's life, in order.
+
+Each test builds on the state the previous one left (one stack, one cluster),
+as an instructor's term does: up, no-op up, config change, home growth,
+end-of-term destroy, adoption of the kept homes by a fresh up.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.project import PulumiProject, kget, kubectl, steps_by_type
+
+pytestmark = pytest.mark.e2e
+
+STACK = "cis90-fall2026"
+PVC = "kubernetes:core/v1:PersistentVolumeClaim"
+OUT = Path(__file__).resolve().parents[2] / "out"
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, local_cluster: Any, toolchain_env: dict[str, str]) -> Iterator[PulumiProject]:
+    proj = PulumiProject.create(tmp_path_factory.mktemp("e2e"), STACK, toolchain_env, str(local_cluster.kubeconfig))
+    yield proj
+
+
+def namespace(project: PulumiProject) -> str:
+    return str(project.outputs()["namespace"])
+
+
+def pvcs(project: PulumiProject) -> dict[str, dict[str, Any]]:
+    items = kget(project.env["KUBECONFIG"], "pvc", "-n", namespace(project))["items"]
+    return {i["metadata"]["name"]: i for i in items}
+
+
+def test_up_from_nothing_rolls_out_and_keeps_ca_key_secret(project: PulumiProject) -> None:
+    project.up()
+    ns = namespace(project)
+    kc = project.env["KUBECONFIG"]
+    sts = kget(kc, "statefulset", "-n", ns)["items"]
+    assert len(sts) == 1
+    assert sts[0]["status"].get("readyReplicas") == 1
+    services = kget(kc, "service", "-n", ns)["items"]
+    lb = [s for s in services if s["spec"]["type"] == "LoadBalancer"]
+    assert lb and all(s["status"]["loadBalancer"].get("ingress") for s in lb)
+    outputs = project.outputs()
+    assert outputs["knownHostsLine"].startswith("@cert-authority ")
+    # Every home PVC is bound; the CA private key is in state only encrypted.
+    assert all(p["status"]["phase"] == "Bound" for p in pvcs(project).values())
+    state = project.state_text()
+    assert "PRIVATE KEY" not in state
+    assert '"ciphertext"' in state
+
+
+def test_second_up_reports_no_changes(project: PulumiProject) -> None:
+    proc = project.run("preview", "--expect-no-changes", "--diff")
+    assert "no changes" in proc.stdout.lower() or "unchanged" in proc.stdout.lower()
+
+
+def test_rc_env_change_updates_config_and_rolls_pod_without_touching_pvcs(project: PulumiProject) -> None:
+    kc = project.env["KUBECONFIG"]
+    ns = namespace(project)
+    before = {p["metadata"]["name"]: p["metadata"]["uid"] for p in kget(kc, "pod", "-n", ns)["items"]}
+    project.set_config("rcEnv", "COURSE_BANNER=welcome-e2e\n")
+    preview = project.preview_json()
+    ops = {s["op"] for s in steps_by_type(preview, PVC)}
+    assert ops <= {"same"}, f"PVC steps planned: {ops}"
+    cm_ops = {s["op"] for s in steps_by_type(preview, "kubernetes:core/v1:ConfigMap")}
+    assert "update" in cm_ops or "replace" in cm_ops
+    project.up()
+    after = {p["metadata"]["name"]: p["metadata"]["uid"] for p in kget(kc, "pod", "-n", ns)["items"]}
+    assert before.keys() == after.keys()
+    assert all(before[n] != after[n] for n in before), "the pod was not rolled"
+    env_maps = [c for c in kget(kc, "configmap", "-n", ns)["items"] if "COURSE_BANNER=welcome-e2e" in json.dumps(c.get("data", {}))]
+    assert env_maps, "rcEnv did not reach a ConfigMap"
+
+
+def test_home_growth_is_an_in_place_expansion(project: PulumiProject) -> None:
+    old = pvcs(project)
+    project.set_config("homeSize", "5Gi")
+    preview = project.preview_json()
+    ops = [s["op"] for s in steps_by_type(preview, PVC)]
+    assert "update" in ops
+    assert not {"replace", "create-replacement", "delete-replaced", "delete"} & set(ops)
+    (OUT / "preview").mkdir(parents=True, exist_ok=True)
+    # Item 7: the PR workflow posts exactly this kind of output.
+    (OUT / "preview" / f"{project.stack}-homeSize.json").write_text(json.dumps(preview, indent=1))
+    diff = project.run("preview", "--diff").stdout
+    (OUT / "preview" / f"{project.stack}-homeSize.diff").write_text(diff)
+    assert "5Gi" in diff
+    project.up()
+    new = pvcs(project)
+    assert {n: p["metadata"]["uid"] for n, p in new.items()} == {n: p["metadata"]["uid"] for n, p in old.items()}
+    homes = [p for p in new.values() if p["spec"]["resources"]["requests"]["storage"] == "5Gi"]
+    assert homes, "no PVC asks for 5Gi"
+    assert all(p["status"]["capacity"]["storage"] == "5Gi" for p in homes)
+
+
+def test_plain_destroy_refuses_and_deletes_nothing(project: PulumiProject) -> None:
+    kc = project.env["KUBECONFIG"]
+    ns = namespace(project)
+    before = kget(kc, "statefulset,service,configmap,pvc", "-n", ns)["items"]
+    proc = project.run("destroy", "--yes", check=False)
+    assert proc.returncode != 0
+    assert "protect" in (proc.stdout + proc.stderr).lower()
+    after = kget(kc, "statefulset,service,configmap,pvc", "-n", ns)["items"]
+    assert sorted(i["metadata"]["uid"] for i in before) == sorted(i["metadata"]["uid"] for i in after)
+
+
+def test_end_of_term_keeps_homes_bound_to_their_volumes(project: PulumiProject) -> None:
+    kc = project.env["KUBECONFIG"]
+    ns = namespace(project)
+    homes = {n: (p["metadata"]["uid"], p["spec"]["volumeName"]) for n, p in pvcs(project).items()}
+    project.run("destroy", "--yes", "--exclude-protected")
+    assert kget(kc, "statefulset", "-n", ns)["items"] == []
+    kept = pvcs(project)
+    assert {n: (p["metadata"]["uid"], p["spec"]["volumeName"]) for n, p in kept.items()} == homes
+    assert all(p["status"]["phase"] == "Bound" for p in kept.values())
+    for _, pv in homes.values():
+        assert kget(kc, "pv", pv)["spec"]["persistentVolumeReclaimPolicy"] == "Retain"
+    pytest.homes = homes  # type: ignore[attr-defined]
+
+
+def test_new_up_after_release_adopts_the_same_homes(project: PulumiProject) -> None:
+    homes: dict[str, tuple[str, str]] = pytest.homes  # type: ignore[attr-defined]
+    # Release the homes from state (README: "Releasing homes"): protected
+    # resources are unprotected, then dropped from state while retained.
+    project.run("state", "unprotect", "--all", "--yes")
+    project.run("destroy", "--yes")
+    assert {n: (p["metadata"]["uid"], p["spec"]["volumeName"]) for n, p in pvcs(project).items()} == homes
+    project.up()
+    assert {n: (p["metadata"]["uid"], p["spec"]["volumeName"]) for n, p in pvcs(project).items()} == homes
+    sts = kget(project.env["KUBECONFIG"], "statefulset", "-n", namespace(project))["items"]
+    assert sts and sts[0]["status"].get("readyReplicas") == 1
+
+
+def test_broken_config_fails_preview_with_the_config_message(project: PulumiProject) -> None:
+    good = project.get_config("extraPorts")
+    project.set_config("extraPorts", [{"port": 70000, "protocol": "TCP", "name": "web"}])
+    try:
+        proc = project.run("preview", check=False)
+    finally:
+        project.set_config("extraPorts", good)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "extraPorts" in text and "70000" in text
+    assert "Traceback" not in text
+    assert not re.search(r"File \".*\.py\", line \d+", text)
+
+
+def test_deliberate_teardown_removes_homes(project: PulumiProject) -> None:
+    kc = project.env["KUBECONFIG"]
+    ns = namespace(project)
+    volumes = [p["spec"]["volumeName"] for p in pvcs(project).values()]
+    # README "Deleting home directories": release, then delete by hand.
+    project.run("state", "unprotect", "--all", "--yes")
+    project.run("destroy", "--yes")
+    kubectl(kc, "delete", "pvc", "--all", "-n", ns, "--wait=true")
+    kubectl(kc, "delete", "pv", *volumes, "--wait=true")
+    assert kget(kc, "pvc", "-n", ns)["items"] == []
+    for pv in volumes:
+        assert kubectl(kc, "get", "pv", pv, check=False).returncode != 0
