@@ -1,35 +1,558 @@
 """Roster, term window and revocations: pure parsing and validation.
 
-OWNED BY the roster/access work (issue 4). This initial version is only the
-interface that components/config.py calls; it accepts an absent roster.
+Everything here is a plain function of the stack config (and the roster CSV
+it names), so it can be property-tested without the Pulumi engine and reused
+by the instructor CLI. Nothing here talks to Kubernetes or signs anything.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import csv
+import hashlib
+import io
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from components.errors import ConfigError
 
 # Stack-config keys (under the `classroom:` namespace) this module parses.
 ACCESS_KEYS = ("roster", "term", "revocations", "staffKeepOwnKeys")
 
+ROLES = ("student", "ta", "instructor")
+STAFF_ROLES = frozenset({"ta", "instructor"})
+
+# Derived UIDs stay below 65536 so they fit the UID range a user-namespaced or
+# rootless container maps, and above the distro's dynamic range (1000-19999 is
+# left for the image's own users and explicit UIDs an instructor pins).
+UID_DERIVED_MIN = 20000
+UID_DERIVED_MAX = 59999
+UID_MIN = 1000
+UID_MAX = 65533  # 65534 is nobody, 65535 is (uid_t)-1 on 16-bit tools
+
+USERNAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+GITHUB_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}$")
+LAUNCHPAD_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]{1,63}$")
+FINGERPRINT_RE = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}$")
+GRACE_RE = re.compile(r"^\s*(\d{1,4})\s*([wdhm]?)\s*$")
+
+# Accounts an image already has (or sshd/PAM treat specially): a roster entry
+# with one of these names would take over a system account.
+RESERVED_USERNAMES = frozenset(
+    """root daemon bin sys sync games man lp mail news uucp proxy www-data backup
+    list irc gnats nobody sshd systemd-network systemd-resolve systemd-timesync
+    messagebus syslog _apt ubuntu admin sudo staff users classroom""".split()
+)
+
+USERNAME_ACCEPTED = (
+    "a Unix username: lowercase letter or '_' first, then up to 31 of a-z 0-9 _ -, "
+    "not a system name (root, ubuntu, nobody, ...)"
+)
+KEY_ACCEPTED = (
+    "an OpenSSH public key line 'ssh-ed25519|ecdsa-sha2-nistp256/384/521|ssh-rsa BASE64 [comment]' "
+    "(RSA at least 2048 bits, no options prefix)"
+)
+
+# CSV header aliases seen in registrar/LMS exports, after normalisation
+# (lowercase, '_'/'-'/'.' -> space, collapsed spaces).
+CSV_COLUMNS: dict[str, tuple[str, ...]] = {
+    "username": ("username", "user name", "user", "login", "login id", "userid", "user id",
+                 "netid", "net id", "sis login id", "account"),
+    "name": ("name", "full name", "fullname", "student name", "display name", "student"),
+    "email": ("email", "e mail", "mail", "email address", "e mail address"),
+    "github": ("github", "github handle", "github username", "github user", "gh"),
+    "launchpad": ("launchpad", "launchpad id", "launchpad handle", "lp"),
+    "keys": ("public key", "key", "keys", "ssh key", "ssh public key", "pubkey",
+             "public keys", "ssh keys"),
+    "uid": ("uid", "unix uid"),
+    "role": ("role", "type"),
+    "labs": ("labs", "lab", "k3d"),
+}
+
+
+@dataclass(frozen=True)
+class Person:
+    """One roster entry, validated. `uid` is explicit or derived (see derive_uids)."""
+
+    username: str
+    uid: int
+    name: str = ""
+    email: str = ""
+    keys: tuple[str, ...] = ()
+    import_ids: tuple[str, ...] = ()  # "gh:handle" / "lp:handle" for ssh-import-id
+    role: str = "student"
+    labs: bool = False
+    uid_explicit: bool = False
+
+    @property
+    def staff(self) -> bool:
+        return self.role in STAFF_ROLES
+
+
+@dataclass(frozen=True)
+class Term:
+    """The window in which the class has access. All datetimes are aware, UTC."""
+
+    start: datetime
+    end: datetime
+    timezone: str = "UTC"
+    grace: timedelta = timedelta(0)
+    name: str = ""
+
+    @property
+    def access_end(self) -> datetime:
+        """When every certificate, authorized key and account stops working."""
+        return self.end + self.grace
+
 
 @dataclass(frozen=True)
 class AccessConfig:
     """Everything the access model needs, validated."""
 
-    people: tuple[Any, ...] = field(default_factory=tuple)
-    term: Any = None
+    people: tuple[Person, ...] = field(default_factory=tuple)
+    term: Term | None = None
     revoked_serials: tuple[int, ...] = ()
     revoked_keys: tuple[str, ...] = ()
     staff_keep_own_keys: bool = True
 
+    def person(self, username: str) -> Person | None:
+        return next((p for p in self.people if p.username == username), None)
 
-def parse_access(raw: Mapping[str, Any], *, base_dir: Path) -> AccessConfig:
+
+# --------------------------------------------------------------------------- keys
+
+
+def normalize_public_key(text: str) -> str:
+    """Return 'type base64 [comment]' for a valid, signable public key, else raise ValueError."""
+    line = " ".join(str(text).split())
+    parts = line.split(" ", 2)
+    if len(parts) < 2:
+        raise ValueError("not 'type base64 [comment]'")
+    try:
+        key = serialization.load_ssh_public_key(f"{parts[0]} {parts[1]}".encode())
+    except (ValueError, TypeError, IndexError) as exc:
+        raise ValueError(f"unparsable public key ({exc})") from None
+    except Exception as exc:  # cryptography raises UnsupportedAlgorithm for sk-*/dss keys
+        raise ValueError(f"unsupported public key type {parts[0]!r} ({exc})") from None
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < 2048:
+            raise ValueError(f"RSA key of {key.key_size} bits is too short")
+    elif not isinstance(key, (ed25519.Ed25519PublicKey, ec.EllipticCurvePublicKey)):
+        raise ValueError(f"unsupported public key type {parts[0]!r}")
+    return " ".join(parts)
+
+
+def key_fingerprint(public_key: str) -> str:
+    """OpenSSH-style SHA256 fingerprint of a public key line."""
+    import base64
+
+    blob = base64.b64decode(public_key.split()[1])
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+def _split_keys(value: Any) -> list[str]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        # A CSV cell may hold several keys, one per line or separated by ';'.
+        return [k for k in re.split(r"[\n;]+", value) if k.strip()]
+    if isinstance(value, (list, tuple)):
+        return [str(k) for k in value if str(k).strip()]
+    raise ValueError("a public key string or a list of them")
+
+
+# --------------------------------------------------------------------------- UIDs
+
+
+def _uid_hash(username: str) -> int:
+    span = UID_DERIVED_MAX - UID_DERIVED_MIN + 1
+    digest = hashlib.sha256(b"classroom-uid:" + username.encode()).digest()
+    return UID_DERIVED_MIN + int.from_bytes(digest[:8], "big") % span
+
+
+def derive_uids(usernames: Iterable[str], taken: Iterable[int] = (),
+                previous: Mapping[str, int] | None = None) -> dict[str, int]:
+    """Assign each username a UID in [UID_DERIVED_MIN, UID_DERIVED_MAX].
+
+    Order-independent: names are placed in sorted order, each at its hash slot
+    or the next free one (linear probing), so the result depends only on the
+    *set* of names. `taken` are explicit UIDs to avoid.
+
+    A pure function of the set cannot also be stable under growth (a newcomer
+    whose slot collides with an existing name might sort first), so `previous`
+    (the assignments recorded in Pulumi state, see roster.UidLedger) is
+    honoured first: names already assigned keep their UID, newcomers probe
+    around them. With `previous` the result is stable under growth too.
+    """
+    names = sorted(set(usernames))
+    used = set(taken)
+    result: dict[str, int] = {}
+    span = UID_DERIVED_MAX - UID_DERIVED_MIN + 1
+    for name, uid in sorted((previous or {}).items()):
+        if name in names and uid not in used:
+            result[name] = uid
+            used.add(uid)
+    free = span - sum(1 for uid in used if UID_DERIVED_MIN <= uid <= UID_DERIVED_MAX)
+    if len(names) - len(result) > free:
+        raise ConfigError("roster", len(names), f"at most {span} people with derived UIDs")
+    for name in names:
+        if name in result:
+            continue
+        uid = _uid_hash(name)
+        while uid in used:
+            uid = UID_DERIVED_MIN + (uid - UID_DERIVED_MIN + 1) % span
+        result[name] = uid
+        used.add(uid)
+    return result
+
+
+# --------------------------------------------------------------------------- serials
+
+
+def cert_serial(stack: str, username: str, public_key: str, taken: Iterable[int] = ()) -> int:
+    """Deterministic, non-zero 63-bit certificate serial for (stack, user, key).
+
+    The key is part of the input so that a student who replaces a revoked key
+    gets a certificate with a new serial that the KRL does not already revoke.
+    """
+    blob = public_key.split()[1] if len(public_key.split()) > 1 else public_key
+    used = set(taken)
+    counter = 0
+    while True:
+        digest = hashlib.sha256(f"classroom-serial:{stack}:{username}:{blob}:{counter}".encode()).digest()
+        serial = int.from_bytes(digest[:8], "big") & ((1 << 63) - 1)
+        if serial and serial not in used:
+            return serial
+        counter += 1
+
+
+def cert_serials(stack: str, people: Sequence[Person]) -> dict[tuple[str, str], int]:
+    """Serial of every (username, key) pair, unique across the roster (sorted, so order-free)."""
+    out: dict[tuple[str, str], int] = {}
+    for person in sorted(people, key=lambda p: p.username):
+        for key in person.keys:
+            out[(person.username, key)] = cert_serial(stack, person.username, key, out.values())
+    return out
+
+
+# --------------------------------------------------------------------------- people
+
+
+def _as_bool(key: str, value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value is None:
+        return False
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "y", "on", "x"):
+        return True
+    if text in ("", "0", "false", "no", "n", "off"):
+        return False
+    raise ConfigError(key, value, "true/false (or yes/no, 1/0)", where=where)
+
+
+def _person(entry: Mapping[str, Any], where: str, key: str) -> dict[str, Any]:
+    """Validate one entry; returns fields for Person with 'uid' possibly None."""
+    username = entry.get("username")
+    if not isinstance(username, str) or not USERNAME_RE.match(username.strip()) \
+            or username.strip() in RESERVED_USERNAMES:
+        raise ConfigError(f"{key}.username", username, USERNAME_ACCEPTED, where=where)
+    username = username.strip()
+
+    uid_raw = entry.get("uid")
+    uid: int | None = None
+    if uid_raw not in (None, ""):
+        try:
+            if isinstance(uid_raw, bool):
+                raise ValueError
+            if isinstance(uid_raw, float):
+                if not uid_raw.is_integer():
+                    raise ValueError
+                uid_raw = int(uid_raw)  # Pulumi config numbers can arrive as floats
+            uid = int(str(uid_raw).strip())
+        except ValueError:
+            raise ConfigError(f"{key}.uid", uid_raw, f"an integer {UID_MIN}-{UID_MAX}", where=where) from None
+        if not UID_MIN <= uid <= UID_MAX:
+            raise ConfigError(f"{key}.uid", uid_raw,
+                              f"an integer {UID_MIN}-{UID_MAX} (below {UID_MIN} are system accounts)",
+                              where=where)
+
+    role = str(entry.get("role") or "student").strip().lower()
+    if role not in ROLES:
+        raise ConfigError(f"{key}.role", entry.get("role"), " | ".join(ROLES), where=where)
+
+    try:
+        raw_keys = _split_keys(entry.get("keys")) + _split_keys(entry.get("key"))
+    except ValueError as exc:
+        raise ConfigError(f"{key}.keys", entry.get("keys"), str(exc), where=where) from None
+    keys: list[str] = []
+    for raw in raw_keys:
+        try:
+            norm = normalize_public_key(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{key}.keys", raw[:60], f"{KEY_ACCEPTED}: {exc}", where=where) from None
+        if norm not in keys:
+            keys.append(norm)
+
+    import_ids: list[str] = []
+    for field_name, regex, prefix in (("github", GITHUB_RE, "gh"), ("launchpad", LAUNCHPAD_RE, "lp")):
+        handle = entry.get(field_name)
+        if handle in (None, ""):
+            continue
+        handle = str(handle).strip().lstrip("@")
+        if not regex.match(handle):
+            raise ConfigError(f"{key}.{field_name}", entry.get(field_name),
+                              f"a {field_name} handle (letters, digits, '-')", where=where)
+        import_ids.append(f"{prefix}:{handle}")
+
+    name = str(entry.get("name") or "").strip()
+    if any(c in name for c in ":\n\r\0"):
+        raise ConfigError(f"{key}.name", name, "a full name without ':' or line breaks", where=where)
+    # GECOS uses commas as sub-field separators; "Smith, Jane" from a registrar export must not split.
+    name = " ".join(name.replace(",", " ").split())
+    email = str(entry.get("email") or "").strip()
+    if email and (not re.match(r"^[^@\s:]+@[^@\s:]+$", email)):
+        raise ConfigError(f"{key}.email", email, "an e-mail address (or empty)", where=where)
+
+    unknown = set(entry) - {"username", "uid", "name", "email", "keys", "key", "github", "launchpad",
+                            "role", "labs"}
+    if unknown and not entry.get("__csv__"):
+        raise ConfigError(f"{key}.{sorted(unknown)[0]}", entry[sorted(unknown)[0]],
+                          "one of username, uid, name, email, keys, github, launchpad, role, labs",
+                          where=where)
+    return {
+        "username": username, "uid": uid, "name": name, "email": email, "keys": tuple(keys),
+        "import_ids": tuple(import_ids), "role": role,
+        "labs": _as_bool(f"{key}.labs", entry.get("labs"), where),
+    }
+
+
+def _normalize_header(text: str) -> str:
+    return " ".join(re.sub(r"[_\-.]", " ", text.strip().lower()).split())
+
+
+def parse_roster_csv(text: str, *, source: str = "roster.csv",
+                     defaults: Mapping[str, Any] | None = None) -> list[tuple[dict[str, Any], str]]:
+    """Rows of a registrar/LMS export as (entry, where) pairs; unknown columns are ignored."""
+    lines = text.splitlines()
+    if not lines or not lines[0].strip():
+        raise ConfigError("roster.csv", source, "a CSV file with a header row (username, ...)")
+    try:
+        dialect: Any = csv.Sniffer().sniff(lines[0], delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel
+    reader = csv.reader(io.StringIO(text), dialect)
+    header = next(reader)
+    columns: dict[int, str] = {}
+    for index, title in enumerate(header):
+        norm = _normalize_header(title)
+        for field_name, aliases in CSV_COLUMNS.items():
+            if norm in aliases and field_name not in columns.values():
+                columns[index] = field_name
+    if "username" not in columns.values():
+        raise ConfigError("roster.csv", header, "a header row with a username column (username, login, netid, ...)",
+                          where=f"{source} line 1")
+    rows: list[tuple[dict[str, Any], str]] = []
+    for row in reader:
+        where = f"{source} line {reader.line_num}"
+        if not any(cell.strip() for cell in row):
+            continue
+        entry: dict[str, Any] = dict(defaults or {})
+        entry["__csv__"] = True
+        for index, field_name in columns.items():
+            if index < len(row) and row[index].strip():
+                entry[field_name] = row[index]
+        rows.append((entry, where))
+    return rows
+
+
+def _roster_entries(raw: Any, base_dir: Path) -> list[tuple[dict[str, Any], str, str]]:
+    """(entry, where, key) for every person, from an inline list or {csv: path}."""
+    if raw is None:
+        return []
+    if isinstance(raw, list):
+        out = []
+        for index, item in enumerate(raw):
+            key = f"roster[{index}]"
+            if isinstance(item, str):
+                item = {"username": item}
+            if not isinstance(item, Mapping):
+                raise ConfigError(key, item, "a mapping {username, keys, role, ...} or a username")
+            out.append((dict(item), "", key))
+        return out
+    if isinstance(raw, Mapping) and "csv" in raw:
+        extra = set(raw) - {"csv", "defaults"}
+        if extra:
+            raise ConfigError(f"roster.{sorted(extra)[0]}", raw[sorted(extra)[0]], "only 'csv' and 'defaults'")
+        path = Path(str(raw["csv"]))
+        if not path.is_absolute():
+            path = base_dir / path
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except OSError as exc:
+            raise ConfigError("roster.csv", str(raw["csv"]),
+                              f"a readable CSV file (relative to {base_dir}): {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError("roster.csv", str(raw["csv"]), "a UTF-8 encoded CSV file") from None
+        defaults = raw.get("defaults") or {}
+        if not isinstance(defaults, Mapping) or set(defaults) - {"role", "labs"}:
+            raise ConfigError("roster.defaults", defaults, "a mapping with 'role' and/or 'labs'")
+        return [(e, w, "roster") for e, w in parse_roster_csv(text, source=path.name, defaults=defaults)]
+    raise ConfigError("roster", raw, "a list of people or {csv: path/to/export.csv}")
+
+
+def build_people(entries: Sequence[tuple[dict[str, Any], str, str]],
+                 previous_uids: Mapping[str, int] | None = None) -> tuple[Person, ...]:
+    """Validate entries, check duplicates, assign UIDs. Sorted by username."""
+    validated: list[tuple[dict[str, Any], str, str]] = []
+    seen_names: dict[str, str] = {}
+    seen_uids: dict[int, str] = {}
+    for entry, where, key in entries:
+        fields = _person(entry, where, key)
+        name = fields["username"]
+        if name in seen_names:
+            raise ConfigError(f"{key}.username", name,
+                              f"a username not already used ({seen_names[name] or 'earlier entry'})", where=where)
+        seen_names[name] = where or key
+        if fields["uid"] is not None:
+            if fields["uid"] in seen_uids:
+                raise ConfigError(f"{key}.uid", fields["uid"],
+                                  f"a UID not already used (by {seen_uids[fields['uid']]})", where=where)
+            seen_uids[fields["uid"]] = name
+        validated.append((fields, where, key))
+    derived = derive_uids([f["username"] for f, _, _ in validated if f["uid"] is None],
+                          taken=seen_uids, previous=previous_uids)
+    people = []
+    for fields, _, _ in validated:
+        explicit = fields["uid"] is not None
+        uid = fields["uid"] if explicit else derived[fields["username"]]
+        people.append(Person(**{**fields, "uid": uid, "uid_explicit": explicit}))
+    return tuple(sorted(people, key=lambda p: p.username))
+
+
+# --------------------------------------------------------------------------- term
+
+
+def _parse_instant(key: str, value: Any, tz: ZoneInfo, end_of_day: bool) -> datetime:
+    """A date means the start of that day (start) or the end of it (end), in the term's time zone."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, date):
+        moment = datetime.combine(value + timedelta(days=1) if end_of_day else value, time(0))
+    elif isinstance(value, str) and value.strip():
+        text = value.strip()
+        try:
+            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+                day = date.fromisoformat(text)
+                moment = datetime.combine(day + timedelta(days=1) if end_of_day else day, time(0))
+            else:
+                moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError(key, value, "a date YYYY-MM-DD or an ISO 8601 date-time") from None
+    else:
+        raise ConfigError(key, value, "a date YYYY-MM-DD or an ISO 8601 date-time")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=tz)
+    return moment.astimezone(timezone.utc)
+
+
+def parse_grace(value: Any) -> timedelta:
+    if value is None:
+        return timedelta(0)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer() and value >= 0:
+        return timedelta(days=int(value))
+    match = GRACE_RE.match(str(value))
+    if not match:
+        raise ConfigError("term.grace", value, "a duration like '7d', '48h', '2w', '30m' or '0'")
+    amount, unit = int(match.group(1)), match.group(2) or "d"
+    return {"w": timedelta(weeks=amount), "d": timedelta(days=amount),
+            "h": timedelta(hours=amount), "m": timedelta(minutes=amount)}[unit]
+
+
+def parse_term(raw: Any) -> Term:
+    if not isinstance(raw, Mapping):
+        raise ConfigError("term", raw, "a mapping {start: YYYY-MM-DD, end: YYYY-MM-DD, timezone, grace}")
+    unknown = set(raw) - {"start", "end", "timezone", "grace", "name"}
+    if unknown:
+        key = sorted(unknown)[0]
+        raise ConfigError(f"term.{key}", raw[key], "one of start, end, timezone, grace, name")
+    tz_name = str(raw.get("timezone") or "UTC")
+    try:
+        tz = ZoneInfo(tz_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError("term.timezone", tz_name, "an IANA time zone like 'America/Los_Angeles' or 'UTC'") from None
+    if raw.get("start") is None:
+        raise ConfigError("term.start", None, "the first day of access, YYYY-MM-DD")
+    if raw.get("end") is None:
+        raise ConfigError("term.end", None, "the last day of access, YYYY-MM-DD")
+    start = _parse_instant("term.start", raw["start"], tz, end_of_day=False)
+    end = _parse_instant("term.end", raw["end"], tz, end_of_day=True)
+    if end <= start:
+        raise ConfigError("term.end", raw["end"], f"a date after term.start ({raw['start']})")
+    name = str(raw.get("name") or "")
+    if name and not re.fullmatch(r"[A-Za-z0-9._-]{1,40}", name):
+        raise ConfigError("term.name", name, "letters, digits, '.', '_' or '-' (e.g. fall2026)")
+    return Term(start=start, end=end, timezone=tz_name, grace=parse_grace(raw.get("grace")), name=name)
+
+
+# --------------------------------------------------------------------------- revocations
+
+
+def parse_revocations(raw: Any) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    if raw is None:
+        return (), ()
+    if not isinstance(raw, Mapping) or set(raw) - {"serials", "keys"}:
+        raise ConfigError("revocations", raw, "a mapping {serials: [numbers], keys: [public keys or SHA256:...]}")
+    if not isinstance(raw.get("serials") or [], list) or not isinstance(raw.get("keys") or [], list):
+        raise ConfigError("revocations", raw, "lists under 'serials' and 'keys'")
+    serials: list[int] = []
+    for value in raw.get("serials") or []:
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            serial = int(value) if not isinstance(value, str) else int(value.strip(), 0)
+        except (ValueError, TypeError):
+            raise ConfigError("revocations.serials", value, "certificate serial numbers (1 .. 2^64-1)") from None
+        if not 0 < serial < 1 << 64:
+            raise ConfigError("revocations.serials", value, "certificate serial numbers (1 .. 2^64-1)")
+        if serial not in serials:
+            serials.append(serial)
+    keys: list[str] = []
+    for value in raw.get("keys") or []:
+        text = str(value).strip()
+        if not FINGERPRINT_RE.match(text):
+            try:
+                text = normalize_public_key(text)
+            except ValueError as exc:
+                raise ConfigError("revocations.keys", str(value)[:60],
+                                  f"a public key line or a SHA256:... fingerprint ({exc})") from None
+        if text not in keys:
+            keys.append(text)
+    return tuple(sorted(serials)), tuple(keys)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def parse_access(raw: Mapping[str, Any], *, base_dir: Path,
+                 previous_uids: Mapping[str, int] | None = None) -> AccessConfig:
     """Validate the ACCESS_KEYS subset of a stack's config."""
-    if raw.get("roster"):
-        raise ConfigError("roster", raw["roster"], "not yet supported by this build")
-    return AccessConfig()
+    people = build_people(_roster_entries(raw.get("roster"), base_dir), previous_uids)
+    term = parse_term(raw["term"]) if raw.get("term") is not None else None
+    if people and term is None:
+        raise ConfigError("term", None,
+                          "a term window {start, end, timezone, grace} whenever a roster is given "
+                          "(access ends with the term)")
+    serials, keys = parse_revocations(raw.get("revocations"))
+    staff_keep = raw.get("staffKeepOwnKeys", True)
+    if not isinstance(staff_keep, bool):
+        staff_keep = _as_bool("staffKeepOwnKeys", staff_keep, "")
+    return AccessConfig(people=people, term=term, revoked_serials=serials, revoked_keys=keys,
+                        staff_keep_own_keys=staff_keep)
