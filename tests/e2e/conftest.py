@@ -1,0 +1,72 @@
+"""Fixtures of the e2e tier: the real toolchain and a real local control plane.
+
+``local_cluster`` (session scope) starts etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler and kwok once for the whole session
+and stops them afterwards, also when a test fails or the run is interrupted.
+``toolchain_env`` is the environment ``tools/toolchain.sh env`` prescribes
+(PATH with the pinned pulumi / plugins / kubectl, PULUMI_* settings); merge it
+into the environment of any ``pulumi`` subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tools"))
+
+import localcluster  # noqa: E402  (lives in tools/, not a package)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "e2e: real Pulumi engine / real local Kubernetes control plane")
+
+
+def _missing(reason: str) -> None:
+    # In CI a missing toolchain is a broken pipeline, not a reason to pass quietly.
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def toolchain_env() -> dict[str, str]:
+    """Variables `eval "$(tools/toolchain.sh env)"` would set, as a dict."""
+    script = REPO / "tools" / "toolchain.sh"
+    out = subprocess.run(
+        ["bash", "-c", f'eval "$({script} env)" && env -0'],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    after = dict(item.split("=", 1) for item in out.split("\0") if "=" in item)
+    return {k: v for k, v in after.items() if os.environ.get(k) != v and k not in ("_", "SHLVL", "PWD")}
+
+
+@pytest.fixture(scope="session")
+def local_cluster(
+    tmp_path_factory: pytest.TempPathFactory, toolchain_env: dict[str, str]
+) -> Iterator[localcluster.LocalCluster]:
+    """A running cluster: `.kubeconfig` (admin), `.dir`, `.api()` (small REST client)."""
+    try:
+        localcluster.find_binaries()
+    except localcluster.ClusterError as e:
+        _missing(str(e))
+    cluster = localcluster.LocalCluster(tmp_path_factory.mktemp("localcluster"))
+    try:
+        with cluster:
+            yield cluster
+    except localcluster.ClusterError as e:
+        pytest.fail(f"local cluster did not start: {e}")
+
+
+@pytest.fixture()
+def kube_env(local_cluster: localcluster.LocalCluster, toolchain_env: dict[str, str]) -> dict[str, str]:
+    """A full environment for subprocesses (kubectl, pulumi) aimed at the local cluster."""
+    return {**os.environ, **toolchain_env, "KUBECONFIG": str(local_cluster.kubeconfig)}
