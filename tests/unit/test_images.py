@@ -1,0 +1,509 @@
+"""The login server images' contract, checked without a Docker engine.
+
+No Docker daemon runs here, so the Dockerfiles are parsed and their promises
+checked statically (systemd as PID 1, clean stop signal, sshd after rc.local,
+no host keys, root-owned key directories), and the shared setup script that
+does the real work (containers/common/setup-image.sh) is run for real in a
+chroot of a debootstrapped Debian root filesystem (tests marked ``ssh``:
+they need root, debootstrap and Debian's package mirror on first run).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import stat
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CONTAINERS = REPO / "containers"
+COMMON = CONTAINERS / "common"
+SETUP_SCRIPT = COMMON / "setup-image.sh"
+SSHD_CONFIG = REPO / "components" / "scripts" / "sshd_config"
+SIGN_HOST_KEYS = REPO / "components" / "scripts" / "sign-host-keys.sh"
+
+# Ubuntu releases the project ships login images for, by directory suffix.
+UBUNTU_RELEASES = {"jammy": "22.04", "noble": "24.04", "resolute": "26.04"}
+
+# What the pod and the roster reconciler rely on inside the image.
+REQUIRED_PACKAGES = {
+    "systemd",
+    "systemd-sysv",
+    "openssh-server",
+    "sudo",
+    "python3",
+    "ssh-import-id",
+    "git",
+    "passwd",
+    "libpam-modules",
+    "curl",
+    "ca-certificates",
+    "locales",
+}
+
+SYSTEMD_INITS = {"/sbin/init", "/lib/systemd/systemd", "/usr/lib/systemd/systemd"}
+SETUP_DIR_IN_IMAGE = "/usr/local/lib/classroom-image"
+
+unit = pytest.mark.unit
+# The chroot tests run real programs as root, like the ssh tier's tests do.
+chroot_tier = pytest.mark.ssh
+
+LOGIN_IMAGE_DIRS = sorted(p.parent for p in CONTAINERS.glob("ubuntu-*/Dockerfile"))
+
+
+# --------------------------------------------------------------- parsing ---
+@dataclass(frozen=True)
+class Instruction:
+    keyword: str
+    args: str
+    line: int
+
+
+def parse_dockerfile(text: str) -> list[Instruction]:
+    """Instructions with continuation lines joined and comment lines dropped.
+
+    Enough of Docker's grammar for these files: no heredocs, default escape.
+    """
+    instructions: list[Instruction] = []
+    pending: list[str] = []
+    start = 0
+    for number, raw in enumerate(text.splitlines(), start=1):
+        stripped = raw.strip()
+        # Docker drops comment lines even in the middle of a continued instruction.
+        if not stripped or stripped.startswith("#"):
+            continue
+        if not pending:
+            start = number
+        if stripped.endswith("\\"):
+            pending.append(stripped[:-1].strip())
+            continue
+        pending.append(stripped)
+        joined = " ".join(part for part in pending if part)
+        keyword, _, args = joined.partition(" ")
+        instructions.append(Instruction(keyword.upper(), args.strip(), start))
+        pending = []
+    if pending:
+        raise ValueError(f"instruction at line {start} ends with a line continuation")
+    return instructions
+
+
+def parse_unit(text: str) -> dict[str, dict[str, list[str]]]:
+    """A systemd unit file as section -> key -> values (keys may repeat)."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    current: dict[str, list[str]] | None = None
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], {})
+            continue
+        if current is None or "=" not in line:
+            raise ValueError(f"line {number} is neither a [Section] nor Key=Value: {raw!r}")
+        key, _, value = line.partition("=")
+        current.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
+def unit_list(unit: dict[str, dict[str, list[str]]], section: str, key: str) -> list[str]:
+    """All whitespace-separated values of a list-valued key (After=, Requires=...)."""
+    return [item for value in unit.get(section, {}).get(key, []) for item in value.split()]
+
+
+def dockerfile(image_dir: Path) -> list[Instruction]:
+    return parse_dockerfile((image_dir / "Dockerfile").read_text())
+
+
+def apt_installed_packages(instructions: list[Instruction]) -> list[str]:
+    packages: list[str] = []
+    for ins in instructions:
+        if ins.keyword != "RUN":
+            continue
+        for command in re.split(r"&&|;|\|\|", ins.args):
+            words = shlex.split(command)
+            if words[:2] == ["apt-get", "install"] or words[:1] == ["apt-get"] and "install" in words:
+                after = words[words.index("install") + 1 :]
+                packages += [w for w in after if not w.startswith("-")]
+    return packages
+
+
+def setup_script_lines() -> list[str]:
+    """The setup script's commands, without comments, continuation lines joined."""
+    text = SETUP_SCRIPT.read_text().replace("\\\n", " ")
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def sshd_directories() -> dict[str, str]:
+    """Directories the project's sshd_config reads keys from, by directive."""
+    wanted = {"authorizedkeysfile", "trustedusercakeys", "revokedkeys", "hostkey", "hostcertificate"}
+    found: dict[str, str] = {}
+    for raw in SSHD_CONFIG.read_text().splitlines():
+        words = raw.split("#", 1)[0].split()
+        if len(words) >= 2 and words[0].lower() in wanted:
+            # %u and friends are expanded by sshd inside the directory.
+            found[f"{words[0]} {words[1]}"] = str(Path(words[1]).parent)
+    return found
+
+
+# ----------------------------------------------------- Dockerfile contract ---
+@unit
+def test_every_supported_release_has_an_image() -> None:
+    names = {d.name.removeprefix("ubuntu-") for d in LOGIN_IMAGE_DIRS}
+    assert names == set(UBUNTU_RELEASES), f"login images found: {sorted(names)}"
+
+
+@pytest.fixture(params=LOGIN_IMAGE_DIRS, ids=lambda d: d.name)
+def image_dir(request: pytest.FixtureRequest) -> Path:
+    path: Path = request.param
+    return path
+
+
+@unit
+def test_base_image_is_the_pinned_ubuntu_release(image_dir: Path) -> None:
+    froms = [ins for ins in dockerfile(image_dir) if ins.keyword == "FROM"]
+    assert len(froms) == 1, "login images are single-stage"
+    image = froms[0].args.split()[0]
+    codename = image_dir.name.removeprefix("ubuntu-")
+    release = UBUNTU_RELEASES[codename]
+    repo, _, tag = image.partition(":")
+    assert repo in {"ubuntu", "docker.io/library/ubuntu"}, image
+    assert tag != "latest" and (tag == release or tag.startswith(f"{codename}-") or tag.startswith(release)), (
+        f"{image}: expected ubuntu:{release} (or a dated {codename}-* tag)"
+    )
+
+
+@unit
+def test_stop_signal_lets_systemd_shut_down(image_dir: Path) -> None:
+    signals = [ins.args for ins in dockerfile(image_dir) if ins.keyword == "STOPSIGNAL"]
+    assert signals and signals[-1] == "SIGRTMIN+3", signals
+
+
+@unit
+def test_systemd_is_pid_1(image_dir: Path) -> None:
+    instructions = dockerfile(image_dir)
+    assert not [i for i in instructions if i.keyword == "ENTRYPOINT"], "an ENTRYPOINT would wrap systemd"
+    cmds = [i for i in instructions if i.keyword == "CMD"]
+    assert cmds, "no CMD"
+    # Exec form only: the shell form would make /bin/sh PID 1, not systemd.
+    argv = json.loads(cmds[-1].args)
+    assert isinstance(argv, list) and argv[0] in SYSTEMD_INITS, argv
+
+
+@unit
+def test_installs_what_the_pod_relies_on(image_dir: Path) -> None:
+    packages = set(apt_installed_packages(dockerfile(image_dir)))
+    assert REQUIRED_PACKAGES <= packages, f"missing: {sorted(REQUIRED_PACKAGES - packages)}"
+
+
+@unit
+def test_apt_installs_are_lean_and_leave_no_lists(image_dir: Path) -> None:
+    runs = [i for i in dockerfile(image_dir) if i.keyword == "RUN" and "apt-get install" in i.args]
+    assert runs
+    for run in runs:
+        assert "--no-install-recommends" in run.args, f"line {run.line}"
+        assert "rm -rf /var/lib/apt/lists/*" in run.args, f"line {run.line}: apt lists stay in the layer"
+
+
+@unit
+def test_runs_the_shared_setup_script(image_dir: Path) -> None:
+    instructions = dockerfile(image_dir)
+    copies = [i.args.split() for i in instructions if i.keyword == "COPY"]
+    assert ["containers/common/", f"{SETUP_DIR_IN_IMAGE}/"] in copies, copies
+    runs = [i.args for i in instructions if i.keyword == "RUN"]
+    assert any(f"{SETUP_DIR_IN_IMAGE}/setup-image.sh" in run for run in runs), runs
+    # The setup must come after the packages it configures.
+    kinds = [(i.keyword, i.args) for i in instructions if i.keyword == "RUN"]
+    assert "apt-get install" in kinds[0][1] and "setup-image.sh" in kinds[-1][1]
+
+
+@unit
+def test_image_build_does_not_create_ready(image_dir: Path) -> None:
+    text = "\n".join(i.args for i in dockerfile(image_dir))
+    assert "/ready" not in text, "only the pod's boot script may create the readiness file"
+    assert "rm -f /ready" in setup_script_lines()
+
+
+# ----------------------------------------------------------- boot units ---
+@unit
+def test_rc_local_unit_is_a_oneshot_that_stays_active() -> None:
+    unit = parse_unit((COMMON / "rc-local.service").read_text())
+    service = unit["Service"]
+    assert service["Type"] == ["oneshot"]
+    # RemainAfterExit keeps the unit "active" so Requires= from ssh.service holds.
+    assert service["RemainAfterExit"] == ["yes"]
+    assert service["ExecStart"] == ["/etc/rc.local"]
+    assert unit_list(unit, "Install", "WantedBy") == ["multi-user.target"]
+
+
+@unit
+def test_sshd_waits_for_rc_local() -> None:
+    dropin = parse_unit((COMMON / "ssh-after-rc-local.conf").read_text())
+    assert "rc-local.service" in unit_list(dropin, "Unit", "After")
+    assert "rc-local.service" in unit_list(dropin, "Unit", "Requires")
+    # ...and the drop-in lands where systemd reads drop-ins for ssh.service.
+    installs = [line for line in setup_script_lines() if "ssh-after-rc-local.conf" in line]
+    assert installs and installs[0].split()[-1].startswith("/etc/systemd/system/ssh.service.d/")
+    assert installs[0].endswith(".conf")
+
+
+@unit
+def test_setup_removes_distro_host_keys_and_creates_key_directories() -> None:
+    lines = setup_script_lines()
+    assert "rm -f /etc/ssh/ssh_host_*" in lines
+    created = [line.split()[-1] for line in lines if line.startswith("install -d")]
+    for directory in ("/etc/ssh/authorized_keys", "/etc/ssh/classroom"):
+        matching = [line for line in lines if line.startswith("install -d") and line.endswith(directory)]
+        assert matching, f"{directory} not created (created: {created})"
+        assert "-o root" in matching[0] and "-m 0755" in matching[0], matching[0]
+
+
+@unit
+def test_setup_creates_every_directory_sshd_config_reads() -> None:
+    created = {line.split()[-1] for line in setup_script_lines() if line.startswith("install -d")}
+    needed = sshd_directories()
+    assert needed, f"no key directives found in {SSHD_CONFIG}"
+    missing = {directive: d for directive, d in needed.items() if d not in created}
+    assert not missing, f"directories the sshd_config needs but the image lacks: {missing}"
+
+
+@unit
+def test_parsers_reject_what_they_cannot_read() -> None:
+    with pytest.raises(ValueError, match="line 1"):
+        parse_unit("After=x\n")
+    with pytest.raises(ValueError, match="continuation"):
+        parse_dockerfile("FROM ubuntu:22.04\nRUN true \\\n")
+
+
+# ------------------------------------------------- chroot (real scripts) ---
+CACHE = Path(os.environ.get("CLASSROOM_CACHE", Path.home() / ".cache" / "classroom"))
+ROOTFS = CACHE / "rootfs-images"
+DEBIAN_SUITE = "bookworm"
+DEBIAN_MIRROR = os.environ.get("CLASSROOM_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+# Ubuntu-only packages with no Debian counterpart; everything else in the
+# jammy image's list is installed into the Debian root filesystem as well.
+NOT_IN_DEBIAN = {"unminimize"}
+
+
+def chroot_packages() -> list[str]:
+    packages = apt_installed_packages(dockerfile(CONTAINERS / "ubuntu-jammy"))
+    return sorted(set(packages) - NOT_IN_DEBIAN)
+
+
+def run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload,no-any-return]
+
+
+@pytest.fixture(scope="session")
+def debian_rootfs() -> Path:
+    """A cached Debian root filesystem with the image's packages installed.
+
+    Rebuilt when the jammy Dockerfile's package list changes (a stamp file
+    records the list); the first build takes a few minutes.
+    """
+    if os.geteuid() != 0:
+        pytest.skip("chroot tests need root (mount, chroot)")
+    if shutil.which("debootstrap") is None:
+        pytest.skip("chroot tests need debootstrap (apt-get install debootstrap)")
+    packages = chroot_packages()
+    stamp = hashlib.sha256(f"{DEBIAN_SUITE} {' '.join(packages)}".encode()).hexdigest()[:16]
+    stamp_file = ROOTFS / ".classroom-stamp"
+    if stamp_file.is_file() and stamp_file.read_text().strip() == stamp:
+        return ROOTFS
+    building = ROOTFS.with_name(ROOTFS.name + ".tmp")
+    shutil.rmtree(building, ignore_errors=True)
+    shutil.rmtree(ROOTFS, ignore_errors=True)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    result = run(
+        [
+            "debootstrap",
+            "--variant=minbase",
+            f"--include={','.join(packages)}",
+            DEBIAN_SUITE,
+            str(building),
+            DEBIAN_MIRROR,
+        ]
+    )
+    if result.returncode != 0:
+        pytest.fail(f"debootstrap failed (rc={result.returncode}):\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+    (building / ".classroom-stamp").write_text(stamp + "\n")
+    building.rename(ROOTFS)
+    return ROOTFS
+
+
+@dataclass(frozen=True)
+class ImageLayer:
+    """The setup script's changes to the Debian root, as an overlay upper layer."""
+
+    upper: Path
+    rootfs: Path
+    host_keys_before: list[str]
+    setup: subprocess.CompletedProcess[str]
+
+
+@contextmanager
+def overlay(lowers: list[Path], scratch: Path) -> Iterator[Path]:
+    """Mount an overlay (writes go to scratch/upper) with /proc; unmount on exit."""
+    upper, work, merged = scratch / "upper", scratch / "work", scratch / "merged"
+    for directory in (upper, work, merged):
+        directory.mkdir(parents=True)
+    options = f"lowerdir={':'.join(map(str, lowers))},upperdir={upper},workdir={work}"
+    mounted = run(["mount", "-t", "overlay", "overlay", "-o", options, str(merged)])
+    if mounted.returncode != 0:
+        pytest.fail(f"cannot mount an overlay over {lowers}: {mounted.stderr}")
+    try:
+        # systemctl decides it may work offline by looking at /proc.
+        proc = run(["mount", "-t", "proc", "proc", str(merged / "proc")])
+        assert proc.returncode == 0, proc.stderr
+        try:
+            yield merged
+        finally:
+            run(["umount", "--lazy", str(merged / "proc")])
+    finally:
+        run(["umount", "--lazy", str(merged)])
+
+
+def in_chroot(root: Path, command: str) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+    return run(["chroot", str(root), "/bin/sh", "-c", command], env=env)
+
+
+def copy_setup_files(root: Path) -> None:
+    """What the Dockerfile's `COPY containers/common/ /usr/local/lib/classroom-image/` does."""
+    shutil.copytree(COMMON, root / SETUP_DIR_IN_IMAGE.lstrip("/"), dirs_exist_ok=True)
+
+
+@pytest.fixture(scope="module")
+def image_layer(debian_rootfs: Path, tmp_path_factory: pytest.TempPathFactory) -> ImageLayer:
+    scratch = tmp_path_factory.mktemp("image-layer")
+    with overlay([debian_rootfs], scratch) as root:
+        before = sorted(p.name for p in (root / "etc" / "ssh").glob("ssh_host_*"))
+        copy_setup_files(root)
+        setup = in_chroot(root, f"{SETUP_DIR_IN_IMAGE}/setup-image.sh")
+    return ImageLayer(scratch / "upper", debian_rootfs, before, setup)
+
+
+@pytest.fixture
+def image_root(image_layer: ImageLayer, tmp_path: Path) -> Iterator[Path]:
+    """A fresh writable copy of the set-up image root for one test."""
+    assert image_layer.setup.returncode == 0, image_layer.setup.stdout + image_layer.setup.stderr
+    with overlay([image_layer.upper, image_layer.rootfs], tmp_path) as root:
+        yield root
+
+
+@chroot_tier
+def test_chroot_setup_script_succeeds(image_layer: ImageLayer) -> None:
+    assert image_layer.setup.returncode == 0, image_layer.setup.stdout + image_layer.setup.stderr
+    assert "setup-image: done" in image_layer.setup.stdout
+
+
+@chroot_tier
+def test_chroot_distro_host_keys_are_gone(image_layer: ImageLayer, image_root: Path) -> None:
+    # openssh-server's postinst made keys in the root filesystem; the image must not keep them.
+    assert image_layer.host_keys_before, "precondition: the package generated host keys"
+    left = sorted(p.name for p in (image_root / "etc" / "ssh").rglob("ssh_host_*"))
+    assert left == []
+
+
+@chroot_tier
+@pytest.mark.parametrize("directory", ["authorized_keys", "classroom", "host"])
+def test_chroot_key_directories_are_root_owned_and_not_writable_by_others(
+    image_root: Path, directory: str
+) -> None:
+    info = (image_root / "etc" / "ssh" / directory).lstat()
+    assert stat.S_ISDIR(info.st_mode)
+    assert (info.st_uid, info.st_gid) == (0, 0)
+    assert stat.S_IMODE(info.st_mode) == 0o755
+
+
+@chroot_tier
+def test_chroot_boot_units_enabled_and_container_units_masked(image_root: Path) -> None:
+    expected = {
+        "rc-local.service": "enabled",
+        "ssh.service": "enabled",
+        "ssh.socket": "masked",
+        "getty.target": "masked",
+        "systemd-udevd.service": "masked",
+        "systemd-timesyncd.service": "masked",
+    }
+    states = {}
+    for unit in expected:
+        states[unit] = in_chroot(image_root, f"systemctl is-enabled {unit}").stdout.strip()
+    assert states == expected
+    assert os.readlink(image_root / "etc/systemd/system/default.target").endswith("multi-user.target")
+
+
+@chroot_tier
+def test_chroot_systemd_accepts_the_units_and_drop_in(image_root: Path) -> None:
+    verify = in_chroot(image_root, "systemd-analyze verify --man=no ssh.service rc-local.service")
+    # verify exits 0 even for unknown keys; what it prints is the verdict.
+    assert verify.returncode == 0 and verify.stderr.strip() == "", verify.stderr
+    dropins = sorted((image_root / "etc/systemd/system/ssh.service.d").glob("*.conf"))
+    assert [p.name for p in dropins] == ["10-after-rc-local.conf"]
+    unit = parse_unit(dropins[0].read_text())
+    assert "rc-local.service" in unit_list(unit, "Unit", "Requires")
+
+
+@chroot_tier
+def test_chroot_setup_is_idempotent(image_root: Path) -> None:
+    again = in_chroot(image_root, f"{SETUP_DIR_IN_IMAGE}/setup-image.sh")
+    assert again.returncode == 0, again.stdout + again.stderr
+
+
+@chroot_tier
+def test_chroot_locale_is_generated(image_root: Path) -> None:
+    assert "en_US.utf8" in in_chroot(image_root, "locale -a").stdout.split()
+    assert (image_root / "etc/default/locale").read_text().strip() == "LANG=en_US.UTF-8"
+
+
+@chroot_tier
+def test_chroot_no_ready_until_the_boot_script_runs(image_root: Path) -> None:
+    assert not (image_root / "ready").exists()
+    rc_local = image_root / "etc" / "rc.local"
+    assert rc_local.stat().st_mode & 0o111, "rc-local.service runs /etc/rc.local directly"
+    boot = in_chroot(image_root, "/etc/rc.local")
+    assert boot.returncode == 0, boot.stdout + boot.stderr
+    assert (image_root / "ready").exists()
+    # Standalone (no init container): the default script made unsigned host keys.
+    assert list((image_root / "etc" / "ssh").glob("ssh_host_ed25519_key"))
+
+
+@chroot_tier
+def test_chroot_unprivileged_entry_point_boots_then_runs_sshd(image_root: Path) -> None:
+    # sshd's -t makes the exec'd sshd check its configuration and exit instead of serving.
+    started = in_chroot(image_root, "/usr/local/sbin/classroom-sshd -t")
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert (image_root / "ready").exists()
+    assert (image_root / "run" / "sshd").is_dir()
+
+
+@chroot_tier
+def test_chroot_project_sshd_config_works_with_signed_host_keys(image_root: Path) -> None:
+    """The pod's sshd_config, host keys signed like the init container does, sshd -t."""
+    shutil.copy(SSHD_CONFIG, image_root / "etc" / "ssh" / "sshd_config")
+    shutil.copy(SIGN_HOST_KEYS, image_root / "tmp" / "sign-host-keys.sh")
+    prepare = in_chroot(
+        image_root,
+        "set -e; ssh-keygen -q -t ed25519 -N '' -C class-ca -f /root/ca;"
+        " sh /tmp/sign-host-keys.sh /root/ca /etc/ssh/host login.example.edu;"
+        " cp /root/ca.pub /etc/ssh/classroom/ca.pub;"
+        " ssh-keygen -q -k -f /etc/ssh/classroom/revoked.krl;"
+        " mkdir -p /run/sshd",
+    )
+    assert prepare.returncode == 0, prepare.stdout + prepare.stderr
+    check = in_chroot(image_root, "/usr/sbin/sshd -t")
+    assert check.returncode == 0, check.stdout + check.stderr
+    # sshd -t really reads the HostKey paths: without the keys it must refuse.
+    for key in (image_root / "etc" / "ssh" / "host").glob("ssh_host_*"):
+        key.unlink()
+    refused = in_chroot(image_root, "/usr/sbin/sshd -t")
+    assert refused.returncode != 0
