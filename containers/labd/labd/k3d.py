@@ -1,0 +1,73 @@
+"""The only place labd runs k3d: argv lists, no shell, bounded in time."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from dataclasses import dataclass
+
+
+class K3dError(Exception):
+    """k3d failed; the message carries its exit status and last lines of output."""
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    name: str
+    running: bool
+
+
+class K3d:
+    def __init__(self, binary: str, timeout: float) -> None:
+        self.binary = binary
+        self.timeout = timeout
+
+    def _run(self, *args: str) -> str:
+        argv = [self.binary, *args]
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=self.timeout, check=False)
+        except FileNotFoundError:
+            raise K3dError(f"k3d binary {self.binary!r} not found") from None
+        except subprocess.TimeoutExpired:
+            raise K3dError(f"'k3d {' '.join(args)}' did not finish within {self.timeout:g}s") from None
+        if done.returncode != 0:
+            tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
+            raise K3dError(f"'k3d {' '.join(args)}' exited {done.returncode}: {tail}")
+        return done.stdout
+
+    def list(self) -> dict[str, ClusterInfo]:
+        out = self._run("cluster", "list", "-o", "json")
+        try:
+            data = json.loads(out or "[]")
+        except json.JSONDecodeError:
+            raise K3dError("'k3d cluster list -o json' printed something that is not JSON") from None
+        clusters: dict[str, ClusterInfo] = {}
+        for item in data or []:
+            name = str(item.get("name", ""))
+            # k3d counts running server containers; a cluster whose servers
+            # are all stopped cannot serve its API, whatever the agents do.
+            running = int(item.get("serversRunning", 0)) > 0
+            clusters[name] = ClusterInfo(name=name, running=running)
+        return clusters
+
+    def create(self, config_file: str) -> None:
+        self._run("cluster", "create", "--config", config_file)
+
+    def start(self, name: str) -> None:
+        self._run("cluster", "start", name)
+
+    def stop(self, name: str) -> None:
+        self._run("cluster", "stop", name)
+
+    def delete(self, name: str) -> None:
+        self._run("cluster", "delete", name)
+
+    def kubeconfig(self, name: str, server_host: str, api_port: int) -> str:
+        """The cluster's kubeconfig, pointed at the lab host as students reach it.
+
+        k3d writes the address the API was bound on (often 0.0.0.0), which is
+        useless from the login server.
+        """
+        text = self._run("kubeconfig", "get", name)
+        return re.sub(r"(?m)^(\s*server:\s*)https://\S+$", rf"\g<1>https://{server_host}:{api_port}", text)

@@ -1,0 +1,193 @@
+"""labd's HTTP API (stdlib ThreadingHTTPServer).
+
+Routes (every one but /healthz is signed, see auth.py):
+
+  POST   /v1/users/<user>/sessions              {"session": ID, "host": H}  session open -> ensure (async)
+  DELETE /v1/users/<user>/sessions/<id>                                    session close
+  POST   /v1/users/<user>/ensure                                           create or start (async, 202)
+  POST   /v1/users/<user>/stop                                             stop (sync)
+  GET    /v1/users/<user>/status
+  GET    /v1/users/<user>/kubeconfig                                       409 unless running
+  PUT    /v1/hosts/<host>/sessions              {"sessions": [[ID, USER]...]}  login-server sync
+  DELETE /v1/users/<user>                                                  admin: delete cluster
+  GET    /v1/clusters                                                      admin: list
+  GET    /v1/routes                                                        admin: Traefik dynamic config
+  GET    /healthz
+
+The session key may act only for the user it signed for (the path user must
+equal the signed user) and only on the non-admin routes; the admin key may do
+everything. Authorization is decided before any state is read or changed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from labd.auth import AuthError, Caller, Verifier
+from labd.k3d import K3dError
+from labd.service import Conflict, LabService, NotFound
+
+log = logging.getLogger("labd.http")
+
+USER_RE = r"[a-z_][a-z0-9_.-]{0,31}"
+SESSION_RE = r"[A-Za-z0-9_.:@-]{1,128}"
+HOST_RE = r"[A-Za-z0-9_.-]{1,64}"
+MAX_BODY = 64 * 1024
+
+# (method, pattern, operation, admin-only)
+ROUTES: list[tuple[str, re.Pattern[str], str, bool]] = [
+    ("POST", re.compile(rf"^/v1/users/(?P<user>{USER_RE})/sessions$"), "session-open", False),
+    ("DELETE", re.compile(rf"^/v1/users/(?P<user>{USER_RE})/sessions/(?P<session>{SESSION_RE})$"),
+     "session-close", False),
+    ("POST", re.compile(rf"^/v1/users/(?P<user>{USER_RE})/ensure$"), "ensure", False),
+    ("POST", re.compile(rf"^/v1/users/(?P<user>{USER_RE})/stop$"), "stop", False),
+    ("GET", re.compile(rf"^/v1/users/(?P<user>{USER_RE})/status$"), "status", False),
+    ("GET", re.compile(rf"^/v1/users/(?P<user>{USER_RE})/kubeconfig$"), "kubeconfig", False),
+    ("PUT", re.compile(rf"^/v1/hosts/(?P<host>{HOST_RE})/sessions$"), "host-sync", False),
+    ("DELETE", re.compile(rf"^/v1/users/(?P<user>{USER_RE})$"), "delete", True),
+    ("GET", re.compile(r"^/v1/clusters$"), "list", True),
+    ("GET", re.compile(r"^/v1/routes$"), "routes", True),
+]
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def authorize(caller: Caller, admin_only: bool, params: dict[str, str]) -> None:
+    if caller.key_id == "admin":
+        return
+    if admin_only:
+        raise HttpError(403, "this operation needs the admin key")
+    # A host sync is signed for the pseudo-user "host:<name>": only root on
+    # the login server holds the session key, and it may speak for the host.
+    subject = f"host:{params['host']}" if "host" in params else params.get("user", "")
+    if caller.user != subject:
+        raise HttpError(403, f"signed for {caller.user!r} but the request is about {subject!r}")
+
+
+def make_handler(service: LabService, verifier: Verifier) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "labd"
+        sys_version = ""
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
+            log.info("%s %s", self.address_string(), format % args)
+
+        def _send(self, status: int, body: Any, content_type: str = "application/json") -> None:
+            data = body.encode() if isinstance(body, str) else json.dumps(body, sort_keys=True).encode() + b"\n"
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _handle(self) -> None:
+            try:
+                status, body, ctype = self._dispatch()
+            except HttpError as err:
+                status, body, ctype = err.status, {"error": str(err)}, "application/json"
+            except AuthError as err:
+                status, body, ctype = 401, {"error": str(err)}, "application/json"
+            except NotFound as err:
+                status, body, ctype = 404, {"error": str(err)}, "application/json"
+            except Conflict as err:
+                status, body, ctype = 409, {"error": str(err)}, "application/json"
+            except K3dError as err:
+                status, body, ctype = 502, {"error": str(err)}, "application/json"
+            self._send(status, body, ctype)
+
+        def _dispatch(self) -> tuple[int, Any, str]:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_BODY:
+                raise HttpError(413, f"body larger than {MAX_BODY} bytes")
+            body = self.rfile.read(length) if length else b""
+            path = self.path
+            if path == "/healthz" and self.command == "GET":
+                return 200, {"ok": True}, "application/json"
+            route_path = path.split("?", 1)[0]
+            for method, pattern, op, admin_only in ROUTES:
+                match = pattern.match(route_path)
+                if match and method == self.command:
+                    break
+            else:
+                raise HttpError(404, f"no route {self.command} {route_path}")
+            # Authenticate over the exact bytes received, then authorize, and
+            # only then look at the body or any state.
+            caller = verifier.verify(self.command, path, {k: v for k, v in self.headers.items()}, body)
+            params = match.groupdict()
+            authorize(caller, admin_only, params)
+            return self._operate(op, params, body)
+
+        def _json_body(self, body: bytes) -> dict[str, Any]:
+            try:
+                data = json.loads(body or b"{}")
+            except json.JSONDecodeError:
+                raise HttpError(400, "body is not JSON") from None
+            if not isinstance(data, dict):
+                raise HttpError(400, "body must be a JSON object")
+            return data
+
+        def _operate(self, op: str, params: dict[str, str], body: bytes) -> tuple[int, Any, str]:
+            user = params.get("user", "")
+            if op in ("session-open", "ensure") and not service.in_roster(user):
+                raise HttpError(403, f"user {user!r} is not on this lab's roster")
+            if op == "session-open":
+                data = self._json_body(body)
+                session, host = str(data.get("session", "")), str(data.get("host", ""))
+                if not re.fullmatch(SESSION_RE, session) or not re.fullmatch(HOST_RE, host):
+                    raise HttpError(400, "body needs 'session' and 'host' identifiers")
+                return 202, service.open_session(user, session, host), "application/json"
+            if op == "session-close":
+                return 200, service.close_session(user, params["session"]), "application/json"
+            if op == "ensure":
+                service.ensure_async(user)
+                return 202, service.status(user), "application/json"
+            if op == "stop":
+                return 200, service.stop(user), "application/json"
+            if op == "status":
+                return 200, service.status(user), "application/json"
+            if op == "kubeconfig":
+                return 200, service.kubeconfig(user), "application/yaml"
+            if op == "host-sync":
+                data = self._json_body(body)
+                raw = data.get("sessions")
+                if not isinstance(raw, list) or not all(
+                        isinstance(p, list) and len(p) == 2 and re.fullmatch(SESSION_RE, str(p[0]))
+                        and re.fullmatch(USER_RE, str(p[1])) for p in raw):
+                    raise HttpError(400, "'sessions' must be a list of [session-id, user] pairs")
+                return 200, service.sync_host(params["host"], [(str(s), str(u)) for s, u in raw]), "application/json"
+            if op == "delete":
+                return 200, service.delete(user), "application/json"
+            if op == "list":
+                return 200, {"clusters": service.list()}, "application/json"
+            if op == "routes":
+                return 200, service.routes_yaml(), "application/yaml"
+            raise HttpError(500, f"operation {op} has no handler")
+
+        def do_GET(self) -> None:  # noqa: N802 (stdlib naming)
+            self._handle()
+
+        def do_POST(self) -> None:  # noqa: N802
+            self._handle()
+
+        def do_PUT(self) -> None:  # noqa: N802
+            self._handle()
+
+        def do_DELETE(self) -> None:  # noqa: N802
+            self._handle()
+
+    return Handler
+
+
+def make_server(service: LabService, verifier: Verifier, host: str, port: int) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer((host, port), make_handler(service, verifier))
+    server.daemon_threads = True
+    return server
