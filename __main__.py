@@ -1,0 +1,92 @@
+"""classroom: read config -> build components -> export outputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+
+from components import storage
+from components.ca import SshCertificateAuthority, SshCertificateAuthorityArgs
+from components.config import ClassroomConfig, load_config
+from components.server import LoginServer, LoginServerArgs
+from components.services import SSH_SERVICE_NAME, PortServices, PortServicesArgs
+
+
+@dataclass
+class Classroom:
+    """What the program built (tests and later components use it)."""
+
+    config: ClassroomConfig
+    ca: SshCertificateAuthority
+    server: LoginServer
+    ports: PortServices
+
+
+def build(cfg: ClassroomConfig) -> Classroom:
+    labels = {
+        "app.kubernetes.io/part-of": "classroom",
+        "app.kubernetes.io/managed-by": "pulumi",
+        "classroom/stack": cfg.stack,
+    }
+    # Everything namespaced waits for the namespace; the claims depend on it
+    # explicitly so a destroy can never delete the namespace before them.
+    namespace_deps: list[pulumi.Resource] = []
+    namespace_name: pulumi.Input[str] = cfg.namespace
+    if cfg.create_namespace:
+        namespace = storage.create_namespace(cfg.namespace, labels)
+        namespace_deps.append(namespace)
+        namespace_name = namespace.metadata.apply(lambda m: m.name or cfg.namespace)
+    in_namespace = pulumi.ResourceOptions(depends_on=namespace_deps)
+
+    ca = SshCertificateAuthority(
+        "ssh-ca",
+        SshCertificateAuthorityArgs(
+            namespace=namespace_name,
+            algorithm=cfg.ssh.ca_algorithm,
+            existing_secret=cfg.ssh.existing_secret,
+            known_hosts_patterns=cfg.ssh.known_hosts_patterns,
+            labels=labels,
+        ),
+        opts=in_namespace,
+    )
+    server = LoginServer(
+        "login",
+        LoginServerArgs(
+            config=cfg,
+            ca_public_key=ca.public_key,
+            ca_secret_name=ca.secret_name,
+            ssh_service_name=SSH_SERVICE_NAME,
+            labels=labels,
+            depends_on=namespace_deps,
+        ),
+    )
+    ports = PortServices(
+        "ports",
+        PortServicesArgs(
+            namespace=cfg.namespace,
+            service=cfg.service,
+            extra_ports=cfg.extra_ports,
+            selector=server.selector_labels,
+            labels=labels,
+            depends_on=namespace_deps,
+        ),
+    )
+    return Classroom(config=cfg, ca=ca, server=server, ports=ports)
+
+
+def export(room: Classroom) -> None:
+    cfg = room.config
+    pulumi.export("namespace", cfg.namespace)
+    pulumi.export("sshHost", room.ports.host)
+    pulumi.export("sshPort", room.ports.port)
+    pulumi.export("caPublicKey", room.ca.public_key)
+    pulumi.export("knownHostsLine", room.ca.known_hosts_line)
+    pulumi.export(
+        "sshCommand",
+        room.ports.host.apply(lambda host: f"ssh -p {cfg.service.port} {cfg.user}@{host or '<pending address>'}"),
+    )
+
+
+if __name__ == "__main__":
+    export(build(load_config()))

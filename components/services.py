@@ -1,0 +1,91 @@
+"""PortServices: how students reach the login server.
+
+One Service carries SSH and every extra port. Why one and not one per port:
+a class gets a single address (one LoadBalancer IP, one DNS name) for
+`ssh`, the web server students run, and so on, which is what the cloud-server
+chart's users expect; Kubernetes has supported mixed TCP/UDP on a
+LoadBalancer since 1.26.
+
+`externalTrafficPolicy: Local` (LoadBalancer/NodePort) keeps the students'
+source addresses visible to sshd's logs; with one replica there is no
+balancing to lose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.config import Port, ServiceConfig
+
+SSH_SERVICE_NAME = "ssh"
+
+
+@dataclass
+class PortServicesArgs:
+    namespace: pulumi.Input[str]
+    service: ServiceConfig
+    extra_ports: Sequence[Port]
+    selector: Mapping[str, str]
+    labels: Mapping[str, str] = field(default_factory=dict)
+    depends_on: Sequence[pulumi.Resource] = ()
+
+
+def service_ports(service: ServiceConfig, extra_ports: Sequence[Port]) -> list[k8s.core.v1.ServicePortArgs]:
+    ports = [
+        k8s.core.v1.ServicePortArgs(
+            name="ssh", port=service.port, target_port="ssh", protocol="TCP", node_port=service.node_port
+        )
+    ]
+    ports += [
+        k8s.core.v1.ServicePortArgs(name=p.name, port=p.port, target_port=p.name, protocol=p.protocol)
+        for p in extra_ports
+    ]
+    return ports
+
+
+class PortServices(pulumi.ComponentResource):
+    """The Service that exposes SSH and the extra ports of the login server."""
+
+    service: k8s.core.v1.Service
+    host: pulumi.Output[str]
+    port: int
+
+    def __init__(self, name: str, args: PortServicesArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("classroom:index:PortServices", name, None, opts)
+        cfg = args.service
+        external = cfg.type in ("LoadBalancer", "NodePort")
+        self.service = k8s.core.v1.Service(
+            "ssh",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=SSH_SERVICE_NAME,
+                namespace=args.namespace,
+                labels=dict(args.labels),
+                annotations=dict(cfg.annotations) or None,
+            ),
+            spec=k8s.core.v1.ServiceSpecArgs(
+                type=cfg.type,
+                selector=dict(args.selector),
+                ports=service_ports(cfg, args.extra_ports),
+                load_balancer_ip=cfg.load_balancer_ip or None,
+                external_traffic_policy="Local" if external else None,
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
+        )
+        self.port = cfg.port
+
+        def address(status: k8s.core.v1.outputs.ServiceStatus | None) -> str:
+            ingress = (status.load_balancer.ingress if status and status.load_balancer else None) or []
+            for entry in ingress:
+                if entry.ip or entry.hostname:
+                    return str(entry.ip or entry.hostname)
+            return ""
+
+        if cfg.type == "LoadBalancer":
+            self.host = self.service.status.apply(address)
+        else:
+            self.host = pulumi.Output.concat(SSH_SERVICE_NAME, ".", args.namespace, ".svc.cluster.local")
+        self.register_outputs({"host": self.host, "port": self.port})
