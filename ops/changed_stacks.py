@@ -8,6 +8,7 @@ Usage::
 
     python -m ops.changed_stacks --base BASE_SHA --head HEAD_SHA [--exclude dev] \
         [--github-output "$GITHUB_OUTPUT"]
+    python -m ops.changed_stacks --stack cis90-fall2026      # a manual run names one stack
 
 prints a JSON list (`["cis90-fall2026"]`) usable as a GitHub Actions matrix, and with
 --github-output appends `stacks=<json>` and `any=true|false`.
@@ -102,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--base", default="", help="commit before the change (PR base or push 'before')")
     parser.add_argument("--head", default="HEAD", help="commit after the change")
     parser.add_argument("--paths-from", help="read changed paths from this file instead of git (one per line)")
+    parser.add_argument("--stack", help="select exactly this stack (manual run); it must have a stack file")
     parser.add_argument("--exclude", action="append", default=[], help="stack to leave out (repeatable)")
     parser.add_argument("--root", default=".", help="repository root")
     parser.add_argument("--github-output", help="append stacks=<json> and any=true|false to this file")
@@ -113,9 +115,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ChangedStacksError(f"--root: {str(root)!r} has no Pulumi.yaml; pass the repository root")
         stacks = existing_stacks(root)
         exclude = [name for item in args.exclude for name in item.replace(",", " ").split()]
-        if args.paths_from:
+        paths: list[str] | None
+        if args.stack:
+            if args.stack not in stacks:
+                raise ChangedStacksError(
+                    f"--stack: {args.stack!r} has no stacks/Pulumi.{args.stack}.yaml; "
+                    f"stacks here: {', '.join(stacks) or 'none'}"
+                )
+            paths = [f"stacks/Pulumi.{args.stack}.yaml"]
+            exclude = []
+        elif args.paths_from:
             try:
-                paths: list[str] | None = Path(args.paths_from).read_text(encoding="utf-8").splitlines()
+                paths = Path(args.paths_from).read_text(encoding="utf-8").splitlines()
             except OSError as exc:
                 raise ChangedStacksError(f"--paths-from: cannot read {args.paths_from!r}: {exc.strerror}") from None
         else:

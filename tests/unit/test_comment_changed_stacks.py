@@ -120,3 +120,12 @@ def test_cli_wrong_root_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "--root:" in result.stderr and "has no Pulumi.yaml" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_cli_manual_stack_must_exist(repo: Path) -> None:
+    result = run_cli(repo, "--stack", "dev")
+    assert result.returncode == 0 and json.loads(result.stdout) == ["dev"]
+    result = run_cli(repo, "--stack", "cis90-fall2062")
+    assert result.returncode == 2
+    assert "--stack: 'cis90-fall2062' has no stacks/Pulumi.cis90-fall2062.yaml" in result.stderr
+    assert "cis90-fall2026, cis91-fall2026, dev" in result.stderr
