@@ -13,7 +13,7 @@ import io
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -40,16 +40,18 @@ UID_MAX = 65533  # 65534 is nobody, 65535 is (uid_t)-1 on 16-bit tools
 USERNAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 GITHUB_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}$")
 LAUNCHPAD_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]{1,63}$")
+SERIAL_MASK = (1 << 53) - 1
 FINGERPRINT_RE = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}$")
 GRACE_RE = re.compile(r"^\s*(\d{1,4})\s*([wdhm]?)\s*$")
 
 # Accounts an image already has (or sshd/PAM treat specially): a roster entry
 # with one of these names would take over a system account.
-RESERVED_USERNAMES = frozenset(
-    """root daemon bin sys sync games man lp mail news uucp proxy www-data backup
-    list irc gnats nobody sshd systemd-network systemd-resolve systemd-timesync
-    messagebus syslog _apt ubuntu admin sudo staff users classroom""".split()
-)
+RESERVED_USERNAMES = frozenset((
+    "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp", "proxy",
+    "www-data", "backup", "list", "irc", "gnats", "nobody", "sshd", "systemd-network",
+    "systemd-resolve", "systemd-timesync", "messagebus", "syslog", "_apt", "ubuntu", "admin", "sudo",
+    "staff", "users", "classroom",
+))
 
 USERNAME_ACCEPTED = (
     "a Unix username: lowercase letter or '_' first, then up to 31 of a-z 0-9 _ -, "
@@ -217,7 +219,10 @@ def derive_uids(usernames: Iterable[str], taken: Iterable[int] = (),
 
 
 def cert_serial(stack: str, username: str, public_key: str, taken: Iterable[int] = ()) -> int:
-    """Deterministic, non-zero 63-bit certificate serial for (stack, user, key).
+    """Deterministic, non-zero 53-bit certificate serial for (stack, user, key).
+
+    53 bits, not 63: numbers cross the Pulumi engine as IEEE doubles, and a
+    larger serial would come back rounded in state and stack outputs.
 
     The key is part of the input so that a student who replaces a revoked key
     gets a certificate with a new serial that the KRL does not already revoke.
@@ -227,7 +232,7 @@ def cert_serial(stack: str, username: str, public_key: str, taken: Iterable[int]
     counter = 0
     while True:
         digest = hashlib.sha256(f"classroom-serial:{stack}:{username}:{blob}:{counter}".encode()).digest()
-        serial = int.from_bytes(digest[:8], "big") & ((1 << 63) - 1)
+        serial = int.from_bytes(digest[:8], "big") & SERIAL_MASK
         if serial and serial not in used:
             return serial
         counter += 1
@@ -360,8 +365,16 @@ def parse_roster_csv(text: str, *, source: str = "roster.csv",
         raise ConfigError("roster.csv", header, "a header row with a username column (username, login, netid, ...)",
                           where=f"{source} line 1")
     rows: list[tuple[dict[str, Any], str]] = []
-    for row in reader:
-        where = f"{source} line {reader.line_num}"
+    while True:
+        first_line = reader.line_num + 1  # a quoted cell may span lines: name the row's first one
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise ConfigError("roster.csv", source, f"well-formed CSV ({exc})", where=f"{source} line {first_line}") \
+                from None
+        where = f"{source} line {first_line}"
         if not any(cell.strip() for cell in row):
             continue
         entry: dict[str, Any] = dict(defaults or {})
@@ -393,7 +406,9 @@ def _roster_entries(raw: Any, base_dir: Path) -> list[tuple[dict[str, Any], str,
             raise ConfigError(f"roster.{sorted(extra)[0]}", raw[sorted(extra)[0]], "only 'csv' and 'defaults'")
         path = Path(str(raw["csv"]))
         if not path.is_absolute():
-            path = base_dir / path
+            # Relative to the project directory, or to stacks/ where the stack files live.
+            candidates = [base_dir / path, base_dir / "stacks" / path]
+            path = next((c for c in candidates if c.exists()), candidates[0])
         try:
             text = path.read_text(encoding="utf-8-sig")
         except OSError as exc:
@@ -460,7 +475,7 @@ def _parse_instant(key: str, value: Any, tz: ZoneInfo, end_of_day: bool) -> date
         raise ConfigError(key, value, "a date YYYY-MM-DD or an ISO 8601 date-time")
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=tz)
-    return moment.astimezone(timezone.utc)
+    return moment.astimezone(UTC)
 
 
 def parse_grace(value: Any) -> timedelta:
@@ -556,3 +571,76 @@ def parse_access(raw: Mapping[str, Any], *, base_dir: Path,
         staff_keep = _as_bool("staffKeepOwnKeys", staff_keep, "")
     return AccessConfig(people=people, term=term, revoked_serials=serials, revoked_keys=keys,
                         staff_keep_own_keys=staff_keep)
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def class_and_term_names(stack: str, term: Term | None) -> tuple[str, str]:
+    """('cis90', 'fall2026') from stack 'cis90-fall2026'; term.name wins when set."""
+    head, sep, tail = stack.rpartition("-")
+    class_name = head if sep and head else stack
+    term_name = (term.name if term and term.name else "") or (tail if sep and head else "") \
+        or (term.start.date().isoformat() if term else "term")
+    return class_name, term_name
+
+
+def utc_stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def roster_document(access: AccessConfig, *, stack: str, uids: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """The roster as the in-pod reconciler reads it (roster.json), without secrets or e-mail addresses.
+
+    `uids` (from the UID ledger in Pulumi state) overrides the derived UIDs so
+    that growth never moves anyone; explicit UIDs always win.
+    """
+    class_name, term_name = class_and_term_names(stack, access.term)
+    serials = cert_serials(stack, access.people)
+    people = []
+    for person in access.people:
+        uid = person.uid if person.uid_explicit or not uids else int(uids.get(person.username, person.uid))
+        people.append({
+            "username": person.username,
+            "uid": uid,
+            "name": person.name,
+            "role": person.role,
+            "labs": person.labs,
+            "keys": list(person.keys),
+            "importIds": list(person.import_ids),
+            "certificates": [
+                {"serial": serials[(person.username, key)], "fingerprint": key_fingerprint(key),
+                 "keyId": f"{class_name}/{term_name}/{person.username}"}
+                for key in person.keys
+            ],
+        })
+    term = access.term
+    return {
+        "version": 1,
+        "stack": stack,
+        "class": class_name,
+        "term": None if term is None else {
+            "name": term_name,
+            "start": utc_stamp(term.start),
+            "end": utc_stamp(term.end),
+            "accessEnd": utc_stamp(term.access_end),
+            "timezone": term.timezone,
+            "grace": f"{int(term.grace.total_seconds())}s",
+        },
+        "staffKeepOwnKeys": access.staff_keep_own_keys,
+        "people": people,
+        "revocations": {"serials": list(access.revoked_serials), "keys": list(access.revoked_keys)},
+    }
+
+
+def allocate_uids(derived_names: Iterable[str], explicit: Mapping[str, int],
+                  ledger: Mapping[str, int]) -> dict[str, int]:
+    """The next UID ledger: everyone ever assigned keeps their UID (their home is still on disk).
+
+    People who left stay in the ledger so that nobody new inherits their UID
+    and they get it back if they return.
+    """
+    names = set(derived_names)
+    taken = set(explicit.values()) | {uid for name, uid in ledger.items() if name not in names}
+    assigned = derive_uids(names, taken=taken, previous={n: u for n, u in ledger.items() if n in names})
+    return {**dict(ledger), **assigned, **dict(explicit)}

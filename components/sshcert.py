@@ -18,6 +18,7 @@ import pulumi
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
+from pulumi.runtime import rpc
 
 # What a student session may do. X11 is left out (the server disables it);
 # port forwarding stays because VS Code Remote SSH needs it.
@@ -111,12 +112,19 @@ def certificate_fields(cert_line: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- dynamic provider
 
 
+def _plain(props: Mapping[str, Any]) -> dict[str, Any]:
+    """The engine strips secrets before calling a dynamic provider (acceptSecrets=False), but
+    mocks pass them wrapped; accept both."""
+    return {key: rpc.unwrap_rpc_secret(value) for key, value in props.items()}
+
+
 def _signed_outputs(props: Mapping[str, Any]) -> dict[str, Any]:
     """Sign and return the outputs stored in state: the inputs that matter plus the certificate.
 
     The CA private key is deliberately not copied into the outputs; only its
     public half is, so the next diff can notice a CA rotation.
     """
+    props = _plain(props)
     ca_pem = str(props["ca_private_key"])
     outs = {name: props[name] for name in SIGNED_FIELDS}
     outs["serial"] = int(props["serial"])
@@ -139,6 +147,7 @@ def _signed_outputs(props: Mapping[str, Any]) -> dict[str, Any]:
 
 def changed_fields(olds: Mapping[str, Any], news: Mapping[str, Any]) -> list[str]:
     """Which signed inputs differ between the state and the new inputs (numbers compared as ints)."""
+    olds, news = _plain(olds), _plain(news)
     changed = []
     for name in SIGNED_FIELDS:
         old, new = olds.get(name), news.get(name)
