@@ -131,7 +131,7 @@ def apt_installed_packages(instructions: list[Instruction]) -> list[str]:
             continue
         for command in re.split(r"&&|;|\|\|", ins.args):
             words = shlex.split(command)
-            if words[:2] == ["apt-get", "install"] or words[:1] == ["apt-get"] and "install" in words:
+            if words[:1] == ["apt-get"] and "install" in words:
                 after = words[words.index("install") + 1 :]
                 packages += [w for w in after if not w.startswith("-")]
     return packages
@@ -143,16 +143,23 @@ def setup_script_lines() -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
 
 
-def sshd_directories() -> dict[str, str]:
-    """Directories the project's sshd_config reads keys from, by directive."""
+def sshd_key_paths() -> dict[str, list[str]]:
+    """Paths the project's sshd_config reads keys from, by lower-case directive."""
     wanted = {"authorizedkeysfile", "trustedusercakeys", "revokedkeys", "hostkey", "hostcertificate"}
-    found: dict[str, str] = {}
+    found: dict[str, list[str]] = {}
     for raw in SSHD_CONFIG.read_text().splitlines():
         words = raw.split("#", 1)[0].split()
         if len(words) >= 2 and words[0].lower() in wanted:
-            # %u and friends are expanded by sshd inside the directory.
-            found[f"{words[0]} {words[1]}"] = str(Path(words[1]).parent)
+            # Only absolute paths: relative ones (.ssh/authorized_keys) are per user.
+            found.setdefault(words[0].lower(), []).extend(w for w in words[1:] if w.startswith("/"))
     return found
+
+
+def sshd_directories() -> dict[str, str]:
+    """Directories holding the sshd_config's key files, by 'Directive path'."""
+    return {
+        f"{directive} {path}": str(Path(path).parent) for directive, paths in sshd_key_paths().items() for path in paths
+    }
 
 
 # ----------------------------------------------------- Dockerfile contract ---
@@ -202,7 +209,7 @@ def test_systemd_is_pid_1(image_dir: Path) -> None:
 @unit
 def test_installs_what_the_pod_relies_on(image_dir: Path) -> None:
     packages = set(apt_installed_packages(dockerfile(image_dir)))
-    assert REQUIRED_PACKAGES <= packages, f"missing: {sorted(REQUIRED_PACKAGES - packages)}"
+    assert packages >= REQUIRED_PACKAGES, f"missing: {sorted(REQUIRED_PACKAGES - packages)}"
 
 
 @unit
@@ -270,6 +277,7 @@ def test_setup_removes_distro_host_keys_and_creates_key_directories() -> None:
 @unit
 def test_setup_creates_every_directory_sshd_config_reads() -> None:
     created = {line.split()[-1] for line in setup_script_lines() if line.startswith("install -d")}
+    created.add("/etc/ssh")  # openssh-server's own directory
     needed = sshd_directories()
     assert needed, f"no key directives found in {SSHD_CONFIG}"
     missing = {directive: d for directive, d in needed.items() if d not in created}
@@ -416,9 +424,7 @@ def test_chroot_distro_host_keys_are_gone(image_layer: ImageLayer, image_root: P
 
 @chroot_tier
 @pytest.mark.parametrize("directory", ["authorized_keys", "classroom", "host"])
-def test_chroot_key_directories_are_root_owned_and_not_writable_by_others(
-    image_root: Path, directory: str
-) -> None:
+def test_chroot_key_directories_are_root_owned_and_not_writable_by_others(image_root: Path, directory: str) -> None:
     info = (image_root / "etc" / "ssh" / directory).lstat()
     assert stat.S_ISDIR(info.st_mode)
     assert (info.st_uid, info.st_gid) == (0, 0)
@@ -491,19 +497,23 @@ def test_chroot_project_sshd_config_works_with_signed_host_keys(image_root: Path
     """The pod's sshd_config, host keys signed like the init container does, sshd -t."""
     shutil.copy(SSHD_CONFIG, image_root / "etc" / "ssh" / "sshd_config")
     shutil.copy(SIGN_HOST_KEYS, image_root / "tmp" / "sign-host-keys.sh")
+    paths = sshd_key_paths()
+    (host_dir,) = {str(Path(p).parent) for p in paths["hostkey"]}
+    (ca_pub,) = paths["trustedusercakeys"]
+    (krl,) = paths["revokedkeys"]
     prepare = in_chroot(
         image_root,
         "set -e; ssh-keygen -q -t ed25519 -N '' -C class-ca -f /root/ca;"
-        " sh /tmp/sign-host-keys.sh /root/ca /etc/ssh/host login.example.edu;"
-        " cp /root/ca.pub /etc/ssh/classroom/ca.pub;"
-        " ssh-keygen -q -k -f /etc/ssh/classroom/revoked.krl;"
+        f" sh /tmp/sign-host-keys.sh /root/ca {host_dir} login.example.edu;"
+        f" cp /root/ca.pub {ca_pub};"
+        f" ssh-keygen -q -k -f {krl};"
         " mkdir -p /run/sshd",
     )
     assert prepare.returncode == 0, prepare.stdout + prepare.stderr
     check = in_chroot(image_root, "/usr/sbin/sshd -t")
     assert check.returncode == 0, check.stdout + check.stderr
     # sshd -t really reads the HostKey paths: without the keys it must refuse.
-    for key in (image_root / "etc" / "ssh" / "host").glob("ssh_host_*"):
+    for key in Path(image_root, host_dir.lstrip("/")).glob("ssh_host_*"):
         key.unlink()
     refused = in_chroot(image_root, "/usr/sbin/sshd -t")
     assert refused.returncode != 0
