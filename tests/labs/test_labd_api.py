@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import yaml
@@ -226,11 +226,11 @@ def test_host_sync_closes_sessions_the_login_server_no_longer_has(labd: Labd) ->
 
 
 class Receiver(BaseHTTPRequestHandler):
-    secret = b""
-    events: list[dict[str, Any]] = []
-    failures_left = 0
+    secret: ClassVar[bytes] = b""
+    events: ClassVar[list[dict[str, Any]]] = []
+    failures_left: ClassVar[int] = 0
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         stamp = self.headers["X-Labd-Timestamp"]
         expected = "sha256=" + hmac.new(self.secret, stamp.encode() + b"." + body, hashlib.sha256).hexdigest()

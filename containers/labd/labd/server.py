@@ -78,7 +78,7 @@ def make_handler(service: LabService, verifier: Verifier) -> type[BaseHTTPReques
         sys_version = ""
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
+        def log_message(self, format: str, *args: Any) -> None:
             log.info("%s %s", self.address_string(), format % args)
 
         def _send(self, status: int, body: Any, content_type: str = "application/json") -> None:
@@ -113,12 +113,11 @@ def make_handler(service: LabService, verifier: Verifier) -> type[BaseHTTPReques
             if path == "/healthz" and self.command == "GET":
                 return 200, {"ok": True}, "application/json"
             route_path = path.split("?", 1)[0]
-            for method, pattern, op, admin_only in ROUTES:
-                match = pattern.match(route_path)
-                if match and method == self.command:
-                    break
-            else:
+            found = [(m, op, admin) for method, pattern, op, admin in ROUTES
+                     if method == self.command and (m := pattern.match(route_path))]
+            if not found:
                 raise HttpError(404, f"no route {self.command} {route_path}")
+            match, op, admin_only = found[0]
             # Authenticate over the exact bytes received, then authorize, and
             # only then look at the body or any state.
             caller = verifier.verify(self.command, path, {k: v for k, v in self.headers.items()}, body)
@@ -167,21 +166,21 @@ def make_handler(service: LabService, verifier: Verifier) -> type[BaseHTTPReques
             if op == "delete":
                 return 200, service.delete(user), "application/json"
             if op == "list":
-                return 200, {"clusters": service.list()}, "application/json"
+                return 200, {"clusters": service.list_all()}, "application/json"
             if op == "routes":
                 return 200, service.routes_yaml(), "application/yaml"
             raise HttpError(500, f"operation {op} has no handler")
 
-        def do_GET(self) -> None:  # noqa: N802 (stdlib naming)
+        def do_GET(self) -> None:
             self._handle()
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             self._handle()
 
-        def do_PUT(self) -> None:  # noqa: N802
+        def do_PUT(self) -> None:
             self._handle()
 
-        def do_DELETE(self) -> None:  # noqa: N802
+        def do_DELETE(self) -> None:
             self._handle()
 
     return Handler

@@ -152,7 +152,7 @@ class LabService:
                 "error": record["error"],
             }
 
-    def list(self) -> list[dict[str, Any]]:
+    def list_all(self) -> list[dict[str, Any]]:
         with self._state_lock:
             names = sorted(self.users)
         return [self.status(u) for u in names]
@@ -347,7 +347,7 @@ class LabService:
         actual = self.k3d.list()
         with self._state_lock:
             known = {r["cluster"]: u for u, r in self.users.items()}
-            for user, record in self.users.items():
+            for record in self.users.values():
                 info = actual.get(record["cluster"])
                 record["state"] = ABSENT if info is None else (RUNNING if info.running else STOPPED)
             for name, info in actual.items():

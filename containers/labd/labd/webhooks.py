@@ -23,14 +23,14 @@ def call_webhook(hook: WebhookConfig, payload: dict[str, str]) -> bool:
     body = json.dumps(payload, sort_keys=True).encode()
     for attempt in range(hook.retries + 1):
         stamp = str(int(time.time()))
-        request = urllib.request.Request(hook.url, data=body, method="POST", headers={
+        request = urllib.request.Request(hook.url, data=body, method="POST", headers={  # noqa: S310 (config allows only http/https)
             "Content-Type": "application/json",
             "X-Labd-Event": payload["event"],
             "X-Labd-Timestamp": stamp,
             "X-Labd-Signature": webhook_signature(hook.secret, stamp, body),
         })
         try:
-            with urllib.request.urlopen(request, timeout=hook.timeout) as response:  # noqa: S310 (URL from config)
+            with urllib.request.urlopen(request, timeout=hook.timeout) as response:  # noqa: S310 (config allows only http/https)
                 if 200 <= response.status < 300:
                     log.info("webhook %s for %s: HTTP %s", payload["event"], payload["user"], response.status)
                     return True
