@@ -52,7 +52,10 @@ CA_PUBLIC_DIR = "/etc/ssh/classroom"
 HOST_KEY_DIR = "/etc/ssh/host"
 CA_PRIVATE_DIR = "/etc/ssh/ca-private"
 HOST_KEY_SCRIPT_DIR = "/etc/classroom/hostkeys"
-REVOKED_KRL = "revoked.krl"
+# sshd_config's RevokedKeys. The roster reconciler (re)builds it; rc.local
+# creates an empty one first, because sshd refuses every key while it is
+# missing and an empty file revokes nothing.
+REVOKED_KEYS_FILE = "/etc/ssh/classroom-revoked.krl"
 
 # Unprivileged mode keeps only what sshd (privilege separation, PAM audit,
 # port 22, pty ownership) and rc.local (useradd, install -o) need; Docker's
@@ -146,10 +149,8 @@ class LoginServerArgs:
     # Resources the claims must wait for (the namespace the stack creates).
     depends_on: Sequence[pulumi.Resource] = ()
     # Hook for the access/roster work: a ConfigMap mounted at
-    # /etc/classroom/roster. If it has a `revoked.krl` key, sshd uses it as
-    # RevokedKeys; otherwise an empty list is used.
+    # /etc/classroom/roster; rc.local runs its apply-roster.sh at boot.
     roster_config_map: pulumi.Input[str] | None = None
-    roster_has_krl: bool = False
     # Optional digest of the roster content; included in the pod checksum
     # only when given (a roster change then restarts the server).
     roster_revision: pulumi.Input[str] | None = None
@@ -226,10 +227,6 @@ class LoginServer(pulumi.ComponentResource):
         files = pod_files(cfg)
         ca_pub = pulumi.Output.from_input(args.ca_public_key).apply(lambda k: k.strip() + "\n")
         ca_public_files: dict[str, pulumi.Input[str]] = {"ca.pub": ca_pub}
-        if not args.roster_has_krl:
-            # An empty RevokedKeys file revokes nothing; a missing one would
-            # make sshd refuse every login.
-            ca_public_files[REVOKED_KRL] = ""
         for cm_name, content in files.items():
             if cm_name == "rc-env" and cfg.rc_env_is_secret:
                 k8s.core.v1.Secret(
@@ -496,26 +493,13 @@ def build_pod_spec(cfg: ClassroomConfig, args: LoginServerArgs, *, ssh_service_n
 
 
 def _ca_public_volume(args: LoginServerArgs) -> k8s.core.v1.VolumeArgs:
-    sources = [
-        k8s.core.v1.VolumeProjectionArgs(
-            config_map=k8s.core.v1.ConfigMapProjectionArgs(
-                name="ca-public-key",
-                items=[k8s.core.v1.KeyToPathArgs(key="ca.pub", path="ca.pub")]
-                + ([] if args.roster_has_krl else [k8s.core.v1.KeyToPathArgs(key=REVOKED_KRL, path=REVOKED_KRL)]),
-            )
-        )
-    ]
-    if args.roster_has_krl and args.roster_config_map is not None:
-        sources.append(
-            k8s.core.v1.VolumeProjectionArgs(
-                config_map=k8s.core.v1.ConfigMapProjectionArgs(
-                    name=args.roster_config_map,
-                    items=[k8s.core.v1.KeyToPathArgs(key=REVOKED_KRL, path=REVOKED_KRL)],
-                )
-            )
-        )
     return k8s.core.v1.VolumeArgs(
-        name="ca-public", projected=k8s.core.v1.ProjectedVolumeSourceArgs(sources=sources, default_mode=0o444)
+        name="ca-public",
+        config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(
+            name="ca-public-key",
+            items=[k8s.core.v1.KeyToPathArgs(key="ca.pub", path="ca.pub")],
+            default_mode=0o444,
+        ),
     )
 
 

@@ -1,0 +1,428 @@
+"""What the program registers: workloads, volumes, secrets, options, services."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pytest
+
+from components import server as server_module
+from components.server import CHECKSUM_ANNOTATION, UNPRIVILEGED_CAPABILITIES
+from tests.unit.conftest import FAKE_CA_PRIVATE, FAKE_CA_PUBLIC, LB_ADDRESS, Rendered, render
+
+PVC = "kubernetes:core/v1:PersistentVolumeClaim"
+NS = "kubernetes:core/v1:Namespace"
+SC = "kubernetes:storage.k8s.io/v1:StorageClass"
+SVC = "kubernetes:core/v1:Service"
+SECRET = "kubernetes:core/v1:Secret"
+CM = "kubernetes:core/v1:ConfigMap"
+
+CIS90: dict[str, Any] = {
+    "extraMounts": [
+        {"name": "cis90", "path": "/home/cis90", "size": "1Gi"},
+        {"name": "depot", "path": "/srv/depot", "size": "5Gi"},
+    ],
+    "extraPorts": [{"name": "http", "port": 80}, {"name": "dns", "port": 53, "protocol": "UDP"}],
+}
+
+
+def mounts(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {m["mountPath"]: m for m in container.get("volumeMounts", [])}
+
+
+def volumes(r: Rendered) -> dict[str, dict[str, Any]]:
+    return {v["name"]: v for v in r.pod["volumes"]}
+
+
+# ------------------------------------------------------------------ data safety
+
+
+def test_claims_are_protected_retained_and_wait_for_the_namespace() -> None:
+    r = render(CIS90)
+    namespace = r.one(NS, "namespace")
+    assert namespace.protect and namespace.retain_on_delete
+    claims = r.of_type(PVC)
+    assert sorted(c.inputs["metadata"]["name"] for c in claims) == ["extra-cis90", "extra-depot", "home"]
+    for claim in claims:
+        assert claim.protect and claim.retain_on_delete, claim.name
+        assert namespace.urn in claim.dependencies, claim.name
+
+
+def test_claims_cannot_plan_a_replacement() -> None:
+    r = render(CIS90)
+    for claim in r.of_type(PVC):
+        # Every immutable spec field is ignored, so only the size can change.
+        assert {"spec.storageClassName", "spec.accessModes", "spec.volumeMode", "spec.volumeName"} <= set(
+            claim.ignore_changes
+        )
+        assert "spec.resources" not in " ".join(claim.ignore_changes)
+        spec = claim.inputs["spec"]
+        assert spec["accessModes"] == ["ReadWriteOnce"] and spec["volumeMode"] == "Filesystem"
+
+
+def test_size_is_the_only_thing_that_follows_the_config() -> None:
+    small = render({"homeSize": "2Gi"}).one(PVC, "home").inputs
+    large = render({"homeSize": "20Gi"}).one(PVC, "home").inputs
+    assert small["spec"]["resources"]["requests"]["storage"] == "2Gi"
+    assert large["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    assert small["metadata"] == large["metadata"]
+    small["spec"].pop("resources"), large["spec"].pop("resources")
+    assert small["spec"] == large["spec"]
+
+
+def test_no_volume_claim_templates_pods_use_program_declared_claims() -> None:
+    r = render(CIS90)
+    assert "volumeClaimTemplates" not in r.statefulset["spec"]
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in r.pod["volumes"] if "persistentVolumeClaim" in v}
+    declared = {c.inputs["metadata"]["name"] for c in r.of_type(PVC)}
+    assert claims == declared
+    # The StatefulSet waits for the claims.
+    sts = r.one("kubernetes:apps/v1:StatefulSet", "statefulset")
+    assert {c.urn for c in r.of_type(PVC)} <= set(sts.dependencies)
+
+
+def test_managed_storage_class_is_retain_and_expandable() -> None:
+    r = render({"storageProvisioner": "ebs.csi.aws.com", "storageParameters": {"type": "gp3"}})
+    sc = r.one(SC, "retain-class").inputs
+    assert sc["reclaimPolicy"] == "Retain" and sc["allowVolumeExpansion"] is True
+    assert sc["provisioner"] == "ebs.csi.aws.com" and sc["parameters"] == {"type": "gp3"}
+    assert sc["metadata"]["name"] == "classroom-dev-retain"
+    assert r.one(PVC, "home").inputs["spec"]["storageClassName"] == "classroom-dev-retain"
+
+
+def test_an_explicit_retain_class_is_used_and_no_class_is_created() -> None:
+    r = render({"homeStorageClassName": "nfs-retain"}, class_reclaim={"nfs-retain": "Retain"})
+    assert r.of_type(SC) == []
+    assert r.one(PVC, "home").inputs["spec"]["storageClassName"] == "nfs-retain"
+    assert any(x.read and x.type == SC for x in r.resources)
+
+
+@pytest.mark.parametrize("policy", ["Delete", ""])
+def test_an_explicit_class_that_would_delete_data_is_refused(policy: str) -> None:
+    with pytest.raises(Exception, match=r"homeStorageClassName.*reclaimPolicy.*Retain") as caught:
+        render({"homeStorageClassName": "standard"}, class_reclaim={"standard": policy} if policy else {})
+    assert isinstance(caught.value, pulumi.RunError)
+    # Refused before the claim was registered.
+
+
+def test_an_extra_mount_class_is_checked_too() -> None:
+    raw = {"extraMounts": [{"name": "a", "path": "/srv/a", "size": "1Gi", "storageClassName": "hdd"}]}
+    with pytest.raises(pulumi.RunError, match=r"extraMounts\[0\]\.storageClassName"):
+        render(raw, class_reclaim={"hdd": "Delete"})
+    assert render(raw, class_reclaim={"hdd": "Retain"}).one(PVC, "extra-a").inputs["spec"]["storageClassName"] == "hdd"
+
+
+def test_existing_namespace_is_not_created() -> None:
+    r = render({"createNamespace": False, "namespace": "shared"})
+    assert r.of_type(NS) == []
+    assert all(m["metadata"].get("namespace") in (None, "shared") for m in r.manifests)
+
+
+# ------------------------------------------------------------------ the CA key
+
+
+def test_ca_private_key_reaches_only_the_init_container() -> None:
+    r = render()
+    secret = r.one(SECRET, "ssh-ca-secret").inputs
+    assert secret["stringData"]["ca_key"] == FAKE_CA_PRIVATE
+    vols = volumes(r)
+    assert vols["ca-private"]["secret"]["secretName"] == "ssh-ca"
+    assert vols["ca-private"]["secret"]["defaultMode"] == 0o400
+    init, login = r.container("hostkeys"), r.container("login")
+    assert "/etc/ssh/ca-private" in mounts(init) and mounts(init)["/etc/ssh/ca-private"]["readOnly"]
+    assert all(m["name"] != "ca-private" for m in login["volumeMounts"])
+    # Nothing secret in the login container's environment either.
+    assert "env" not in login and "envFrom" not in login
+    # No ConfigMap carries the private key.
+    for cm in r.of_type(CM):
+        assert "PRIVATE KEY" not in str(cm.inputs.get("data"))
+
+
+def test_init_container_signs_host_keys_into_a_shared_in_memory_dir() -> None:
+    r = render({"hostName": "opus", "service": {"loadBalancerIP": "10.1.2.3"}, "ssh": {"hostPrincipals": ["opus.edu"]}})
+    init = r.container("hostkeys")
+    assert init["command"][:5] == [
+        "/bin/sh",
+        "/etc/classroom/hostkeys/sign-host-keys.sh",
+        "/etc/ssh/ca-private/ca_key",
+        "/etc/ssh/host",
+        init["command"][4],
+    ]
+    principals = init["command"][4].split(",")
+    assert principals[0] == "opus"
+    assert {"login-0", "ssh", "ssh.classroom-dev.svc.cluster.local", "10.1.2.3", "opus.edu"} <= set(principals)
+    assert volumes(r)["host-keys"]["emptyDir"]["medium"] == "Memory"
+    assert not mounts(init)["/etc/ssh/host"].get("readOnly")
+    assert mounts(r.container("login"))["/etc/ssh/host"]["readOnly"] is True
+    ctx = init["securityContext"]
+    assert ctx["allowPrivilegeEscalation"] is False and ctx["capabilities"]["drop"] == ["ALL"]
+    assert ctx["readOnlyRootFilesystem"] is True
+
+
+def test_ca_public_key_and_revocation_list_sit_where_sshd_config_expects_them() -> None:
+    r = render()
+    sshd_config = r.config_map("sshd-config")["data"]["sshd_config"]
+    trusted = re.search(r"^TrustedUserCAKeys (\S+)$", sshd_config, re.M)
+    revoked = re.search(r"^RevokedKeys (\S+)$", sshd_config, re.M)
+    assert trusted and revoked
+    mount = mounts(r.container("login"))["/etc/ssh/classroom"]
+    assert trusted.group(1) == "/etc/ssh/classroom/ca.pub"
+    assert r.config_map("ca-public-key")["data"] == {"ca.pub": FAKE_CA_PUBLIC + "\n"}
+    assert volumes(r)[mount["name"]]["configMap"]["items"] == [{"key": "ca.pub", "path": "ca.pub"}]
+    # The revocation list is not in a read-only mount: rc.local creates it
+    # (empty) before sshd starts, the roster reconciler rebuilds it.
+    assert revoked.group(1) == server_module.REVOKED_KEYS_FILE
+    assert not revoked.group(1).startswith("/etc/ssh/classroom/")
+    assert (
+        f"install -o root -g root -m 0644 /dev/null {revoked.group(1)}" in r.config_map("rc-local")["data"]["rc.local"]
+    )
+    host_keys = re.findall(r"^Host(?:Key|Certificate) (\S+)$", sshd_config, re.M)
+    assert host_keys and all(p.startswith("/etc/ssh/host/") for p in host_keys)
+
+
+def test_outputs_are_public_material_only() -> None:
+    r = render({"ssh": {"knownHostsPatterns": ["*.cabrillo.edu", "172.20.2.100"]}})
+    assert r.outputs["public_key"] == FAKE_CA_PUBLIC
+    assert r.outputs["known_hosts_line"] == f"@cert-authority *.cabrillo.edu,172.20.2.100 {FAKE_CA_PUBLIC}"
+    assert all("PRIVATE" not in str(v) for v in r.outputs.values())
+
+
+def test_rsa_ca_on_request() -> None:
+    key = render({"ssh": {"caAlgorithm": "rsa"}}).one("tls:index/privateKey:PrivateKey", "ssh-ca-key").inputs
+    assert key["algorithm"] == "RSA" and key["rsaBits"] == 4096
+    key = render().one("tls:index/privateKey:PrivateKey", "ssh-ca-key").inputs
+    assert key["algorithm"] == "ED25519"
+
+
+def test_existing_ca_secret_is_mounted_and_nothing_is_generated() -> None:
+    r = render({"ssh": {"existingSecret": "class-ca"}}, existing_secret={"ca_key": "K", "ca_key_pub": FAKE_CA_PUBLIC})
+    assert r.of_type("tls:index/privateKey:PrivateKey") == [] and r.of_type(SECRET) == []
+    assert volumes(r)["ca-private"]["secret"]["secretName"] == "class-ca"
+    assert r.outputs["public_key"] == FAKE_CA_PUBLIC
+
+
+# ------------------------------------------------------------------ pod shape
+
+
+def test_one_replica_headless_service_and_probes() -> None:
+    r = render()
+    sts = r.statefulset
+    assert sts["spec"]["replicas"] == 1.0  # mocks hand numbers back as floats
+    assert sts["spec"]["serviceName"] == "login-headless"
+    headless = r.one(SVC, "headless").inputs["spec"]
+    assert headless["clusterIP"] == "None" and headless["selector"] == sts["spec"]["selector"]["matchLabels"]
+    login = r.container("login")
+    assert login["readinessProbe"]["exec"]["command"] == ["test", "-f", "/ready"]
+    assert login["livenessProbe"]["tcpSocket"]["port"] == 22
+    assert login["startupProbe"]["tcpSocket"]["port"] == 22
+    assert r.pod["automountServiceAccountToken"] is False
+
+
+def test_every_container_has_requests_and_limits() -> None:
+    r = render({"resources": {"requests": {"cpu": "1"}, "limits": {"cpu": "2", "memory": "3Gi"}}})
+    for name in ("hostkeys", "login"):
+        res = r.container(name)["resources"]
+        assert set(res["requests"]) == set(res["limits"]) == {"cpu", "memory"}, name
+    assert r.container("login")["resources"]["limits"] == {"cpu": "2", "memory": "3Gi"}
+
+
+def test_privileged_mode_runs_systemd_with_sys_admin() -> None:
+    login = render({"privileged": True}).container("login")
+    assert "command" not in login  # the image's /sbin/init
+    ctx = login["securityContext"]
+    assert ctx["privileged"] is True and "SYS_ADMIN" in ctx["capabilities"]["add"]
+
+
+def test_unprivileged_mode_runs_sshd_directly_with_few_capabilities() -> None:
+    r = render({"privileged": False})
+    login = r.container("login")
+    assert login["command"] == ["/usr/local/sbin/classroom-entrypoint"]
+    assert mounts(login)["/usr/local/sbin/classroom-entrypoint"]["subPath"] == "classroom-entrypoint"
+    assert "exec /usr/sbin/sshd -D" in r.config_map("entrypoint")["data"]["classroom-entrypoint"]
+    ctx = login["securityContext"]
+    assert ctx["privileged"] is False and ctx["allowPrivilegeEscalation"] is False
+    assert ctx["capabilities"]["drop"] == ["ALL"]
+    assert set(ctx["capabilities"]["add"]) == set(UNPRIVILEGED_CAPABILITIES)
+    assert not {"SYS_ADMIN", "NET_RAW", "MKNOD", "SYS_PTRACE"} & set(ctx["capabilities"]["add"])
+    assert {"SETUID", "SETGID", "SYS_CHROOT", "AUDIT_WRITE", "CHOWN", "NET_BIND_SERVICE"} <= set(
+        ctx["capabilities"]["add"]
+    )
+    assert ctx["seccompProfile"]["type"] == "RuntimeDefault"
+    assert "entrypoint" not in volumes(render({"privileged": True}))
+
+
+def test_scripts_and_config_files_are_mounted_from_config_maps() -> None:
+    r = render()
+    login = mounts(r.container("login"))
+    for path, cm, key in [
+        ("/etc/rc.env", "rc-env", "rc.env"),
+        ("/etc/rc.local", "rc-local", "rc.local"),
+        ("/etc/rc.user", "rc-user", "rc.user"),
+        ("/etc/ssh/sshd_config", "sshd-config", "sshd_config"),
+    ]:
+        assert login[path]["subPath"] == key and login[path]["readOnly"] is True
+        assert volumes(r)[login[path]["name"]]["configMap"]["name"] == cm
+        assert key in r.config_map(cm)["data"]
+    assert volumes(r)["rc-local"]["configMap"]["defaultMode"] == 0o755
+    repo_script = (Path(server_module.SCRIPTS) / "sign-host-keys.sh").read_text()
+    assert r.config_map("host-key-script")["data"]["sign-host-keys.sh"] == repo_script
+
+
+def test_rc_env_carries_the_chart_variables_and_rc_env_text() -> None:
+    r = render(
+        {
+            "user": "alice",
+            "userID": 12345,
+            "hostName": "opus",
+            "userSSHKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFake alice@home",
+            "userSSHImport": "gh:alice",
+            "customizeRepo": "https://example.com/setup.git",
+            "customizeRepoCommand": "make install",
+            "customizeCommand": "echo 'hi there'",
+            "rcEnv": "COURSE=cis90\n",
+        }
+    )
+    env = r.config_map("rc-env")["data"]["rc.env"]
+    assert "DEFAULT_USER=alice\n" in env and "DEFAULT_UID=12345\n" in env and "SET_HOSTNAME=opus\n" in env
+    assert "DEFAULT_KEY='ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFake alice@home'\n" in env
+    assert "DEFAULT_KEY_IMPORT=gh:alice\n" in env and "CUSTOMIZE_REPO=https://example.com/setup.git\n" in env
+    assert "CUSTOMIZE_REPO_COMMAND='make install'\n" in env
+    assert "CUSTOMIZE_COMMAND='echo '\"'\"'hi there'\"'\"''\n" in env
+    assert env.endswith("COURSE=cis90\n")
+
+
+def test_secret_rc_env_goes_into_a_secret_not_a_config_map() -> None:
+    r = render({"rcEnv": "API_TOKEN=hunter2\n"}, secret_keys=frozenset({"rcEnv"}))
+    assert all(cm.name != "rc-env" for cm in r.of_type(CM))
+    assert "API_TOKEN=hunter2" in r.one(SECRET, "rc-env").inputs["stringData"]["rc.env"]
+    assert volumes(r)["rc-env"]["secret"]["secretName"] == "rc-env"
+
+
+def test_rc_local_and_rc_user_can_be_replaced() -> None:
+    r = render({"rcLocal": "#!/bin/bash\necho custom\ntouch /ready\n", "rcUser": "#!/bin/sh\necho mine\n"})
+    assert "echo custom" in r.config_map("rc-local")["data"]["rc.local"]
+    assert r.config_map("rc-user")["data"]["rc.user"] == "#!/bin/sh\necho mine\n"
+
+
+def test_extra_mounts_and_ports_reach_the_pod() -> None:
+    r = render(CIS90)
+    login = r.container("login")
+    assert mounts(login)["/home/cis90"]["name"] == "extra-cis90"
+    assert mounts(login)["/srv/depot"]["name"] == "extra-depot"
+    assert mounts(login)["/home"]["name"] == "home"
+    assert r.one(PVC, "extra-depot").inputs["spec"]["resources"]["requests"]["storage"] == "5Gi"
+    ports = {(p["name"], p["containerPort"], p["protocol"]) for p in login["ports"]}
+    assert ports == {("ssh", 22, "TCP"), ("http", 80, "TCP"), ("dns", 53, "UDP")}
+
+
+def test_scheduling_options_and_pull_secrets() -> None:
+    r = render(
+        {
+            "nodeSelector": {"disk": "ssd"},
+            "tolerations": [{"key": "class", "operator": "Exists", "effect": "NoSchedule"}],
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}},
+            "image": {"pullSecrets": ["regcred"], "repository": "ghcr.io/me/login", "tag": "noble-1"},
+            "podAnnotations": {"example.com/team": "cis"},
+        }
+    )
+    pod = r.pod
+    assert pod["nodeSelector"] == {"disk": "ssd"}
+    assert pod["tolerations"] == [{"key": "class", "operator": "Exists", "effect": "NoSchedule"}]
+    assert "nodeAffinity" in pod["affinity"]
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert r.container("login")["image"] == r.container("hostkeys")["image"] == "ghcr.io/me/login:noble-1"
+    annotations = r.statefulset["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["example.com/team"] == "cis" and CHECKSUM_ANNOTATION in annotations
+
+
+def test_roster_config_map_hook_is_a_plain_optional_input() -> None:
+    r = render()
+    assert "/etc/classroom/roster" not in mounts(r.container("login"))
+    assert "sh /etc/classroom/roster/apply-roster.sh" in r.config_map("rc-local")["data"]["rc.local"]
+    cfg = r.config
+    pod_spec = server_module.build_pod_spec(
+        cfg,
+        server_module.LoginServerArgs(
+            config=cfg, ca_public_key="k", ca_secret_name="ssh-ca", roster_config_map="roster"
+        ),
+        ssh_service_name="ssh",
+    )
+    vols = {v.name: v for v in pod_spec.volumes}  # type: ignore[union-attr]
+    assert vols["roster"].config_map.name == "roster"  # type: ignore[union-attr]
+    login = next(c for c in pod_spec.containers if c.name == "login")  # type: ignore[union-attr]
+    roster_mount = [m for m in login.volume_mounts if m.name == "roster"]  # type: ignore[union-attr]
+    assert roster_mount[0].mount_path == "/etc/classroom/roster" and roster_mount[0].read_only
+
+
+# ------------------------------------------------------------------ checksum
+
+
+def checksum(raw: dict[str, Any] | None = None) -> str:
+    r = render(raw)
+    return str(r.statefulset["spec"]["template"]["metadata"]["annotations"][CHECKSUM_ANNOTATION])
+
+
+def test_checksum_is_stable_and_follows_every_file() -> None:
+    base = checksum()
+    assert base == checksum() and re.fullmatch(r"[0-9a-f]{64}", base)
+    assert checksum({"rcEnv": "X=1\n"}) != base
+    assert checksum({"rcUser": "#!/bin/sh\ntrue\n"}) != base
+    assert checksum({"user": "alice"}) != base
+
+
+def test_checksum_changes_when_a_script_file_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = checksum()
+    for script in Path(server_module.SCRIPTS).iterdir():
+        (tmp_path / script.name).write_text(script.read_text())
+    monkeypatch.setattr(server_module, "SCRIPTS", tmp_path)
+    assert checksum() == base
+    for name in ("rc.local", "sshd_config", "sign-host-keys.sh"):
+        original = (tmp_path / name).read_text()
+        (tmp_path / name).write_text(original + "\n# changed\n")
+        assert checksum() != base, name
+        (tmp_path / name).write_text(original)
+
+
+def test_checksum_follows_the_ca_public_key() -> None:
+    files = {"a": "1"}
+    assert server_module.config_checksum(files, "ssh-ed25519 A") != server_module.config_checksum(
+        files, "ssh-ed25519 B"
+    )
+
+
+# ------------------------------------------------------------------ services
+
+
+def test_one_service_carries_ssh_and_extra_ports() -> None:
+    r = render(
+        {**CIS90, "service": {"loadBalancerIP": "172.20.2.100", "annotations": {"metallb.io/x": "y"}, "port": 2222}}
+    )
+    svc = r.one(SVC, "ssh").inputs
+    spec = svc["spec"]
+    assert spec["type"] == "LoadBalancer" and spec["loadBalancerIP"] == "172.20.2.100"
+    assert svc["metadata"]["annotations"] == {"metallb.io/x": "y"}
+    ports = {(p["name"], p["port"], p["targetPort"], p["protocol"]) for p in spec["ports"]}
+    assert ports == {("ssh", 2222, "ssh", "TCP"), ("http", 80, "http", "TCP"), ("dns", 53, "dns", "UDP")}
+    assert spec["selector"] == r.statefulset["spec"]["selector"]["matchLabels"]
+    assert spec["externalTrafficPolicy"] == "Local"
+    assert r.outputs["host"] == LB_ADDRESS
+
+
+def test_cluster_ip_service_reports_its_dns_name() -> None:
+    r = render({"service": {"type": "ClusterIP"}})
+    assert r.one(SVC, "ssh").inputs["spec"]["type"] == "ClusterIP"
+    assert "externalTrafficPolicy" not in r.one(SVC, "ssh").inputs["spec"]
+    assert r.outputs["host"] == "ssh.classroom-dev.svc.cluster.local"
+
+
+def test_node_port_is_passed_through() -> None:
+    spec = render({"service": {"type": "NodePort", "nodePort": 30022}}).one(SVC, "ssh").inputs["spec"]
+    assert spec["type"] == "NodePort" and spec["ports"][0]["nodePort"] == 30022
+
+
+def test_fake_private_key_constant_is_not_the_public_one() -> None:
+    # guards the fixtures themselves: a test that mixed them up would pass vacuously
+    assert FAKE_CA_PRIVATE != FAKE_CA_PUBLIC
