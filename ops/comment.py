@@ -318,10 +318,36 @@ def parse_events(lines: Iterable[str]) -> list[PolicyViolation]:
 # analysis
 
 
+# The engine refuses to replace or delete a protected resource with this error (step generator /
+# DeleteStep); depending on the CLI version the step itself may then be missing from the digest.
+PROTECTED_REFUSAL_RE = re.compile(r'unable to (replace|delete) resource "(urn:pulumi:[^"]+)"')
+
+
+def _step_for_urn(urn: str, op: str) -> Step:
+    urn_type, name = split_urn(urn)
+    return Step(op, urn, urn_type, name, (), (), (), True, None)
+
+
 def data_risks(preview: Preview) -> list[Risk]:
     """Every step that would destroy or endanger student data, one entry per resource."""
     risks: list[Risk] = []
     seen: set[str] = set()
+    for diag in preview.diagnostics:
+        for verb, urn in PROTECTED_REFUSAL_RE.findall(str(diag.get("message", ""))):
+            step = _step_for_urn(urn, "replace" if verb == "replace" else "delete")
+            if step.data_kind is None or urn in seen:
+                continue
+            planned = next((s for s in preview.steps if s.urn == urn), None)
+            forced = ", ".join(c.path for c in planned.changes if c.forces_replacement) if planned else ""
+            because = f" (`{forced}` cannot change in place)" if forced else ""
+            risks.append(
+                Risk(
+                    planned or step,
+                    f"would be **{verb}d**{because}; the engine refused because it is protected, "
+                    "so this change cannot be deployed as it stands",
+                )
+            )
+            seen.add(urn)
     for step in preview.steps:
         kind = step.data_kind
         if kind is None or step.urn in seen:

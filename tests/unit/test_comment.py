@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from ops import comment
+from ops import comment  # noqa: E402
 
 FIXTURES = ROOT / "tests" / "fixtures" / "preview"
 STACK = "cis90-fall2026"
@@ -89,7 +89,7 @@ def test_no_changes_comment_is_calm() -> None:
 
 def test_policy_violations_from_event_log_are_listed() -> None:
     lines = (FIXTURES / "policy-violations.events.jsonl").read_text().splitlines()
-    violations = comment.parse_events(lines + ['{"policyEvent": {"message": "cut sho'])
+    violations = comment.parse_events([*lines, '{"policyEvent": {"message": "cut sho'])
     assert [v.policy for v in violations] == [
         "containers-have-requests-and-limits",
         "services-expose-configured-ports-only",
@@ -196,3 +196,17 @@ def test_cli_bad_input_is_one_clear_line(tmp_path: Path, args: list[str], expect
     assert result.returncode == 2
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_protected_pvc_replacement_refused_by_engine_is_shown_first() -> None:
+    # A protected claim makes the engine refuse the replacement with an error diagnostic; the
+    # replace step may then be missing, but the comment must still lead with the claim.
+    preview = comment.parse_preview(load("pvc-protected-replace.json"))
+    assert not any(step.op == "replace" for step in preview.steps)
+    body = comment.build_comment(STACK, preview, preview_exit_code=255)
+    warning = body[body.index("Student data at risk") : body.index("#### Errors")]
+    assert "PersistentVolumeClaim `cis90-home`" in warning and "**replaced**" in warning
+    assert "refused because it is protected" in warning
+    assert body.splitlines()[1].startswith("### 🛑")
+    # No changeSummary in the digest: the counts come from the steps that are there.
+    assert "1 to create, 1 to update, 0 to replace" in body

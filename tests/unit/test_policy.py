@@ -22,7 +22,7 @@ from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, unknown_checking_proxy
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "policy"))
 
-import classroom_policies as rules
+import classroom_policies as rules  # noqa: E402
 
 STACK_URN = "urn:pulumi:cis90-fall2026::classroom::"
 
