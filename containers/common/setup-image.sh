@@ -62,6 +62,9 @@ say "installing the boot units"
 install -D -m 0644 "$here/rc-local.service" /etc/systemd/system/rc-local.service
 install -D -m 0644 "$here/ssh-after-rc-local.conf" /etc/systemd/system/ssh.service.d/10-after-rc-local.conf
 install -D -m 0755 "$here/classroom-sshd" /usr/local/sbin/classroom-sshd
+# Standalone runs only: the pod's sshd_config (components/scripts/sshd_config)
+# replaces the distro's and does not include sshd_config.d.
+install -D -m 0644 "$here/sshd-defaults.conf" /etc/ssh/sshd_config.d/50-classroom-defaults.conf
 # The pod mounts its own rc.local over this one; keep any that is already there.
 if [ ! -e /etc/rc.local ]; then
     install -m 0755 "$here/rc.local.default" /etc/rc.local
@@ -113,7 +116,11 @@ echo 'LANG=en_US.UTF-8' >/etc/default/locale
 # owns every login account and its UIDs, so nothing else may hold one.
 if id ubuntu >/dev/null 2>&1; then
     say "removing the image's default user 'ubuntu'"
-    userdel --remove ubuntu 2>/dev/null || userdel ubuntu
+    # --remove fails (after removing the user) when there is no mail spool.
+    userdel --remove ubuntu 2>/dev/null || true
+    if id ubuntu >/dev/null 2>&1; then
+        userdel ubuntu
+    fi
 fi
 
 # /ready is the readiness probe's file: only the boot script of a running pod
