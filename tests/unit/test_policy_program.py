@@ -177,7 +177,7 @@ def test_with_ca_label_applied_only_the_init_container_mounts_the_key(program: R
 
 
 def test_with_allowed_ports_applied_services_expose_only_configured_ports(program: Rendered) -> None:
-    configured = {22} | {int(p.port) for p in program.config.extra_ports}
+    configured = {int(program.config.service.port)} | {int(p.port) for p in program.config.extra_ports}
     annotation = ",".join(str(p) for p in sorted(configured))
     for service in program.of_type(rules.SERVICE):
         metadata = service.inputs["metadata"]
