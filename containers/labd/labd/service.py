@@ -299,6 +299,12 @@ class LabService:
                 raise NotFound(f"no cluster for user {user!r}")
             record = self.users[user]
         with self._op_lock(user):
+            if reason == "idle":
+                # A login may have arrived between the reaper's check and
+                # this lock; stopping now would only make it wait for a start.
+                with self._state_lock:
+                    if record["sessions"] or user in self._busy:
+                        return self.status(user)
             cluster = record["cluster"]
             actual = self.k3d.list().get(cluster)
             if actual is None:
