@@ -272,7 +272,7 @@ def render_stack_template(text: str, servers: int, agents: int, k3s_image: str) 
 def _template(key: str, text: Any, servers: int, agents: int, k3s_image: str) -> str:
     if not isinstance(text, str) or not text.strip():
         raise ConfigError(key, text, "a k3d.io/v1alpha5 Simple config as a YAML string")
-    accepted = "placeholders among " + ", ".join("${" + p + "}" for p in PLACEHOLDERS)
+    accepted = "placeholders among " + ", ".join("${" + p + "}" for p in PLACEHOLDERS) + " ('$$' for a literal '$')"
     try:
         used = template_identifiers(text)
     except ValueError as err:

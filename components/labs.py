@@ -1,0 +1,450 @@
+"""LabHost: one Docker host that runs labd, Traefik and the students' k3d clusters.
+
+A lab host is either an existing machine reached over SSH, or (for a
+department with no spare machine) a privileged Docker-in-Docker pod the stack
+runs itself. Either way the program drives it with pulumi-command over SSH:
+
+1. verify-host (command.local.Command, on the machine running the engine):
+   OpenSSH checks the host's certificate against the class CA (signature,
+   host-certificate type, principal, validity) and prints the certificate the
+   host presented. pulumi-command 1.2.1 cannot check a certificate against a
+   CA: its `hostKey` only compares the presented key with one pinned string.
+   So the verified certificate becomes that pin for every remote step below;
+   a host presenting anything else is refused. A `hostKey` in the stack config
+   skips this step and is pinned as given.
+2. labd-files (remote.CopyToRemote): labd's package to a staging directory
+   whose name carries the content hash, so new code is a new path.
+3. install (remote.Command): labhost-install.py swaps labd into place, writes
+   its config, keys, roster, Traefik's static config and the units, and
+   restarts only what reads a changed file.
+4. cluster-<user> (remote.Command), one per student placed on this host:
+   `create` asks labd to create the cluster and stops it again; `delete`
+   deletes it. Each is its own resource named by the username with triggers
+   on that student's inputs only, so adding, removing or changing one student
+   never touches another student's cluster.
+
+Students never get the Docker socket: it exists only on the lab host, where
+labd (root) is its only user on their behalf.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi_command as command
+import pulumi_kubernetes as k8s
+from cryptography.hazmat.primitives import serialization
+
+from components.labconfig import LabHostSpec, LabsConfig
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
+LABD_PACKAGE = REPO / "containers" / "labd" / "labd"
+VERIFY_SCRIPT = SCRIPTS / "labhost-verify-host.sh"
+INSTALL_SCRIPT = SCRIPTS / "labhost-install.py"
+CLUSTER_SCRIPT = SCRIPTS / "labhost-cluster.py"
+SIGN_SCRIPT = SCRIPTS / "sign-host-keys.sh"
+
+# Reads the manifest from stdin and runs the installer it carries, so one
+# resource ships the installer, the files and the secrets together.
+INSTALL_BOOTSTRAP = (
+    "import json,sys;m=json.load(sys.stdin);g={'__name__':'labhost_install'};"
+    "exec(compile(m.pop('installer'),'labhost-install.py','exec'),g);sys.exit(g['run'](m))"
+)
+
+
+def tree_hash(directory: Path) -> str:
+    """Content hash of a source tree (names and bytes; caches ignored)."""
+    digest = hashlib.sha256()
+    for path in sorted(directory.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+            digest.update(str(path.relative_to(directory)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def public_key_of(private_key: str, password: str = "") -> str:
+    """The OpenSSH public key line of the engine's private key (for in-cluster hosts)."""
+    key = serialization.load_ssh_private_key(private_key.encode(), password.encode() or None)
+    return key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+
+
+def cluster_commands(spec: LabHostSpec, user: str) -> tuple[str, str]:
+    """(create, delete) shell commands for one student's cluster on spec's host."""
+    root = spec.install_root
+    base = (f"PYTHONPATH={shlex.quote(root + '/opt/classroom-lab')} {shlex.quote(spec.python)} "
+            f"{shlex.quote(root + '/opt/classroom-lab/bin/lab-cluster')} "
+            f"--config {shlex.quote(root + '/etc/labd/labd.json')}")
+    return f"{base} create {shlex.quote(user)}", f"{base} delete {shlex.quote(user)}"
+
+
+def labd_config(spec: LabHostSpec, labs: LabsConfig, class_name: str, term: str) -> dict[str, Any]:
+    root = spec.install_root
+    config: dict[str, Any] = {
+        "listen": f"0.0.0.0:{spec.labd_port}",  # the login servers' session hook calls in (HMAC-signed)
+        "class": class_name,
+        "term": term,
+        "labDomain": labs.domain,
+        "stateFile": f"{root}/var/lib/labd/state.json",
+        "workDir": f"{root}/var/lib/labd/clusters",
+        "sessionKeyFile": f"{root}/etc/labd/session.key",
+        "adminKeyFile": f"{root}/etc/labd/admin.key",
+        "k3dBinary": spec.k3d_binary,
+        "idleTimeout": labs.idle_timeout,
+        "clusterPrefix": labs.cluster_prefix,
+        "portBase": labs.port_base,
+        "portLimit": labs.port_limit,
+        "traefik": {"file": f"{root}/var/lib/labd/traefik/labs.yaml"},
+        "k3d": {"template": labs.labd_template()},
+        "rosterFile": f"{root}/etc/labd/roster",
+    }
+    hooks = {}
+    for event, hook in (("init", labs.init_hook), ("cleanup", labs.cleanup_hook)):
+        if hook is not None:
+            hooks[event] = {"url": hook.url, "secretFile": f"{root}/etc/labd/hooks/{event}.secret",
+                            "timeout": hook.timeout, "retries": hook.retries}
+    if hooks:
+        config["hooks"] = hooks
+    return config
+
+
+def traefik_static_config(spec: LabHostSpec) -> str:
+    return json.dumps({
+        "entryPoints": {"web": {"address": ":80"}, "websecure": {"address": ":443"}},
+        "providers": {"file": {"filename": f"{spec.install_root}/var/lib/labd/traefik/labs.yaml", "watch": True}},
+        "log": {"level": "INFO"},
+    }, indent=2, sort_keys=True) + "\n"  # JSON is YAML; Traefik reads it as its static config
+
+
+def systemd_unit(description: str, argv: Sequence[str], env: Mapping[str, str]) -> str:
+    lines = ["[Unit]", f"Description={description}", "After=network-online.target docker.service", "",
+             "[Service]", f"ExecStart={' '.join(shlex.quote(a) for a in argv)}", "Restart=on-failure"]
+    lines += [f"Environment={k}={v}" for k, v in sorted(env.items())]
+    lines += ["", "[Install]", "WantedBy=multi-user.target", ""]
+    return "\n".join(lines)
+
+
+def install_manifest(spec: LabHostSpec, labs: LabsConfig, class_name: str, term: str, stage: str,
+                     students: Sequence[str]) -> dict[str, Any]:
+    """What labhost-install.py receives on stdin (holds the keys: always a secret)."""
+    root = spec.install_root
+    labd_env = {"PYTHONPATH": f"{root}/opt/classroom-lab"}
+    labd_argv = [spec.python, "-m", "labd", "serve", "--config", f"{root}/etc/labd/labd.json"]
+    traefik_argv = [spec.traefik_binary, f"--configFile={root}/etc/classroom-lab/traefik.yaml"]
+
+    def file(path: str, mode: str, content: str, restart: Sequence[str] = ()) -> dict[str, Any]:
+        return {"path": path, "mode": mode, "content": content, "restart": list(restart)}
+
+    files = [
+        file("/etc/labd/labd.json", "0600",
+             json.dumps(labd_config(spec, labs, class_name, term), indent=2, sort_keys=True) + "\n", ["labd"]),
+        file("/etc/labd/session.key", "0600", labs.session_key + "\n", ["labd"]),
+        file("/etc/labd/admin.key", "0600", labs.admin_key + "\n", ["labd"]),
+        # labd re-reads the roster when it changes: no restart for a new student.
+        file("/etc/labd/roster", "0644", "".join(f"{u}\n" for u in students)),
+        file("/opt/classroom-lab/bin/lab-cluster", "0755", CLUSTER_SCRIPT.read_text()),
+        file("/etc/classroom-lab/traefik.yaml", "0644", traefik_static_config(spec), ["traefik"]),
+    ]
+    for event, hook in (("init", labs.init_hook), ("cleanup", labs.cleanup_hook)):
+        if hook is not None:
+            files.append(file(f"/etc/labd/hooks/{event}.secret", "0600", hook.secret + "\n", ["labd"]))
+    if spec.service_manager == "systemd":
+        files.append(file("/etc/systemd/system/classroom-labd.service", "0644",
+                          systemd_unit("classroom labd", labd_argv, labd_env), ["labd"]))
+        files.append(file("/etc/systemd/system/classroom-traefik.service", "0644",
+                          systemd_unit("classroom lab edge router (Traefik)", traefik_argv, {}), ["traefik"]))
+    return {
+        "installer": INSTALL_SCRIPT.read_text(),
+        "root": root,
+        "stage": stage,
+        "serviceManager": spec.service_manager,
+        "files": files,
+        "services": {
+            "labd": {"argv": labd_argv, "env": labd_env, "health": f"http://127.0.0.1:{spec.labd_port}/healthz"},
+            "traefik": {"argv": traefik_argv, "optional": True},
+        },
+    }
+
+
+def uninstall_command(spec: LabHostSpec) -> str:
+    """Stop the services on destroy; files, clusters' images and labd's state stay."""
+    if spec.service_manager == "systemd":
+        return "systemctl disable --now classroom-labd.service classroom-traefik.service || true"
+    run = shlex.quote(spec.install_root + "/run/classroom-lab")
+    return f"for p in {run}/*.pid; do [ -f \"$p\" ] && kill \"$(cat \"$p\")\" 2>/dev/null; rm -f \"$p\"; done; true"
+
+
+class LabHost(pulumi.ComponentResource):
+    """One lab host and the k3d clusters of the students placed on it."""
+
+    host_key: pulumi.Output[str]
+    connection: command.remote.ConnectionArgs
+    install: command.remote.Command
+    clusters: dict[str, command.remote.Command]
+    labd_url: pulumi.Output[str]
+    stateful_set: k8s.apps.v1.StatefulSet | None
+    volume: k8s.core.v1.PersistentVolumeClaim | None
+    service: k8s.core.v1.Service | None
+
+    def __init__(
+        self,
+        name: str,
+        spec: LabHostSpec,
+        labs: LabsConfig,
+        *,
+        ca_public_key: pulumi.Input[str],
+        class_name: str,
+        term: str,
+        namespace: pulumi.Input[str] | None = None,
+        ca_secret_name: pulumi.Input[str] | None = None,
+        ca_secret_key: str = "ca_key",
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("classroom:labs:LabHost", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        students = labs.students_on(spec.name)
+        self.stateful_set = self.volume = self.service = None
+        if spec.in_cluster:
+            if namespace is None or ca_secret_name is None:
+                raise ValueError("an inCluster lab host needs the stack's namespace and CA secret name")
+            self._declare_pod(name, spec, labs, namespace, ca_secret_name, ca_secret_key, child)
+
+        private_key = pulumi.Output.secret(labs.private_key) if labs.private_key else None
+        if spec.host_key:
+            self.host_key = pulumi.Output.from_input(spec.host_key)
+            verify_deps: list[pulumi.Resource] = []
+        else:
+            pod_deps: list[pulumi.Resource] = [self.stateful_set] if self.stateful_set is not None else []
+            env: dict[str, pulumi.Input[str]] = {
+                "LABHOST_ADDRESS": spec.address,
+                "LABHOST_PORT": str(spec.port),
+                "LABHOST_USER": spec.user,
+                "LABHOST_PRINCIPAL": spec.cert_principal,
+                "LABHOST_CA": ca_public_key,
+            }
+            if private_key is not None:
+                env["LABHOST_KEY"] = private_key
+            elif labs.agent_socket:
+                env["LABHOST_AGENT"] = labs.agent_socket
+            verify = command.local.Command(
+                f"{name}-verify-host",
+                create=VERIFY_SCRIPT.read_text(),
+                interpreter=["/bin/sh", "-c"],
+                environment=env,
+                add_previous_output_in_env=False,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=pod_deps),
+            )
+            self.host_key = verify.stdout.apply(lambda out: out.strip())
+            verify_deps = [verify]
+
+        self.connection = command.remote.ConnectionArgs(
+            host=spec.address,
+            port=float(spec.port),
+            user=spec.user,
+            private_key=private_key,
+            private_key_password=pulumi.Output.secret(labs.private_key_password) if labs.private_key_password
+            else None,
+            agent_socket_path=labs.agent_socket or None,
+            host_key=self.host_key,
+            per_dial_timeout=15,
+            dial_error_limit=4,
+        )
+
+        code_hash = tree_hash(LABD_PACKAGE)
+        stage = f"{spec.install_root}/var/lib/classroom-lab/stage/labd-{code_hash}"
+        files = command.remote.CopyToRemote(
+            f"{name}-labd-files",
+            connection=self.connection,
+            source=pulumi.FileArchive(str(LABD_PACKAGE)),
+            remote_path=stage,
+            triggers=[code_hash],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=verify_deps),
+        )
+        manifest = json.dumps(install_manifest(spec, labs, class_name, term, stage, students), sort_keys=True)
+        install_cmd = f"{shlex.quote(spec.python)} -c {shlex.quote(INSTALL_BOOTSTRAP)}"
+        self.install = command.remote.Command(
+            f"{name}-install",
+            connection=self.connection,
+            create=install_cmd,
+            update=install_cmd,
+            delete=uninstall_command(spec),
+            stdin=pulumi.Output.secret(manifest),
+            add_previous_output_in_env=False,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[files]),
+        )
+
+        self.clusters = {}
+        for user in students:
+            create, delete = cluster_commands(spec, user)
+            self.clusters[user] = command.remote.Command(
+                f"{name}-cluster-{user}",
+                connection=self.connection,
+                create=create,
+                # A changed connection (key rotation, re-verified host) re-runs
+                # the idempotent create: it keeps an existing cluster as is.
+                update=create,
+                delete=delete,
+                triggers=[user, spec.name, labs.cluster_prefix],
+                add_previous_output_in_env=False,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.install], delete_before_replace=False),
+            )
+
+        self.labd_url = pulumi.Output.from_input(f"http://{spec.address}:{spec.labd_port}")
+        self.register_outputs({"hostKey": self.host_key, "labdUrl": self.labd_url,
+                               "students": list(students)})
+
+    def _declare_pod(self, name: str, spec: LabHostSpec, labs: LabsConfig, namespace: pulumi.Input[str],
+                     ca_secret_name: pulumi.Input[str], ca_secret_key: str,
+                     child: pulumi.ResourceOptions) -> None:
+        """A privileged Docker-in-Docker pod with sshd: StatefulSet of 1 and its own protected volume.
+
+        The volume is a PVC declared here (not a volumeClaimTemplate, which
+        cannot change after creation), protected and retained like the
+        homes: Docker's images, the clusters and labd's state live on it.
+        Privilege is confined to this pod; the login server never gets it.
+        """
+        base = f"labhost-{spec.name}"
+        labels = {"app.kubernetes.io/name": "classroom-labhost", "app.kubernetes.io/instance": base}
+        meta = k8s.meta.v1.ObjectMetaArgs
+        claim = f"{base}-data"
+        self.volume = k8s.core.v1.PersistentVolumeClaim(
+            f"{name}-data",
+            metadata=meta(name=claim, namespace=namespace, labels=labels),
+            spec=k8s.core.v1.PersistentVolumeClaimSpecArgs(
+                access_modes=["ReadWriteOnce"],
+                resources=k8s.core.v1.VolumeResourceRequirementsArgs(requests={"storage": spec.storage_size}),
+                storage_class_name=spec.storage_class_name or None,
+            ),
+            opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True,
+                                        ignore_changes=["spec.storageClassName"]),
+        )
+        principals = ",".join(dict.fromkeys([spec.cert_principal, base, f"{base}.{namespace}"
+                                             if isinstance(namespace, str) else base]))
+        scripts = k8s.core.v1.ConfigMap(
+            f"{name}-scripts",
+            metadata=meta(name=f"{base}-scripts", namespace=namespace, labels=labels),
+            data={
+                "sign-host-keys.sh": SIGN_SCRIPT.read_text(),
+                # Sign once per set of principals: re-signing on every boot
+                # would change the certificate the engine has pinned.
+                "init.sh": (
+                    "set -eu\n"
+                    "mkdir -p /data/ssh-host /data/docker /data/var\n"
+                    "if [ \"$(cat /data/ssh-host/principals 2>/dev/null)\" != \"$PRINCIPALS\" ] || "
+                    "[ ! -f /data/ssh-host/ssh_host_ed25519_key-cert.pub ]; then\n"
+                    "  sh /scripts/sign-host-keys.sh /ca/ca_key /data/ssh-host \"$PRINCIPALS\"\n"
+                    "  printf '%s' \"$PRINCIPALS\" > /data/ssh-host/principals\n"
+                    "fi\n"
+                ),
+                "start.sh": (
+                    "set -eu\n"
+                    "mkdir -p /run/sshd\n"
+                    "/usr/sbin/sshd -f /etc/ssh/classroom/sshd_config -e\n"
+                    # labd and Traefik were installed onto the volume by the engine;
+                    # bring them back after a pod restart without waiting for `pulumi up`.
+                    "if [ -f /data/etc/labd/labd.json ]; then\n"
+                    "  (sleep 5; PYTHONPATH=/data/opt/classroom-lab python3 -m labd serve "
+                    "--config /data/etc/labd/labd.json >>/data/var/labd.log 2>&1) &\n"
+                    "fi\n"
+                    "exec dockerd-entrypoint.sh --data-root /data/docker\n"
+                ),
+                "sshd_config": (
+                    "Port 22\n"
+                    "HostKey /data/ssh-host/ssh_host_ed25519_key\n"
+                    "HostCertificate /data/ssh-host/ssh_host_ed25519_key-cert.pub\n"
+                    "HostKey /data/ssh-host/ssh_host_rsa_key\n"
+                    "HostCertificate /data/ssh-host/ssh_host_rsa_key-cert.pub\n"
+                    "AuthorizedKeysFile /etc/ssh/classroom/authorized_keys\n"
+                    "PermitRootLogin prohibit-password\n"
+                    "PasswordAuthentication no\n"
+                    "KbdInteractiveAuthentication no\n"
+                    "X11Forwarding no\n"
+                    "AllowTcpForwarding no\n"
+                ),
+                "authorized_keys": public_key_of(labs.private_key, labs.private_key_password) + "\n",
+            },
+            opts=child,
+        )
+        self.service = k8s.core.v1.Service(
+            f"{name}-svc",
+            metadata=meta(name=base, namespace=namespace, labels=labels),
+            spec=k8s.core.v1.ServiceSpecArgs(
+                selector=labels,
+                ports=[
+                    k8s.core.v1.ServicePortArgs(name="ssh", port=22, target_port=22),
+                    k8s.core.v1.ServicePortArgs(name="labd", port=spec.labd_port, target_port=spec.labd_port),
+                    k8s.core.v1.ServicePortArgs(name="http", port=80, target_port=80),
+                    k8s.core.v1.ServicePortArgs(name="https", port=443, target_port=443),
+                ],
+            ),
+            opts=child,
+        )
+        mounts = k8s.core.v1.VolumeMountArgs
+        self.stateful_set = k8s.apps.v1.StatefulSet(
+            f"{name}-pod",
+            metadata=meta(name=base, namespace=namespace, labels=labels),
+            spec=k8s.apps.v1.StatefulSetSpecArgs(
+                replicas=1,
+                service_name=base,
+                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=labels),
+                template=k8s.core.v1.PodTemplateSpecArgs(
+                    metadata=meta(labels=labels),
+                    spec=k8s.core.v1.PodSpecArgs(
+                        automount_service_account_token=False,
+                        enable_service_links=False,
+                        init_containers=[k8s.core.v1.ContainerArgs(
+                            name="host-keys",
+                            image=spec.image,
+                            command=["/bin/sh", "/scripts/init.sh"],
+                            env=[k8s.core.v1.EnvVarArgs(name="PRINCIPALS", value=principals)],
+                            # The CA key is mounted here only, never in the container the engine logs into.
+                            volume_mounts=[mounts(name="data", mount_path="/data"),
+                                           mounts(name="scripts", mount_path="/scripts", read_only=True),
+                                           mounts(name="ca", mount_path="/ca", read_only=True)],
+                            security_context=k8s.core.v1.SecurityContextArgs(
+                                privileged=False, allow_privilege_escalation=False, read_only_root_filesystem=True,
+                                capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"],
+                                                                          add=["CHOWN", "DAC_OVERRIDE", "FOWNER"])),
+                        )],
+                        containers=[k8s.core.v1.ContainerArgs(
+                            name="labhost",
+                            image=spec.image,
+                            command=["/bin/sh", "/scripts/start.sh"],
+                            ports=[k8s.core.v1.ContainerPortArgs(name="ssh", container_port=22),
+                                   k8s.core.v1.ContainerPortArgs(name="labd", container_port=spec.labd_port),
+                                   k8s.core.v1.ContainerPortArgs(name="http", container_port=80),
+                                   k8s.core.v1.ContainerPortArgs(name="https", container_port=443)],
+                            # Docker-in-Docker needs a privileged container; this
+                            # pod is the only privileged thing the stack runs.
+                            security_context=k8s.core.v1.SecurityContextArgs(privileged=True),
+                            volume_mounts=[mounts(name="data", mount_path="/data"),
+                                           mounts(name="scripts", mount_path="/scripts", read_only=True),
+                                           mounts(name="sshd", mount_path="/etc/ssh/classroom", read_only=True)],
+                            readiness_probe=k8s.core.v1.ProbeArgs(
+                                tcp_socket=k8s.core.v1.TCPSocketActionArgs(port=22), period_seconds=10),
+                        )],
+                        volumes=[
+                            k8s.core.v1.VolumeArgs(name="data", persistent_volume_claim=(
+                                k8s.core.v1.PersistentVolumeClaimVolumeSourceArgs(claim_name=claim))),
+                            k8s.core.v1.VolumeArgs(name="scripts", config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(
+                                name=scripts.metadata.name,
+                                items=[k8s.core.v1.KeyToPathArgs(key=k, path=k)
+                                       for k in ("sign-host-keys.sh", "init.sh", "start.sh")])),
+                            k8s.core.v1.VolumeArgs(name="sshd", config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(
+                                name=scripts.metadata.name, default_mode=0o644,
+                                items=[k8s.core.v1.KeyToPathArgs(key=k, path=k)
+                                       for k in ("sshd_config", "authorized_keys")])),
+                            k8s.core.v1.VolumeArgs(name="ca", secret=k8s.core.v1.SecretVolumeSourceArgs(
+                                secret_name=ca_secret_name, default_mode=0o400,
+                                items=[k8s.core.v1.KeyToPathArgs(key=ca_secret_key, path="ca_key")])),
+                        ],
+                    ),
+                ),
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.volume, scripts]),
+        )

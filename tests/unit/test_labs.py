@@ -1,0 +1,271 @@
+"""LabHost under Pulumi mocks: per-student clusters, host trust, the in-cluster DinD manifest."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pulumi
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from components.labconfig import LabsConfig, parse_labs
+from components.labs import LabHost, cluster_commands
+
+REPO = Path(__file__).resolve().parents[2]
+CA_PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHRlc3RjYQ class-ca"
+PRESENTED = "ssh-ed25519-cert-v01@openssh.com AAAAIHNzaC1lZDI1NTE5LWNlcnQtdjAxQG9wZW5zc2guY29t"
+PRIVATE_KEY = ed25519.Ed25519PrivateKey.generate().private_bytes(
+    serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()).decode()
+SECRET = "k" * 48
+
+
+@dataclass(frozen=True)
+class P:
+    username: str
+    labs: bool = True
+
+
+SECRET_SIG = "4dabf18193072939515e22adb298388d"  # how the mock monitor marks a secret value
+
+
+def unwrap(value: Any, path: str, secrets: set[str]) -> Any:
+    if isinstance(value, dict):
+        if SECRET_SIG in value:
+            secrets.add(path)
+            return unwrap(value["value"], path, secrets)
+        return {k: unwrap(v, f"{path}.{k}" if path else k, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrap(v, f"{path}[{i}]", secrets) for i, v in enumerate(value)]
+    return value
+
+
+@dataclass
+class Registered:
+    typ: str
+    name: str
+    inputs: dict[str, Any]
+    secrets: set[str]
+
+
+class Mocks(pulumi.runtime.Mocks):
+    def __init__(self) -> None:
+        self.resources: list[Registered] = []
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        outputs = dict(args.inputs)
+        if args.typ == "command:local:Command":
+            outputs["stdout"] = PRESENTED + "\n"  # what the verify script prints
+        secrets: set[str] = set()
+        inputs = unwrap(dict(args.inputs), "", secrets)
+        self.resources.append(Registered(args.typ, args.name, inputs, secrets))
+        return f"{args.name}-id", outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        return {}, None
+
+
+def config(people: list[P], hosts: list[dict[str, Any]] | None = None, **extra: Any) -> LabsConfig:
+    raw = {
+        "domain": "lab.example.edu",
+        "hosts": hosts or [{"name": "lab1", "address": "10.0.0.5", "capacity": 100},
+                           {"name": "lab2", "address": "10.0.0.6", "capacity": 100}],
+        "ssh": {"privateKey": PRIVATE_KEY},
+        "sessionKey": SECRET,
+        "adminKey": SECRET,
+        **extra,
+    }
+    return parse_labs({"labs": raw}, base_dir=REPO / "stacks", people=people)
+
+
+def run(labs: LabsConfig, **kwargs: Any) -> tuple[Mocks, dict[str, LabHost], dict[str, pulumi.ResourceOptions]]:
+    mocks = Mocks()
+    pulumi.runtime.set_mocks(mocks, project="classroom", stack="cis90-fall2026", preview=False)
+    hosts: dict[str, LabHost] = {}
+    options: dict[str, pulumi.ResourceOptions] = {}
+
+    def capture(args: pulumi.ResourceTransformationArgs) -> None:
+        options[args.name] = args.opts
+        return None
+
+    @pulumi.runtime.test
+    def program() -> pulumi.Output[Any]:
+        for spec in labs.hosts:
+            hosts[spec.name] = LabHost(spec.name, spec, labs, ca_public_key=CA_PUB, class_name="cis90",
+                                       term="fall2026", opts=pulumi.ResourceOptions(transformations=[capture]),
+                                       **kwargs)
+        return pulumi.Output.all(*[h.host_key for h in hosts.values()])
+
+    program()
+    return mocks, hosts, options
+
+
+def by_type(mocks: Mocks, typ: str) -> dict[str, Registered]:
+    return {r.name: r for r in mocks.resources if r.typ == typ}
+
+
+def clusters(mocks: Mocks) -> dict[str, Registered]:
+    return {n: r for n, r in by_type(mocks, "command:remote:Command").items() if "-cluster-" in n}
+
+
+PEOPLE = [P("alice"), P("bob"), P("carol"), P("dave"), P("erin"), P("frank", labs=False)]
+
+
+def test_one_cluster_resource_per_labs_student_with_the_right_commands() -> None:
+    labs = config(PEOPLE)
+    mocks, hosts, _ = run(labs)
+    found = clusters(mocks)
+    expected = {f"{labs.placement[u]}-cluster-{u}" for u in ("alice", "bob", "carol", "dave", "erin")}
+    assert set(found) == expected
+    for name, resource in found.items():
+        host_name, _, user = name.partition("-cluster-")
+        spec = labs.host(host_name)
+        create, delete = cluster_commands(spec, user)
+        assert resource.inputs["create"] == create and resource.inputs["update"] == create
+        assert resource.inputs["delete"] == delete
+        assert create.endswith(f" create {user}") and delete.endswith(f" delete {user}")
+        # Triggers carry only this student's inputs: no roster-wide value that
+        # would replace everyone's cluster when one student changes.
+        assert resource.inputs["triggers"] == [user, host_name, "lab-"]
+        assert resource.inputs["connection"]["host"] == spec.address
+    assert all(set(h.clusters) == set(labs.students_on(n)) for n, h in hosts.items())
+
+
+def test_cluster_resources_never_replace_before_deleting() -> None:
+    _, _, options = run(config(PEOPLE))
+    for name, opts in options.items():
+        if "-cluster-" in name:
+            assert opts.delete_before_replace is False
+
+
+def test_removing_a_student_changes_nothing_but_their_own_resource() -> None:
+    first, _, _ = run(config(PEOPLE))
+    second, _, _ = run(config([p for p in PEOPLE if p.username != "carol"]))
+    before, after = clusters(first), clusters(second)
+    gone = set(before) - set(after)
+    assert len(gone) == 1 and next(iter(gone)).endswith("-cluster-carol")
+    assert set(after) <= set(before)
+    for name, resource in after.items():
+        assert resource.inputs == before[name].inputs, name
+    # The only other change is the roster file labd reads on that student's host.
+    installs_before = by_type(first, "command:remote:Command")
+    installs_after = by_type(second, "command:remote:Command")
+    changed = {n for n in installs_after if "-install" in n and installs_after[n].inputs != installs_before[n].inputs}
+    assert changed == {next(iter(gone)).split("-cluster-")[0] + "-install"}
+
+
+def test_adding_a_student_adds_one_resource_and_moves_nobody() -> None:
+    first, _, _ = run(config(PEOPLE))
+    second, _, _ = run(config([*PEOPLE, P("zoe")]))
+    before, after = clusters(first), clusters(second)
+    assert {n.split("-cluster-")[1] for n in set(after) - set(before)} == {"zoe"}
+    assert set(before) <= set(after)
+    assert all(after[n].inputs == before[n].inputs for n in before)
+
+
+def test_host_is_trusted_through_the_ca_and_pinned() -> None:
+    mocks, _hosts, _ = run(config(PEOPLE))
+    verify = by_type(mocks, "command:local:Command")
+    assert set(verify) == {"lab1-verify-host", "lab2-verify-host"}
+    env = verify["lab1-verify-host"].inputs["environment"]
+    assert env["LABHOST_CA"] == CA_PUB and env["LABHOST_PRINCIPAL"] == "10.0.0.5"
+    assert env["LABHOST_KEY"] == PRIVATE_KEY
+    assert "StrictHostKeyChecking=yes" in verify["lab1-verify-host"].inputs["create"]
+    assert "@cert-authority" in verify["lab1-verify-host"].inputs["create"]
+    # Every SSH step pins exactly the certificate OpenSSH verified.
+    remote = [r for r in mocks.resources if r.typ.startswith("command:remote:")]
+    assert remote and all(r.inputs["connection"]["hostKey"] == PRESENTED for r in remote)
+
+
+def test_a_pinned_host_key_skips_the_verify_step() -> None:
+    pinned = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPinned"
+    labs = config([P("alice")], hosts=[{"name": "lab1", "address": "h", "capacity": 5, "hostKey": pinned}])
+    mocks, _, _ = run(labs)
+    assert not by_type(mocks, "command:local:Command")
+    remote = [r for r in mocks.resources if r.typ.startswith("command:remote:")]
+    assert all(r.inputs["connection"]["hostKey"] == pinned for r in remote)
+
+
+def test_install_ships_labd_config_and_keys_as_a_secret_stdin() -> None:
+    labs = config(PEOPLE, hooks={"init": {"url": "https://hooks.example.edu/init", "secret": SECRET}})
+    mocks, _hosts, _ = run(labs)
+    install = by_type(mocks, "command:remote:Command")["lab1-install"]
+    manifest = json.loads(install.inputs["stdin"])
+    files = {f["path"]: f for f in manifest["files"]}
+    assert files["/etc/labd/admin.key"]["mode"] == "0600"
+    assert files["/etc/labd/roster"]["content"].split() == list(labs.students_on("lab1"))
+    assert files["/etc/labd/roster"]["restart"] == []  # a new student does not restart labd
+    labd = json.loads(files["/etc/labd/labd.json"]["content"])
+    assert labd["labDomain"] == "lab.example.edu" and labd["idleTimeout"] == 1800
+    assert labd["k3d"]["template"]["metadata"]["name"] == "${cluster}"
+    assert labd["hooks"]["init"]["secretFile"] == "/etc/labd/hooks/init.secret"
+    assert "/etc/systemd/system/classroom-labd.service" in files
+    copy = by_type(mocks, "command:remote:CopyToRemote")["lab1-labd-files"]
+    assert copy.inputs["remotePath"] in manifest["stage"] + "/"
+    # The keys travel only as secrets: stdin, the connection's private key, the verify step's env.
+    assert "stdin" in install.secrets and "connection" in install.secrets
+    assert "environment" in by_type(mocks, "command:local:Command")["lab1-verify-host"].secrets
+    assert SECRET not in json.dumps({k: v for k, v in install.inputs.items() if k != "stdin"})
+
+
+def test_the_double_free_program_never_mounts_a_docker_socket() -> None:
+    # The login server side (everything but the lab host pod) must never see
+    # a Docker socket or a hostPath; the DinD pod runs its own dockerd.
+    labs = config(PEOPLE, hosts=[{"name": "lab1", "inCluster": True, "capacity": 100}])
+    mocks, _, _ = run(labs, namespace="classroom", ca_secret_name="ssh-ca")
+    dumped = json.dumps([r.inputs for r in mocks.resources], default=str)
+    assert "docker.sock" not in dumped and "hostPath" not in dumped
+    for path in (REPO / "components").rglob("*"):
+        if path.is_file() and path.suffix in (".py", ".sh", "") and path.name != "labs.py":
+            assert "docker.sock" not in path.read_text(errors="replace"), path
+
+
+def in_cluster_manifests() -> tuple[Mocks, dict[str, pulumi.ResourceOptions]]:
+    labs = config(PEOPLE, hosts=[{"name": "lab1", "inCluster": True, "capacity": 100, "storageSize": "80Gi"}])
+    mocks, _, options = run(labs, namespace="classroom", ca_secret_name="ssh-ca")
+    return mocks, options
+
+
+def test_in_cluster_host_is_a_privileged_dind_statefulset_with_a_protected_volume() -> None:
+    mocks, options = in_cluster_manifests()
+    sts = by_type(mocks, "kubernetes:apps/v1:StatefulSet")["lab1-pod"].inputs
+    assert sts["spec"]["replicas"] == 1 and "volumeClaimTemplates" not in sts["spec"]
+    pod = sts["spec"]["template"]["spec"]
+    privileged = {c["name"]: c.get("securityContext", {}).get("privileged", False)
+                  for c in pod["containers"] + pod["initContainers"]}
+    assert privileged == {"labhost": True, "host-keys": False}
+    # The CA key is mounted only into the init container.
+    ca_mounts = {c["name"] for c in pod["containers"] + pod["initContainers"]
+                 if any(m["name"] == "ca" for m in c["volumeMounts"])}
+    assert ca_mounts == {"host-keys"}
+    claim = by_type(mocks, "kubernetes:core/v1:PersistentVolumeClaim")["lab1-data"].inputs
+    assert claim["spec"]["resources"]["requests"]["storage"] == "80Gi"
+    assert [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v] == [
+        claim["metadata"]["name"]]
+    assert options["lab1-data"].protect is True and options["lab1-data"].retain_on_delete is True
+    svc = by_type(mocks, "kubernetes:core/v1:Service")["lab1-svc"].inputs
+    assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == {"ssh": 22, "labd": 8787, "http": 80,
+                                                                     "https": 443}
+    # The engine's public key is what the pod authorizes.
+    config_map = by_type(mocks, "kubernetes:core/v1:ConfigMap")["lab1-scripts"].inputs
+    assert config_map["data"]["authorized_keys"].startswith("ssh-ed25519 ")
+    assert "HostCertificate" in config_map["data"]["sshd_config"]
+    # An in-cluster host installs onto its volume and has no systemd.
+    install = json.loads(by_type(mocks, "command:remote:Command")["lab1-install"].inputs["stdin"])
+    assert install["root"] == "/data" and install["serviceManager"] == "none"
+
+
+@pytest.mark.parametrize("kind", ["StatefulSet", "PersistentVolumeClaim", "Service", "ConfigMap"])
+def test_in_cluster_manifests_match_the_kubernetes_schema(kind: str) -> None:
+    mocks, _ = in_cluster_manifests()
+    api = {"StatefulSet": "apps/v1"}.get(kind, "v1")
+    typ = f"kubernetes:{'apps/v1' if api == 'apps/v1' else 'core/v1'}:{kind}"
+    (resource,) = by_type(mocks, typ).values()
+    manifest = {"apiVersion": api, "kind": kind, **resource.inputs}
+    kubernetes_validate.validate(manifest, "1.34.0", strict=True)
+
+
