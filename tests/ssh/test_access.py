@@ -6,6 +6,7 @@ connects over loopback trusting the server through one @cert-authority line only
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -116,11 +117,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, rootfs: Path) -> Iterator[Lab]
             ssh_dir.mkdir(mode=0o700)
             (ssh_dir / "authorized_keys").write_text(keys[key][1] + "\n")
             for path in (ssh_dir, ssh_dir / "authorized_keys"):
-                import os
-
                 os.chown(path, uid, uid)
-        (tmp / "known_hosts").write_text(
-            known_hosts_line(ca_public_key_line(ca), ["127.0.0.1", f"[127.0.0.1]:{free_port()}"]) + "\n")
         sshd = Sshd(root=root, port=free_port(), log=tmp / "sshd.log")
         (tmp / "known_hosts").write_text(
             known_hosts_line(ca_public_key_line(ca), [f"[127.0.0.1]:{sshd.port}"]) + "\n")
