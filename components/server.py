@@ -482,12 +482,10 @@ def build_pod_spec(cfg: ClassroomConfig, args: LoginServerArgs, *, ssh_service_n
         node_selector=dict(cfg.node_selector) or None,
         tolerations=[dict(t) for t in cfg.tolerations] or None,  # type: ignore[misc]
         affinity=dict(cfg.affinity) or None,  # type: ignore[arg-type]
-        security_context=(
-            None
-            if cfg.privileged
-            else k8s.core.v1.PodSecurityContextArgs(
-                seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault")
-            )
+        # systemd (privileged mode) needs syscalls RuntimeDefault blocks, and a
+        # privileged container is unconfined anyway: say so explicitly.
+        security_context=k8s.core.v1.PodSecurityContextArgs(
+            seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="Unconfined" if cfg.privileged else "RuntimeDefault")
         ),
     )
 

@@ -6,6 +6,8 @@ a class gets a single address (one LoadBalancer IP, one DNS name) for
 chart's users expect; Kubernetes has supported mixed TCP/UDP on a
 LoadBalancer since 1.26.
 
+A NetworkPolicy admits ingress to the pod only on those ports.
+
 `externalTrafficPolicy: Local` (LoadBalancer/NodePort) keeps the students'
 source addresses visible to sshd's logs; with one replica there is no
 balancing to lose.
@@ -51,6 +53,7 @@ class PortServices(pulumi.ComponentResource):
     """The Service that exposes SSH and the extra ports of the login server."""
 
     service: k8s.core.v1.Service
+    network_policy: k8s.networking.v1.NetworkPolicy
     host: pulumi.Output[str]
     port: int
 
@@ -76,6 +79,31 @@ class PortServices(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
         )
         self.port = cfg.port
+
+        # Only the published ports reach the pod: a student's stray listener
+        # (a dev server on :8000, a forgotten netcat) stays private to the
+        # pod even inside the cluster. Egress is left open: git, apt and
+        # ssh-import-id need the internet.
+        self.network_policy = k8s.networking.v1.NetworkPolicy(
+            "ingress",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name="login-ingress", namespace=args.namespace, labels=dict(args.labels)
+            ),
+            spec=k8s.networking.v1.NetworkPolicySpecArgs(
+                pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=dict(args.selector)),
+                policy_types=["Ingress"],
+                ingress=[
+                    k8s.networking.v1.NetworkPolicyIngressRuleArgs(
+                        ports=[k8s.networking.v1.NetworkPolicyPortArgs(port=22, protocol="TCP")]
+                        + [
+                            k8s.networking.v1.NetworkPolicyPortArgs(port=p.port, protocol=p.protocol)
+                            for p in args.extra_ports
+                        ]
+                    )
+                ],
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
+        )
 
         def address(status: k8s.core.v1.outputs.ServiceStatus | None) -> str:
             ingress = (status.load_balancer.ingress if status and status.load_balancer else None) or []

@@ -426,3 +426,17 @@ def test_node_port_is_passed_through() -> None:
 def test_fake_private_key_constant_is_not_the_public_one() -> None:
     # guards the fixtures themselves: a test that mixed them up would pass vacuously
     assert FAKE_CA_PRIVATE != FAKE_CA_PUBLIC
+
+
+def test_network_policy_admits_only_the_published_ports() -> None:
+    r = render(CIS90)
+    policy = r.one("kubernetes:networking.k8s.io/v1:NetworkPolicy", "ingress").inputs["spec"]
+    assert policy["policyTypes"] == ["Ingress"]
+    assert policy["podSelector"]["matchLabels"] == r.statefulset["spec"]["selector"]["matchLabels"]
+    ports = {(p["port"], p["protocol"]) for rule in policy["ingress"] for p in rule["ports"]}
+    assert ports == {(22, "TCP"), (80, "TCP"), (53, "UDP")}
+
+
+def test_pod_seccomp_follows_the_mode() -> None:
+    assert render({"privileged": False}).pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    assert render({"privileged": True}).pod["securityContext"]["seccompProfile"]["type"] == "Unconfined"
