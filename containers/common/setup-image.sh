@@ -61,7 +61,6 @@ fi
 say "installing the boot units"
 install -D -m 0644 "$here/rc-local.service" /etc/systemd/system/rc-local.service
 install -D -m 0644 "$here/ssh-after-rc-local.conf" /etc/systemd/system/ssh.service.d/10-after-rc-local.conf
-install -D -m 0755 "$here/classroom-sshd" /usr/local/sbin/classroom-sshd
 # Standalone runs only: the pod's sshd_config (components/scripts/sshd_config)
 # replaces the distro's and does not include sshd_config.d.
 install -D -m 0644 "$here/sshd-defaults.conf" /etc/ssh/sshd_config.d/50-classroom-defaults.conf
