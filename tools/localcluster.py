@@ -110,6 +110,11 @@ def find_binaries() -> dict[str, Path]:
             found[name] = Path(which)
         else:
             missing.append(name)
+    stages = bin_dir.parent / "share" / "kwok-stages.yaml" if bin_dir else None
+    if stages and stages.is_file():
+        found["kwok-stages"] = stages
+    else:
+        missing.append("kwok-stages.yaml")
     if missing:
         raise ClusterError(
             f"missing binaries: {', '.join(missing)} (looked in {bin_dir} and PATH); run tools/toolchain.sh cluster"
@@ -737,7 +742,7 @@ class LocalCluster:
                 f"--kubeconfig={self.kubeconfig}",
                 "--manage-all-nodes=false",
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-                "--disregard-status-with-annotation-selector=kwok.x-k8s.io/status=custom",
+                f"--config={bins['kwok-stages']}",
                 "--cidr=10.244.0.0/16",
                 "--node-ip=127.0.0.1",
                 f"--server-address=127.0.0.1:{self.ports['kwok']}",

@@ -42,6 +42,7 @@ SRC=$TOOLCHAIN_DIR/src
 LOGS=$TOOLCHAIN_DIR/logs
 STAMPS=$TOOLCHAIN_DIR/stamps
 TIMES=$TOOLCHAIN_DIR/build-times.tsv
+KWOK_STAGES=$TOOLCHAIN_DIR/share/kwok-stages.yaml
 
 say() { printf '[toolchain] %s\n' "$*" >&2; }
 die() { printf '[toolchain] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -69,7 +70,15 @@ fetch_module() {
     dir=$(printf '%s' "$json" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get("Dir",""))' 2>/dev/null || true)
     if [[ -z $dir ]]; then
         err=$(printf '%s' "$json" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("Error",""))' 2>/dev/null || printf '%s' "$json")
-        die "$name: cannot download $mod@$ver from the Go module proxy: $err"
+        local hint=""
+        case $err in
+            *403*) hint=" -- the proxy refuses this module outright (a final answer, not a time-out)" ;;
+        esac
+        case $name in
+            pulumi*) hint+="; install the Pulumi CLI ${PULUMI_VERSION} yourself (https://www.pulumi.com/docs/install/):
+a pulumi on PATH is used as is, and it fetches its provider plugins itself" ;;
+        esac
+        die "$name: cannot download $mod@$ver from the Go module proxy: $err$hint"
     fi
     rm -rf "$dest"
     cp -r "$dir" "$dest"
@@ -181,13 +190,26 @@ build_etcd() {
 }
 
 build_kwok() {
-    stamped kwok && return
+    stamped kwok && [[ -s $KWOK_STAGES ]] && return
     need_go
-    say "building kwok (sigs.k8s.io/kwok v$KWOK_VERSION)..."
     local dir
     dir=$(fetch_module sigs.k8s.io/kwok "v$KWOK_VERSION" kwok)
-    go_build kwok "$dir" ./cmd/kwok "-X sigs.k8s.io/kwok/pkg/consts.Version=v$KWOK_VERSION"
-    stamp kwok
+    if ! stamped kwok; then
+        say "building kwok (sigs.k8s.io/kwok v$KWOK_VERSION)..."
+        go_build kwok "$dir" ./cmd/kwok "-X sigs.k8s.io/kwok/pkg/consts.Version=v$KWOK_VERSION"
+        stamp kwok
+    fi
+    # The kwok binary ships no lifecycle: kwokctl feeds it these upstream Stage
+    # documents (fast node init + status heartbeat, fast pod ready/complete/delete).
+    local stages=$dir/kustomize/stage f
+    mkdir -p "$(dirname "$KWOK_STAGES")"
+    for f in "$stages"/node/fast/node-initialize.yaml "$stages"/node/heartbeat/node-heartbeat.yaml \
+        "$stages"/pod/fast/pod-ready.yaml "$stages"/pod/fast/pod-complete.yaml "$stages"/pod/fast/pod-delete.yaml; do
+        [[ -f $f ]] || die "kwok: stage file $f missing from sigs.k8s.io/kwok v$KWOK_VERSION"
+        printf -- '---\n'
+        cat "$f"
+    done >"$KWOK_STAGES.tmp"
+    mv "$KWOK_STAGES.tmp" "$KWOK_STAGES"
 }
 
 # ------------------------------------------------------------------- lint ---
