@@ -1,0 +1,285 @@
+"""LabHost against a real sshd in a network namespace; k3d is the DOUBLE.
+
+Two levels:
+- the host-side scripts LabHost ships (CA verification, installer, cluster
+  create/delete) driven over real OpenSSH — needs no Pulumi engine;
+- the LabHost component under the REAL Pulumi engine and pulumi-command
+  provider (`pulumi up` with a local file backend), run inside the namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from components.labconfig import parse_labs
+from components.labs import INSTALL_BOOTSTRAP, LABD_PACKAGE, VERIFY_SCRIPT, cluster_commands, install_manifest
+from tests.labhost.conftest import Ca, Netns, Sshd, k3d_double, run, start_sshd
+
+REPO = Path(__file__).resolve().parents[2]
+PROGRAM = Path(__file__).resolve().parent / "program"
+SECRET = "x" * 48
+
+
+def labs_raw(engine_key: Path, install_root: Path, k3d: Path, labd_port: int, **host: Any) -> dict[str, Any]:
+    return {
+        "domain": "lab.example.test",
+        "idleTimeout": "30m",
+        "hosts": [{
+            "name": "lab1", "address": "10.231.0.2", "principal": "lab1.example.test", "capacity": 10,
+            "installRoot": str(install_root), "serviceManager": "none", "k3dBinary": str(k3d),
+            "labdPort": labd_port, "traefikBinary": "/nonexistent/traefik", "python": "/usr/bin/python3",
+            **host,
+        }],
+        "ssh": {"privateKey": engine_key.read_text()},
+        "sessionKey": SECRET,
+        "adminKey": SECRET,
+    }
+
+
+def ssh_argv(ns: Netns, ca: Ca, key: Path, known_hosts: Path, address: str, principal: str) -> list[str]:
+    known_hosts.write_text(f"@cert-authority {principal} {ca.public}\n")
+    return ns.exec("ssh", "-F", "none", "-T", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+                   "-o", f"UserKnownHostsFile={known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
+                   "-o", f"HostKeyAlias={principal}", "-i", str(key), "-o", "IdentitiesOnly=yes",
+                   f"root@{address}")
+
+
+def double_calls(state: Path) -> list[list[str]]:
+    path = state / "calls.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line)["argv"] for line in path.read_text().splitlines() if line.strip()]
+
+
+def mutating(state: Path) -> list[list[str]]:
+    return [a for a in double_calls(state) if a[:2] != ["cluster", "list"]]
+
+
+def double_clusters(state: Path) -> dict[str, Any]:
+    path = state / "clusters.json"
+    return dict(json.loads(path.read_text())) if path.exists() else {}
+
+
+def labd_healthy(ns: Netns, port: int) -> bool:
+    probe = run(*ns.exec(sys.executable, "-c", f"import urllib.request as u; u.urlopen("
+                                                f"'http://127.0.0.1:{port}/healthz', timeout=3)"), check=False)
+    return probe.returncode == 0
+
+
+# ------------------------------------------------------------------ scripts over real OpenSSH
+
+
+def test_verify_script_accepts_only_a_host_certified_by_the_class_ca(
+        netns: Netns, pki: tuple[Ca, Ca, Path], sshd_factory: list[Sshd], tmp_path: Path) -> None:
+    ca, other, engine = pki
+    good = start_sshd(netns, tmp_path / "good", "10.231.0.2", ca, "lab1.example.test", engine)
+    rogue = start_sshd(netns, tmp_path / "rogue", "10.231.0.3", other, "lab1.example.test", engine)
+    sshd_factory.extend([good, rogue])
+    env = {**os.environ, "LABHOST_PORT": "22", "LABHOST_USER": "root", "LABHOST_PRINCIPAL": "lab1.example.test",
+           "LABHOST_CA": ca.public, "LABHOST_KEY": engine.read_text()}
+
+    ok = run(*netns.exec("/bin/sh", str(VERIFY_SCRIPT)), env={**env, "LABHOST_ADDRESS": good.address},
+             check=False)
+    assert ok.returncode == 0, ok.stderr
+    presented = ok.stdout.split()
+    # The certificate algorithm Go's client prefers (RSA-SHA2 certificates first).
+    rsa_cert = (good.directory / "ssh_host_rsa_key-cert.pub").read_text().split()
+    assert presented == rsa_cert[:2]
+
+    refused = run(*netns.exec("/bin/sh", str(VERIFY_SCRIPT)), env={**env, "LABHOST_ADDRESS": rogue.address},
+                  check=False)
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert "failed host verification against the class CA" in refused.stderr
+    assert "Host key verification failed" in refused.stderr
+
+    wrong_name = run(*netns.exec("/bin/sh", str(VERIFY_SCRIPT)),
+                     env={**env, "LABHOST_ADDRESS": good.address, "LABHOST_PRINCIPAL": "lab2.example.test"},
+                     check=False)
+    assert wrong_name.returncode == 1 and "not a listed principal" in wrong_name.stderr
+
+
+def test_installer_and_cluster_commands_over_real_ssh(
+        netns: Netns, pki: tuple[Ca, Ca, Path], sshd_factory: list[Sshd], tmp_path: Path) -> None:
+    ca, _, engine = pki
+    sshd_factory.append(start_sshd(netns, tmp_path / "sshd", "10.231.0.2", ca, "lab1.example.test", engine))
+    root = tmp_path / "host-root"
+    k3d, state = k3d_double(tmp_path)
+    port = 18787
+    raw = labs_raw(engine, root, k3d, port)
+    people = [{"username": u} for u in ("alice", "bob")]
+    labs = parse_labs({"labs": raw}, base_dir=tmp_path, people=[_Person(**p) for p in people])
+    spec = labs.hosts[0]
+    stage = root / "var/lib/classroom-lab/stage/labd-test"
+    shutil.copytree(LABD_PACKAGE, stage, ignore=shutil.ignore_patterns("__pycache__"))  # what CopyToRemote does
+    manifest = json.dumps(install_manifest(spec, labs, "cis90", "fall2026", str(stage), labs.students_on("lab1")))
+    ssh = ssh_argv(netns, ca, engine, tmp_path / "known_hosts", "10.231.0.2", "lab1.example.test")
+    install = f"{spec.python} -c \"{INSTALL_BOOTSTRAP}\""
+
+    first = run(*ssh, install, input=manifest, check=False)
+    assert first.returncode == 0, first.stderr
+    summary = json.loads(first.stdout)
+    assert summary["restarted"] == ["labd"]  # Traefik is optional and absent here
+    assert (root / "opt/classroom-lab/labd/__init__.py").exists()
+    assert (root / "etc/labd/admin.key").stat().st_mode & 0o777 == 0o600
+    assert (root / "etc/labd/roster").read_text().split() == ["alice", "bob"]
+    assert labd_healthy(netns, port)
+
+    again = run(*ssh, install, input=manifest, check=False)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout) == {"changed": [], "restarted": []}
+
+    for user in ("alice", "bob"):
+        create, _ = cluster_commands(spec, user)
+        done = run(*ssh, create, check=False)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["action"] == "created"
+    assert sorted(a[:2] + a[-1:] for a in mutating(state) if a[1] == "stop") == [
+        ["cluster", "stop", "lab-alice"], ["cluster", "stop", "lab-bob"]]
+    assert {n: c["running"] for n, c in double_clusters(state).items()} == {"lab-alice": False, "lab-bob": False}
+
+    calls_before = len(mutating(state))
+    kept = run(*ssh, cluster_commands(spec, "alice")[0], check=False)
+    assert json.loads(kept.stdout)["action"] == "kept" and len(mutating(state)) == calls_before
+
+    gone = run(*ssh, cluster_commands(spec, "bob")[1], check=False)
+    assert gone.returncode == 0, gone.stderr
+    assert mutating(state)[calls_before:] == [["cluster", "delete", "lab-bob"]]
+    assert set(double_clusters(state)) == {"lab-alice"}
+
+
+class _Person:
+    def __init__(self, username: str, labs: bool = True) -> None:
+        self.username = username
+        self.labs = labs
+
+
+# ------------------------------------------------------------------ the real engine
+
+
+def engine_env() -> dict[str, str] | None:
+    """PATH with the toolchain's pulumi and the command plugin installed, or None."""
+    toolchain = REPO / "tools" / "toolchain.sh"
+    env = dict(os.environ)
+    if toolchain.exists():
+        out = run("bash", str(toolchain), "env", check=False).stdout
+        for line in out.splitlines():
+            if line.startswith("export PATH="):
+                bin_dir = line.split("=", 1)[1].split(":")[0].strip("'\"")
+                env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    if not shutil.which("pulumi", path=env["PATH"]):
+        return None
+    plugins = run("pulumi", "plugin", "ls", "--json", env=env, check=False)
+    try:
+        listed = json.loads(plugins.stdout or "[]")
+    except json.JSONDecodeError:
+        return None
+    if not any(p.get("name") == "command" and p.get("version") == "1.2.1" for p in listed or []):
+        return None
+    return env
+
+
+class Engine:
+    """`pulumi` on a copy of the test program, run inside the network namespace."""
+
+    def __init__(self, ns: Netns, root: Path, env: dict[str, str]) -> None:
+        self.ns = ns
+        self.dir = root / "program"
+        shutil.copytree(PROGRAM, self.dir)
+        (self.dir / "Pulumi.yaml").write_text(
+            "name: labhost-test\nruntime:\n  name: python\n  options:\n"
+            f"    toolchain: pip\n    virtualenv: {REPO / '.venv'}\n")
+        backend = root / "backend"
+        backend.mkdir()
+        self.config = root / "labs.json"
+        self.env = {**env, "PULUMI_BACKEND_URL": f"file://{backend}", "PULUMI_CONFIG_PASSPHRASE": "labhost-test",
+                    "PULUMI_SKIP_UPDATE_CHECK": "true", "PULUMI_SKIP_CONFIRMATIONS": "true", "NO_COLOR": "1",
+                    "PULUMI_HOME": env.get("PULUMI_HOME", str(Path.home() / ".pulumi")),
+                    "CLASSROOM_REPO": str(REPO), "LABHOST_TEST_CONFIG": str(root / "labs.json")}
+        self.pulumi("stack", "init", "test")
+
+    def write(self, data: dict[str, Any]) -> None:
+        self.config.write_text(json.dumps(data))
+
+    def pulumi(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(self.ns.exec("pulumi", *args, "--non-interactive"), cwd=self.dir, env=self.env,
+                              capture_output=True, text=True, check=False, timeout=600)
+        if check and done.returncode != 0:
+            raise AssertionError(f"pulumi {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+        return done
+
+    def up(self, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.pulumi("up", "--yes", "--skip-preview", check=check)
+
+    def changes(self) -> dict[str, int]:
+        done = self.pulumi("preview", "--json")
+        return {k: v for k, v in json.loads(done.stdout).get("changeSummary", {}).items() if k != "same"}
+
+
+def test_real_engine_up_noop_remove_and_refuse(
+        netns: Netns, pki: tuple[Ca, Ca, Path], sshd_factory: list[Sshd], tmp_path: Path) -> None:
+    env = engine_env()
+    if env is None:
+        pytest.skip("the toolchain's pulumi CLI with the command 1.2.1 plugin is not installed yet "
+                    "(tools/toolchain.sh engine)")
+    ca, other, engine = pki
+    sshd_factory.append(start_sshd(netns, tmp_path / "sshd", "10.231.0.2", ca, "lab1.example.test", engine))
+    sshd_factory.append(start_sshd(netns, tmp_path / "rogue", "10.231.0.3", other, "lab1.example.test", engine))
+    root = tmp_path / "host-root"
+    k3d, state = k3d_double(tmp_path)
+    port = 18788
+    raw = labs_raw(engine, root, k3d, port)
+    students = ["alice", "bob", "carol"]
+    program = Engine(netns, tmp_path, env)
+
+    program.write({"labs": raw, "people": [{"username": u} for u in students], "caPublicKey": ca.public})
+    program.up()
+    assert (root / "opt/classroom-lab/labd/__init__.py").exists()
+    assert json.loads((root / "etc/labd/labd.json").read_text())["labDomain"] == "lab.example.test"
+    assert labd_healthy(netns, port)
+    created = sorted(a[-1] for a in mutating(state) if a[:2] == ["cluster", "create"])
+    assert len(created) == 3
+    assert {n: c["running"] for n, c in double_clusters(state).items()} == {
+        f"lab-{u}": False for u in students}
+
+    # A second `up` with the same inputs changes nothing, anywhere.
+    calls = len(mutating(state))
+    assert program.changes() == {}
+    program.up()
+    assert len(mutating(state)) == calls
+
+    # Removing one student deletes exactly their cluster.
+    program.write({"labs": raw, "people": [{"username": u} for u in ("alice", "carol")],
+                   "caPublicKey": ca.public})
+    assert program.changes() == {"delete": 1, "update": 1}  # bob's cluster; the host's roster file
+    program.up()
+    assert mutating(state)[calls:] == [["cluster", "delete", "lab-bob"]]
+    assert set(double_clusters(state)) == {"lab-alice", "lab-carol"}
+
+    # A host whose certificate is not from the class CA is refused before any command runs on it.
+    calls = len(mutating(state))
+    rogue = {**raw, "hosts": [{**raw["hosts"][0], "address": "10.231.0.3"}]}
+    program.write({"labs": rogue, "people": [{"username": "alice"}, {"username": "carol"}],
+                   "caPublicKey": ca.public})
+    failed = program.up(check=False)
+    assert failed.returncode != 0
+    assert "failed host verification against the class CA" in failed.stdout + failed.stderr
+    assert len(mutating(state)) == calls
+
+    # A pinned host key that does not match is refused by pulumi-command itself.
+    wrong_pin = (tmp_path / "sshd" / "ssh_host_ed25519_key.pub").read_text().split()[:2]
+    wrong_pin[1] = (tmp_path / "rogue" / "ssh_host_ed25519_key.pub").read_text().split()[1]
+    pinned = {**raw, "hosts": [{**raw["hosts"][0], "hostKey": " ".join(wrong_pin)}]}
+    program.write({"labs": pinned, "people": [{"username": "alice"}, {"username": "carol"}, {"username": "dan"}],
+                   "caPublicKey": ca.public})
+    refused = program.up(check=False)
+    assert refused.returncode != 0
+    assert len(mutating(state)) == calls
+    assert "lab-dan" not in double_clusters(state)
