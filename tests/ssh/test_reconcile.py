@@ -91,6 +91,15 @@ def test_creates_accounts_groups_keys_and_expiry(chroot_root: Path) -> None:
     assert "%classroom-staff ALL=(ALL:ALL) NOPASSWD: ALL" in (chroot_root / "etc/sudoers.d/classroom").read_text()
     assert chroot(chroot_root, "visudo", "-c", check=False).returncode == 0
     assert (chroot_root / "etc/ssh/classroom-revoked.krl").exists()
+    # The account files the reconciler writes in bulk pass shadow-utils' own consistency checks.
+    grpck = chroot(chroot_root, "grpck", "-r", check=False)
+    assert grpck.returncode == 0, grpck.stdout + grpck.stderr
+    pwck = chroot(chroot_root, "pwck", "-r", check=False)
+    assert not [line for line in pwck.stdout.splitlines() if any(u in line for u in uids)], pwck.stdout
+    assert chroot(chroot_root, "id", "-Gn", "carol").stdout.split() == [
+        "carol", "classroom", "classroom-staff", "classroom-ownkeys"]
+    # usermod/chage operate on what was written.
+    assert chroot(chroot_root, "chage", "-l", "alice").returncode == 0
 
 
 def test_second_pass_and_reordered_roster_change_nothing(chroot_root: Path) -> None:
