@@ -164,6 +164,7 @@ class LoginServer(pulumi.ComponentResource):
     claims: dict[str, k8s.core.v1.PersistentVolumeClaim]
     storage_class: k8s.storage.v1.StorageClass | None
     selector_labels: dict[str, str]
+    pod_config: list[pulumi.Resource]
     checksum: pulumi.Output[str]
 
     def __init__(self, name: str, args: LoginServerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -227,27 +228,33 @@ class LoginServer(pulumi.ComponentResource):
         files = pod_files(cfg)
         ca_pub = pulumi.Output.from_input(args.ca_public_key).apply(lambda k: k.strip() + "\n")
         ca_public_files: dict[str, pulumi.Input[str]] = {"ca.pub": ca_pub}
+        # The pod mounts all of these; the StatefulSet waits for them so its
+        # first pod does not sit in ContainerCreating on a missing volume.
+        self.pod_config: list[pulumi.Resource] = []
         for cm_name, content in files.items():
             if cm_name == "rc-env" and cfg.rc_env_is_secret:
-                k8s.core.v1.Secret(
+                secret = k8s.core.v1.Secret(
                     cm_name,
                     metadata=k8s.meta.v1.ObjectMetaArgs(name=cm_name, namespace=ns, labels=labels),
                     string_data={"rc.env": pulumi.Output.secret(content)},
                     opts=child,
                 )
+                self.pod_config.append(secret)
                 continue
-            k8s.core.v1.ConfigMap(
+            config_map = k8s.core.v1.ConfigMap(
                 cm_name,
                 metadata=k8s.meta.v1.ObjectMetaArgs(name=cm_name, namespace=ns, labels=labels),
                 data={_file_key(cm_name): content},
                 opts=child,
             )
-        k8s.core.v1.ConfigMap(
+            self.pod_config.append(config_map)
+        ca_config_map = k8s.core.v1.ConfigMap(
             "ca-public-key",
             metadata=k8s.meta.v1.ObjectMetaArgs(name="ca-public-key", namespace=ns, labels=labels),
             data=ca_public_files,
             opts=child,
         )
+        self.pod_config.append(ca_config_map)
 
         checksum_parts: list[pulumi.Input[str]] = [args.ca_public_key]
         if args.roster_revision is not None:
@@ -288,7 +295,9 @@ class LoginServer(pulumi.ComponentResource):
                     spec=pod_spec,
                 ),
             ),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, *self.claims.values()]),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[*args.depends_on, *self.claims.values(), *self.pod_config]
+            ),
         )
         self.register_outputs(
             {"stateful_set": self.stateful_set.metadata.apply(lambda m: m.name), "checksum": self.checksum}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import importlib.util
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -215,7 +215,9 @@ def rendered() -> Callable[..., Rendered]:
     return render
 
 
-@pytest.fixture(autouse=True)
-def _unit_marker(request: pytest.FixtureRequest) -> Iterator[None]:
-    request.node.add_marker(pytest.mark.unit)
-    yield
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Everything under tests/unit is the fast tier: `pytest -m unit` selects it.
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.unit)

@@ -405,6 +405,7 @@ def test_load_config_turns_mistakes_into_a_one_line_run_error(monkeypatch: pytes
     assert not isinstance(caught.value, ConfigError)
     assert "homeSzie" in str(caught.value) and "did you mean 'homeSize'" in str(caught.value)
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    assert "\n" not in str(caught.value)
 
 
 def test_load_config_reads_every_key_and_marks_secret_rc_env(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -82,6 +82,8 @@ def test_no_volume_claim_templates_pods_use_program_declared_claims() -> None:
     # The StatefulSet waits for the claims.
     sts = r.one("kubernetes:apps/v1:StatefulSet", "statefulset")
     assert {c.urn for c in r.of_type(PVC)} <= set(sts.dependencies)
+    # ...and for every ConfigMap its pod mounts.
+    assert {c.urn for c in r.of_type(CM)} <= set(sts.dependencies)
 
 
 def test_managed_storage_class_is_retain_and_expandable() -> None:
