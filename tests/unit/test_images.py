@@ -21,8 +21,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 CONTAINERS = REPO / "containers"
@@ -298,6 +300,74 @@ def test_parsers_reject_what_they_cannot_read() -> None:
         parse_unit("After=x\n")
     with pytest.raises(ValueError, match="continuation"):
         parse_dockerfile("FROM ubuntu:22.04\nRUN true \\\n")
+
+
+# ------------------------------------------------------------ workflows ---
+WORKFLOWS = REPO / ".github" / "workflows"
+
+
+def load_workflow(name: str) -> dict[str, Any]:
+    data: dict[Any, Any] = yaml.safe_load((WORKFLOWS / name).read_text())
+    # YAML 1.1 reads the key `on` as the boolean true.
+    if True in data:
+        data["on"] = data.pop(True)
+    return data
+
+
+def image_matrix() -> list[dict[str, str]]:
+    entries: list[dict[str, str]] = load_workflow("images.yml")["jobs"]["image"]["strategy"]["matrix"]["include"]
+    return entries
+
+
+@unit
+def test_images_workflow_builds_every_image_on_its_tag() -> None:
+    workflow = load_workflow("images.yml")
+    tag_patterns = set(workflow["on"]["push"]["tags"])
+    by_image = {entry["image"]: entry for entry in image_matrix()}
+    expected = {d.name.removeprefix("ubuntu-"): d / "Dockerfile" for d in LOGIN_IMAGE_DIRS}
+    if (CONTAINERS / "labd" / "Dockerfile").is_file():
+        expected["labd"] = CONTAINERS / "labd" / "Dockerfile"
+    for image, path in expected.items():
+        assert f"{image}-*" in tag_patterns, f"no tag trigger {image}-* (have {sorted(tag_patterns)})"
+        assert image in by_image, f"images.yml has no matrix entry for {image}"
+        assert by_image[image]["dockerfile"] == str(path.relative_to(REPO))
+    assert workflow["permissions"]["packages"] == "write"
+
+
+@unit
+@pytest.mark.parametrize("entry", image_matrix(), ids=lambda e: e["image"])
+def test_images_workflow_context_holds_every_copied_file(entry: dict[str, str]) -> None:
+    dockerfile_path = REPO / entry["dockerfile"]
+    if not dockerfile_path.is_file():
+        pytest.skip(f"{entry['dockerfile']} does not exist yet (the workflow skips it too)")
+    context = REPO / entry["context"]
+    for ins in parse_dockerfile(dockerfile_path.read_text()):
+        if ins.keyword not in {"COPY", "ADD"} or "--from=" in ins.args:
+            continue
+        sources = [w for w in ins.args.split() if not w.startswith("--")][:-1]
+        for source in sources:
+            assert (context / source).exists(), f"line {ins.line}: {source} is not in the build context {context}"
+
+
+@unit
+@pytest.mark.parametrize("name", ["images.yml", "ci.yml"])
+def test_workflow_actions_are_pinned_to_a_release(name: str) -> None:
+    uses = re.findall(r"^\s*(?:-\s*)?uses:\s*(\S+)", (WORKFLOWS / name).read_text(), re.M)
+    assert uses
+    loose = [u for u in uses if not re.search(r"@(v\d+\.\d+\.\d+|[0-9a-f]{40})$", u)]
+    assert not loose, f"actions not pinned to an exact release or commit: {loose}"
+
+
+@unit
+def test_ci_workflow_runs_the_project_test_command_with_caches() -> None:
+    workflow = load_workflow("ci.yml")
+    assert {"push", "pull_request"} <= set(workflow["on"])
+    steps = workflow["jobs"]["test"]["steps"]
+    assert any(step.get("run") == "bash .ci/run" for step in steps)
+    cache = next(step for step in steps if str(step.get("uses", "")).startswith("actions/cache@"))
+    assert {"~/.cache/classroom", "~/.cache/go-build"} <= set(cache["with"]["path"].split())
+    for keyed_on in ("tools/toolchain.sh", "requirements.txt", "requirements-dev.txt"):
+        assert keyed_on in cache["with"]["key"]
 
 
 # ------------------------------------------------- chroot (real scripts) ---
