@@ -113,6 +113,7 @@ class Labd:
             "idleTimeout": 3600,
             "stopGrace": 0,
             "reaperInterval": 0.1,
+            "kubeconfigServer": "127.0.0.1",
         }
         self.config.update(overrides)
         self.config_path = root / "labd.json"

@@ -295,6 +295,7 @@ def run_labd(*args: str) -> subprocess.CompletedProcess[str]:
     ({"k3d": {"template": {"agents": -1}}}, "config key 'k3d.template.agents': got -1; expected an integer 0..9"),
     ({"hooks": {"init": {"url": "ftp://x", "secretFile": "/nonexistent"}}}, "config key 'hooks.init.url'"),
     ({"portLimit": 20001}, "config key 'portLimit'"),
+    ({"kubeconfigServer": "${nope}.example.edu"}, "config key 'kubeconfigServer'"),
     ({"colour": "blue"}, "config key 'colour'"),
 ])
 def test_bad_config_is_one_clear_line(tmp_path: Path, change: dict[str, Any], fragment: str) -> None:
@@ -335,3 +336,16 @@ def test_k3d_failure_is_reported_not_hidden(tmp_path: Path, labd_factory: list[L
     daemon.request("POST", "/v1/users/alice/ensure", "alice")
     status = wait_for(lambda: (s := daemon.status("alice"))["state"] == "error" and s, what="error state")
     assert "K3D_DOUBLE_FAIL" in status["error"]
+
+
+def test_kubeconfig_server_defaults_to_the_students_lab_host_name(tmp_path: Path,
+                                                                 labd_factory: list[Labd]) -> None:
+    daemon = Labd(tmp_path / "d")
+    del daemon.config["kubeconfigServer"]
+    labd_factory.append(daemon)
+    daemon.start()
+    ensure_running(daemon, "alice")
+    status, text = daemon.request("GET", "/v1/users/alice/kubeconfig", "alice")
+    assert status == 200
+    port = daemon.status("alice")["ports"]["api"]
+    assert yaml.safe_load(text)["clusters"][0]["cluster"]["server"] == f"https://alice.lab.example.edu:{port}"

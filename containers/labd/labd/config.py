@@ -10,6 +10,7 @@ import json
 import os
 import re
 import stat
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -180,6 +181,15 @@ def parse_config(raw: Mapping[str, Any]) -> LabdConfig:
     except (KeyError, ValueError) as err:
         raise LabdConfigError("k3d.template", str(err),
                               "placeholders among " + ", ".join("$" + p for p in PLACEHOLDERS)) from None
+    kubeconfig_server = _get(raw, "kubeconfigServer", str, "$host",
+                             "a host name for students' kubectl, may use $host, $user, $lab_domain")
+    try:
+        server_host = string.Template(kubeconfig_server).substitute(host="alice.x", user="alice", lab_domain="x")
+    except (KeyError, ValueError):
+        server_host = ""
+    if not re.match(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$|^\[[0-9a-fA-F:]+\]$", server_host):
+        raise LabdConfigError("kubeconfigServer", kubeconfig_server,
+                              "a host name or address; placeholders $host (<user>.<labDomain>), $user, $lab_domain")
     hooks = _get(raw, "hooks", dict, {}, "an object with optional 'init' and 'cleanup' webhooks")
     for key in hooks:
         if key not in ("init", "cleanup"):
@@ -206,8 +216,7 @@ def parse_config(raw: Mapping[str, Any]) -> LabdConfig:
         port_base=port_base,
         port_limit=port_limit,
         backend_host=_get(raw, "backendHost", str, "127.0.0.1", "the address Traefik reaches cluster ports on"),
-        kubeconfig_server=_get(raw, "kubeconfigServer", str, "127.0.0.1",
-                               "the host name students' kubectl uses to reach the lab host"),
+        kubeconfig_server=kubeconfig_server,
         traefik_file=_get(traefik, "file", str, "", "a path for Traefik's file provider", "traefik."),
         traefik_http_entrypoint=_get(traefik, "httpEntryPoint", str, "web", "an entry point name", "traefik."),
         traefik_https_entrypoint=_get(traefik, "httpsEntryPoint", str, "websecure", "an entry point name",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import string
 import threading
 import time
 from collections.abc import Callable
@@ -344,7 +345,12 @@ class LabService:
                 raise NotFound(f"no cluster for user {user!r}")
             if record["state"] != RUNNING:
                 raise Conflict(f"cluster for {user!r} is {record['state']}, not running")
-        return self.k3d.kubeconfig(record["cluster"], self.cfg.kubeconfig_server, record["ports"]["api"])
+        # "$host" by default: <user>.<labDomain> resolves to the lab host already
+        # (Traefik needs that DNS), and the default k3d template puts it in the
+        # API certificate (--tls-san), so kubectl verifies the name it dials.
+        server = string.Template(self.cfg.kubeconfig_server).substitute(
+            host=f"{user}.{self.cfg.lab_domain}", user=user, lab_domain=self.cfg.lab_domain)
+        return self.k3d.kubeconfig(record["cluster"], server, record["ports"]["api"])
 
     # ----- reconcile and reaper ----------------------------------------------------------------------------
 
