@@ -126,7 +126,7 @@ class LabHostSpec:
     labd_port: int = 8787
     storage_size: str = "50Gi"
     storage_class_name: str = ""
-    image: str = "docker.io/library/docker:28-dind"
+    image: str = ""  # inCluster only: dockerd + sshd + python3 + ssh-keygen + k3d
     install_root: str = ""  # "" = the real file system; tests install under a directory
     service_manager: str = "systemd"
     k3d_binary: str = "/usr/local/bin/k3d"
@@ -362,7 +362,9 @@ def _host(key: str, raw: Any) -> LabHostSpec:
         storage_size=storage_size,
         storage_class_name=_str(f"{key}.storageClassName", raw.get("storageClassName", ""),
                                 re.compile(r"^[a-z0-9.-]*$"), "a StorageClass name"),
-        image=_str(f"{key}.image", raw.get("image", LabHostSpec.image), _IMAGE, "a container image reference"),
+        image=_str(f"{key}.image", raw.get("image", "" if not in_cluster else None), re.compile(
+            r"^$" if not in_cluster else _IMAGE.pattern),
+            "a lab host image with dockerd, sshd, python3, ssh-keygen and k3d (inCluster hosts only)"),
         install_root=install_root.rstrip("/"),
         service_manager=service_manager,
         k3d_binary=_str(f"{key}.k3dBinary", raw.get("k3dBinary", "/usr/local/bin/k3d"), path_re, "an absolute path"),

@@ -323,8 +323,9 @@ class LabHost(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True,
                                         ignore_changes=["spec.storageClassName"]),
         )
-        principals = ",".join(dict.fromkeys([spec.cert_principal, base, f"{base}.{namespace}"
-                                             if isinstance(namespace, str) else base]))
+        # Every name the engine or a login server may use for this pod.
+        principals = pulumi.Output.from_input(namespace).apply(lambda ns: ",".join(dict.fromkeys([
+            spec.cert_principal, base, f"{base}.{ns}", f"{base}.{ns}.svc", f"{base}.{ns}.svc.cluster.local"])))
         scripts = k8s.core.v1.ConfigMap(
             f"{name}-scripts",
             metadata=meta(name=f"{base}-scripts", namespace=namespace, labels=labels),

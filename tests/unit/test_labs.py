@@ -22,6 +22,7 @@ PRESENTED = "ssh-ed25519-cert-v01@openssh.com AAAAIHNzaC1lZDI1NTE5LWNlcnQtdjAxQG
 PRIVATE_KEY = ed25519.Ed25519PrivateKey.generate().private_bytes(
     serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()).decode()
 SECRET = "k" * 48
+IMAGE = "registry.example.edu/classroom/labhost:2026.1"
 
 
 @dataclass(frozen=True)
@@ -215,7 +216,7 @@ def test_install_ships_labd_config_and_keys_as_a_secret_stdin() -> None:
 def test_the_double_free_program_never_mounts_a_docker_socket() -> None:
     # The login server side (everything but the lab host pod) must never see
     # a Docker socket or a hostPath; the DinD pod runs its own dockerd.
-    labs = config(PEOPLE, hosts=[{"name": "lab1", "inCluster": True, "capacity": 100}])
+    labs = config(PEOPLE, hosts=[{"name": "lab1", "inCluster": True, "capacity": 100, "image": IMAGE}])
     mocks, _, _ = run(labs, namespace="classroom", ca_secret_name="ssh-ca")
     dumped = json.dumps([r.inputs for r in mocks.resources], default=str)
     assert "docker.sock" not in dumped and "hostPath" not in dumped
@@ -225,7 +226,8 @@ def test_the_double_free_program_never_mounts_a_docker_socket() -> None:
 
 
 def in_cluster_manifests() -> tuple[Mocks, dict[str, pulumi.ResourceOptions]]:
-    labs = config(PEOPLE, hosts=[{"name": "lab1", "inCluster": True, "capacity": 100, "storageSize": "80Gi"}])
+    labs = config(PEOPLE, hosts=[{"name": "lab1", "inCluster": True, "capacity": 100, "storageSize": "80Gi",
+                                  "image": IMAGE}])
     mocks, _, options = run(labs, namespace="classroom", ca_secret_name="ssh-ca")
     return mocks, options
 
@@ -238,6 +240,10 @@ def test_in_cluster_host_is_a_privileged_dind_statefulset_with_a_protected_volum
     privileged = {c["name"]: c.get("securityContext", {}).get("privileged", False)
                   for c in pod["containers"] + pod["initContainers"]}
     assert privileged == {"labhost": True, "host-keys": False}
+    assert {c["image"] for c in pod["containers"] + pod["initContainers"]} == {IMAGE}
+    principals = next(e["value"] for e in pod["initContainers"][0]["env"] if e["name"] == "PRINCIPALS")
+    assert principals.split(",") == ["labhost-lab1", "labhost-lab1.classroom", "labhost-lab1.classroom.svc",
+                                     "labhost-lab1.classroom.svc.cluster.local"]
     # The CA key is mounted only into the init container.
     ca_mounts = {c["name"] for c in pod["containers"] + pod["initContainers"]
                  if any(m["name"] == "ca" for m in c["volumeMounts"])}

@@ -105,6 +105,10 @@ def test_custom_template_with_placeholders() -> None:
          "red", "known keys"),
         (labs(hosts=[{"name": "lab1", "address": "h", "capacity": 1, "inCluster": "yes"}]),
          "labs.hosts[0].inCluster", "yes", "true or false"),
+        (labs(hosts=[{"name": "lab1", "capacity": 1, "inCluster": True}]), "labs.hosts[0].image", None,
+         "dockerd, sshd"),
+        (labs(hosts=[{"name": "lab1", "address": "h", "capacity": 1, "image": "docker:dind"}]),
+         "labs.hosts[0].image", "docker:dind", "inCluster hosts only"),
         (labs(hosts=[{"name": "lab1", "capacity": 1, "inCluster": True, "serviceManager": "systemd"}]),
          "labs.hosts[0].serviceManager", "systemd", "no systemd"),
         (labs(hosts=[{"name": "lab1", "address": "h", "capacity": 1, "serviceManager": "runit"}]),
@@ -163,7 +167,7 @@ def test_capacity_error_says_how_many_slots_are_missing() -> None:
 
 
 def test_in_cluster_host_defaults() -> None:
-    cfg = parse(labs(hosts=[{"name": "lab1", "inCluster": True, "capacity": 3}]))
+    cfg = parse(labs(hosts=[{"name": "lab1", "inCluster": True, "capacity": 3, "image": "reg.example/labhost:1"}]))
     host = cfg.hosts[0]
     assert host.in_cluster and host.address == "labhost-lab1"
     assert host.install_root == "/data" and host.service_manager == "none"
@@ -171,7 +175,8 @@ def test_in_cluster_host_defaults() -> None:
 
 def test_in_cluster_host_needs_a_private_key() -> None:
     with pytest.raises(ConfigError) as err:
-        parse(labs(ssh={"agentSocket": "/run/agent.sock"}, hosts=[{"name": "l", "inCluster": True, "capacity": 1}]))
+        parse(labs(ssh={"agentSocket": "/run/agent.sock"},
+                   hosts=[{"name": "l", "inCluster": True, "capacity": 1, "image": "reg.example/labhost:1"}]))
     assert err.value.key == "labs.ssh.privateKey"
 
 
