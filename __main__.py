@@ -9,6 +9,9 @@ import pulumi
 from components import storage
 from components.ca import SshCertificateAuthority, SshCertificateAuthorityArgs
 from components.config import ClassroomConfig, load_config
+from components.labs import LabHost
+from components.roster import Roster, RosterArgs
+from components.rosterdata import class_and_term_names
 from components.server import LoginServer, LoginServerArgs
 from components.services import SSH_SERVICE_NAME, PortServices, PortServicesArgs
 
@@ -21,6 +24,8 @@ class Classroom:
     ca: SshCertificateAuthority
     server: LoginServer
     ports: PortServices
+    roster: Roster | None
+    lab_hosts: dict[str, LabHost]
 
 
 def build(cfg: ClassroomConfig) -> Classroom:
@@ -50,6 +55,22 @@ def build(cfg: ClassroomConfig) -> Classroom:
         ),
         opts=in_namespace,
     )
+    # Accounts, term window and certificates: a ConfigMap the login server
+    # mounts; its in-pod reconciler follows changes without a pod restart,
+    # so the roster's revision is deliberately not part of the pod checksum.
+    roster = None
+    if cfg.access.people:
+        roster = Roster(
+            "roster",
+            RosterArgs(
+                access=cfg.access,
+                namespace=namespace_name,
+                ca_private_key=ca.private_key_openssh,
+                stack=cfg.stack,
+                labels=labels,
+            ),
+            opts=in_namespace,
+        )
     server = LoginServer(
         "login",
         LoginServerArgs(
@@ -59,6 +80,7 @@ def build(cfg: ClassroomConfig) -> Classroom:
             ssh_service_name=SSH_SERVICE_NAME,
             labels=labels,
             depends_on=namespace_deps,
+            roster_config_map=roster.config_map_name if roster else None,
         ),
     )
     ports = PortServices(
@@ -72,7 +94,22 @@ def build(cfg: ClassroomConfig) -> Classroom:
             depends_on=namespace_deps,
         ),
     )
-    return Classroom(config=cfg, ca=ca, server=server, ports=ports)
+    lab_hosts: dict[str, LabHost] = {}
+    if cfg.labs.enabled:
+        class_name, term_name = class_and_term_names(cfg.stack, cfg.access.term)
+        for spec in cfg.labs.hosts:
+            lab_hosts[spec.name] = LabHost(
+                f"lab-{spec.name}",
+                spec,
+                cfg.labs,
+                ca_public_key=ca.public_key,
+                class_name=class_name,
+                term=term_name,
+                namespace=namespace_name,
+                ca_secret_name=ca.secret_name,
+                opts=in_namespace,
+            )
+    return Classroom(config=cfg, ca=ca, server=server, ports=ports, roster=roster, lab_hosts=lab_hosts)
 
 
 def export(room: Classroom) -> None:
@@ -86,6 +123,13 @@ def export(room: Classroom) -> None:
         "sshCommand",
         room.ports.host.apply(lambda host: f"ssh -p {cfg.service.port} {cfg.user}@{host or '<pending address>'}"),
     )
+
+    if room.roster is not None:
+        pulumi.export("roster", room.roster.summary)
+        # Secret: certificates are not keys, but they are per-person access.
+        pulumi.export("certificates", room.roster.certificates)
+    if room.lab_hosts:
+        pulumi.export("labHosts", {name: h.labd_url for name, h in room.lab_hosts.items()})
 
 
 if __name__ == "__main__":

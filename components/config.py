@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from components.errors import ConfigError
+from components.labconfig import LAB_KEYS, LabsConfig, parse_labs
 from components.rosterdata import ACCESS_KEYS, AccessConfig, parse_access
 
 NAMESPACE = "classroom"
@@ -286,6 +287,7 @@ class ClassroomConfig:
     service: ServiceConfig = field(default_factory=ServiceConfig)
     ssh: SshConfig = field(default_factory=SshConfig)
     access: AccessConfig = field(default_factory=AccessConfig)
+    labs: LabsConfig = field(default_factory=LabsConfig)
 
     @property
     def managed_storage_class(self) -> str:
@@ -678,7 +680,7 @@ def parse_config(
     raw: Mapping[str, Any], *, stack: str, base_dir: Path, secret_keys: frozenset[str] = frozenset()
 ) -> ClassroomConfig:
     """Validate `raw` (keys without the `classroom:` prefix) into a ClassroomConfig."""
-    _reject_unknown(raw, TOP_LEVEL_KEYS + ACCESS_KEYS, "")
+    _reject_unknown(raw, TOP_LEVEL_KEYS + ACCESS_KEYS + LAB_KEYS, "")
     get = raw.get
 
     host_name = _dns_label("hostName", get("hostName", "myserver"))
@@ -738,6 +740,9 @@ def parse_config(
             "set classroom:namespace explicitly",
         )
 
+    # Roster/term (components.rosterdata) and labs (components.labconfig) own
+    # their keys' rules; they raise the same ConfigError.
+    access = parse_access({k: raw[k] for k in ACCESS_KEYS if k in raw}, base_dir=base_dir)
     config = ClassroomConfig(
         stack=stack,
         base_dir=base_dir,
@@ -771,7 +776,8 @@ def parse_config(
         create_namespace=_bool("createNamespace", get("createNamespace", True)),
         service=service,
         ssh=_parse_ssh(get("ssh", {})),
-        access=parse_access({k: raw[k] for k in ACCESS_KEYS if k in raw}, base_dir=base_dir),
+        access=access,
+        labs=parse_labs({k: raw[k] for k in LAB_KEYS if k in raw}, base_dir=base_dir, people=access.people),
     )
     for key in config.pod_annotations:
         if key.startswith("classroom/"):

@@ -19,6 +19,8 @@ from typing import Any
 
 import pulumi
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
 
@@ -28,8 +30,14 @@ if str(ROOT) not in sys.path:
 
 from components.config import ClassroomConfig, parse_config  # noqa: E402
 
-FAKE_CA_PUBLIC = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMockCaPublicKeyForUnitTestsOnly0000000000 ca"
-FAKE_CA_PRIVATE = "-----BEGIN OPENSSH PRIVATE KEY-----\nMOCK-CA-PRIVATE-KEY\n-----END OPENSSH PRIVATE KEY-----\n"
+# A real key pair, so the roster's certificate signing runs for real under mocks.
+_CA_KEY = ed25519.Ed25519PrivateKey.generate()
+FAKE_CA_PUBLIC = (
+    _CA_KEY.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+)
+FAKE_CA_PRIVATE = _CA_KEY.private_bytes(
+    serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+).decode()
 LB_ADDRESS = "203.0.113.10"
 
 
@@ -73,7 +81,14 @@ class ClusterMocks(pulumi.runtime.Mocks):
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         state = dict(args.inputs)
-        if args.typ == "tls:index/privateKey:PrivateKey":
+        if args.typ == "pulumi-python:dynamic:Resource":
+            # The roster's dynamic providers are pure Python: run their create.
+            from components.roster import UidLedgerProvider
+            from components.sshcert import UserCertificateProvider
+
+            provider: Any = UidLedgerProvider() if args.name.endswith("-uids") else UserCertificateProvider()
+            state = dict(provider.create(dict(args.inputs)).outs)
+        elif args.typ == "tls:index/privateKey:PrivateKey":
             state.update(public_key_openssh=FAKE_CA_PUBLIC + "\n", private_key_openssh=FAKE_CA_PRIVATE)
         elif args.typ == "kubernetes:storage.k8s.io/v1:StorageClass" and args.resource_id:
             state = {"metadata": {"name": args.resource_id}, "provisioner": "example.com/csi"}

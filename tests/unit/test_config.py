@@ -422,3 +422,9 @@ def test_load_config_reads_every_key_and_marks_secret_rc_env(monkeypatch: pytest
         runtime_config.set_all_config({}, [])
     assert cfg.user == "alice" and cfg.home_size == "3Gi"
     assert cfg.rc_env_is_secret is True
+
+
+def test_labs_keys_are_handed_to_the_labs_parser() -> None:
+    assert parse({"labs": {}}).labs.enabled is False
+    err = error({"labs": {"domain": "lab.example.edu"}})
+    assert err.key == "labs.hosts"

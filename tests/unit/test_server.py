@@ -442,3 +442,33 @@ def test_network_policy_admits_only_the_published_ports() -> None:
 def test_pod_seccomp_follows_the_mode() -> None:
     assert render({"privileged": False}).pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
     assert render({"privileged": True}).pod["securityContext"]["seccompProfile"]["type"] == "Unconfined"
+
+
+# ------------------------------------------------------------------ roster and labs wiring
+
+ROSTER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl alice@laptop"
+TERM = {"start": "2026-08-24", "end": "2026-12-18", "timezone": "UTC", "grace": "7d"}
+
+
+def test_a_roster_is_rendered_and_mounted_into_the_login_server() -> None:
+    r = render({"roster": [{"username": "alice", "keys": [ROSTER_KEY]}], "term": TERM}, stack="cis90-fall2026")
+    roster_cm = r.one(CM, "roster-configmap")
+    assert roster_cm.inputs["metadata"]["name"] == "roster"
+    assert "apply-roster.sh" in roster_cm.inputs["data"]
+    login = mounts(r.container("login"))
+    assert login["/etc/classroom/roster"]["readOnly"] is True
+    assert volumes(r)[login["/etc/classroom/roster"]["name"]]["configMap"]["name"] == "roster"
+    sts = r.one("kubernetes:apps/v1:StatefulSet", "statefulset")
+    assert roster_cm.urn in sts.dependencies
+    # The roster follows changes in-pod: its content is not in the pod checksum.
+    other = render({"roster": [{"username": "bob", "keys": [ROSTER_KEY]}], "term": TERM}, stack="cis90-fall2026")
+    annotations = r.statefulset["spec"]["template"]["metadata"]["annotations"]
+    other_annotations = other.statefulset["spec"]["template"]["metadata"]["annotations"]
+    assert other.one(CM, "roster-configmap").inputs["data"] != roster_cm.inputs["data"]
+    assert annotations[CHECKSUM_ANNOTATION] == other_annotations[CHECKSUM_ANNOTATION]
+
+
+def test_no_roster_means_no_roster_mount() -> None:
+    r = render()
+    assert all(cm.name != "roster-configmap" for cm in r.of_type(CM))
+    assert "/etc/classroom/roster" not in mounts(r.container("login"))
