@@ -40,10 +40,15 @@ APPLY_ROSTER_SH = f"""#!/bin/sh
 # connect), then keeps it applied whenever the ConfigMap changes.
 set -u
 dir={ROSTER_MOUNT}
+pidfile=/run/classroom-roster.pid
 python3 "$dir/reconcile-roster" --roster "$dir/roster.json" \\
     || echo "apply-roster: the first pass reported errors (see above)" >&2
-nohup python3 "$dir/reconcile-roster" --roster "$dir/roster.json" --loop 30 \\
+if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    exit 0  # the loop is already running
+fi
+nohup python3 "$dir/reconcile-roster" --roster "$dir/roster.json" --loop "${{CLASSROOM_ROSTER_INTERVAL:-30}}" \\
     >>/var/log/classroom-roster.log 2>&1 &
+echo $! > "$pidfile"
 """
 
 

@@ -245,3 +245,29 @@ def test_empty_or_missing_roster_still_writes_the_krl(chroot_root: Path) -> None
     assert result.returncode == 0, result.stderr
     assert "treating the roster as empty" in result.stdout
     assert (chroot_root / "etc/ssh/classroom-revoked.krl").exists()
+
+
+def test_apply_roster_hook_starts_one_loop_that_follows_configmap_changes(chroot_root: Path) -> None:
+    from components.roster import APPLY_ROSTER_SH, SCRIPTS
+
+    mount = chroot_root / "etc/classroom/roster"
+    write_roster(chroot_root, PEOPLE)
+    (mount / "apply-roster.sh").write_text(APPLY_ROSTER_SH)
+    (mount / "reconcile-roster").write_text((SCRIPTS / "reconcile-roster").read_text())
+    hook = ["env", "CLASSROOM_ROSTER_INTERVAL=0.2", "CLASSROOM_OFFLINE=1", "sh",
+            "/etc/classroom/roster/apply-roster.sh"]
+    first = chroot(chroot_root, *hook)
+    assert "created account alice" in first.stdout
+    pid = int((chroot_root / "run/classroom-roster.pid").read_text())
+    try:
+        assert Path(f"/proc/{pid}/root").resolve() == chroot_root.resolve()
+        chroot(chroot_root, *hook)  # rc.local again (e.g. a re-run by hand): still one loop
+        assert int((chroot_root / "run/classroom-roster.pid").read_text()) == pid
+        # The ConfigMap changes (kubelet swaps the file): the loop applies it without a restart.
+        write_roster(chroot_root, [*PEOPLE, {"username": "zed"}])
+        deadline = time.monotonic() + 30
+        while "zed" not in table(chroot_root, "passwd") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "zed" in table(chroot_root, "passwd")
+    finally:
+        os.kill(pid, 9)
