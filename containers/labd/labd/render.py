@@ -40,8 +40,29 @@ def _scalar(value: Any) -> str:
     if isinstance(value, int | float):
         return json.dumps(value)
     if isinstance(value, str):
-        return json.dumps(value)
+        return _quote(value)
     raise TypeError(f"cannot emit {type(value).__name__} as YAML")
+
+
+def _quote(text: str) -> str:
+    """A YAML double-quoted scalar: printable characters as they are, the rest escaped.
+
+    Not json.dumps: JSON escapes astral characters as surrogate pairs, which
+    YAML reads as two invalid code points rather than one character.
+    """
+    out = ['"']
+    for char in text:
+        code = ord(char)
+        if char in '"\\':
+            out.append("\\" + char)
+        elif 0x20 <= code <= 0x7E or 0xA0 <= code <= 0xD7FF or 0xE000 <= code <= 0xFFFD or code >= 0x10000:
+            out.append(char)
+        elif code <= 0xFF:
+            out.append(f"\\x{code:02x}")
+        else:
+            out.append(f"\\u{code:04x}")
+    out.append('"')
+    return "".join(out)
 
 
 def _emit(value: Any, indent: int) -> str:
@@ -77,7 +98,7 @@ _RESERVED = {"y", "yes", "n", "no", "on", "off", "true", "false", "null"}
 
 
 def _key(key: str) -> str:
-    return key if _PLAIN_KEY.match(key) and key.lower() not in _RESERVED else json.dumps(key)
+    return key if _PLAIN_KEY.match(key) and key.lower() not in _RESERVED else _quote(key)
 
 
 def _flow_empty(item: Any) -> str:
