@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from tests.labs.support import LABD_SRC
 
 sys.path.insert(0, str(LABD_SRC))
-from labd.render import cluster_name, to_yaml, valid_cluster_label  # noqa: E402
+from labd.render import cluster_name, to_yaml, valid_cluster_label
 
 pytestmark = pytest.mark.labs
 
