@@ -12,6 +12,7 @@ import datetime
 import glob
 import http.client
 import os
+import shutil
 import socket
 import ssl
 import subprocess
@@ -31,8 +32,20 @@ from tests.labs.support import Labd, free_port, wait_for
 
 pytestmark = pytest.mark.labs
 
-TRAEFIK = sorted(glob.glob(os.path.expanduser("~/.cache/classroom/toolchain-*/bin/traefik")))
-if not TRAEFIK:
+
+
+def find_traefik() -> str | None:
+    """The toolchain's traefik: the current toolchain dir first, then PATH, then the newest cached build."""
+    current = os.environ.get("CLASSROOM_TOOLCHAIN_DIR")
+    if current and os.access(os.path.join(current, "bin", "traefik"), os.X_OK):
+        return os.path.join(current, "bin", "traefik")
+    cache = os.environ.get("CLASSROOM_CACHE", os.path.expanduser("~/.cache/classroom"))
+    built = sorted(glob.glob(os.path.join(cache, "toolchain-*", "bin", "traefik")), key=os.path.getmtime)
+    return shutil.which("traefik") or (built[-1] if built else None)
+
+
+TRAEFIK = find_traefik()
+if TRAEFIK is None:
     pytest.skip("traefik not built yet (tools/toolchain.sh traefik)", allow_module_level=True)
 
 DOMAIN = "lab.example.edu"
@@ -111,7 +124,7 @@ def stack(tmp_path: Path, labd_factory: list[Labd]) -> Iterator[dict[str, Any]]:
     web, websecure = free_port(), free_port()
     log = open(tmp_path / "traefik.log", "ab")  # noqa: SIM115 (closed below)
     traefik = subprocess.Popen(
-        [TRAEFIK[-1], f"--entryPoints.web.address=127.0.0.1:{web}",
+        [str(TRAEFIK), f"--entryPoints.web.address=127.0.0.1:{web}",
          f"--entryPoints.websecure.address=127.0.0.1:{websecure}",
          f"--providers.file.filename={daemon.config['traefik']['file']}", "--providers.file.watch=true",
          "--log.level=DEBUG", "--global.checkNewVersion=false", "--global.sendAnonymousUsage=false"],
