@@ -14,12 +14,14 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from components.labconfig import parse_labs
+from components.labconfig import LabHostSpec, parse_labs
 from components.labs import INSTALL_BOOTSTRAP, LABD_PACKAGE, VERIFY_SCRIPT, cluster_commands, install_manifest
 from tests.labhost.conftest import Ca, Netns, Sshd, k3d_double, run, start_sshd
 
@@ -106,33 +108,49 @@ def test_verify_script_accepts_only_a_host_certified_by_the_class_ca(
     assert wrong_name.returncode == 1 and "not a listed principal" in wrong_name.stderr
 
 
-def test_installer_and_cluster_commands_over_real_ssh(
-        netns: Netns, pki: tuple[Ca, Ca, Path], sshd_factory: list[Sshd], tmp_path: Path) -> None:
+@dataclass
+class Installed:
+    spec: LabHostSpec
+    ssh: list[str]
+    install: str
+    manifest: str
+    root: Path
+    state: Path
+    port: int
+
+
+def install_over_ssh(netns: Netns, pki: tuple[Ca, Ca, Path], sshd_factory: list[Sshd], tmp_path: Path,
+                     students: list[str], port: int, **host: Any) -> Installed:
+    """Ship labd the way LabHost does (staged package + installer manifest on stdin), over real OpenSSH."""
     ca, _, engine = pki
     sshd_factory.append(start_sshd(netns, tmp_path / "sshd", "10.231.0.2", ca, "lab1.example.test", engine))
     root = tmp_path / "host-root"
     k3d, state = k3d_double(tmp_path)
-    port = 18787
-    raw = labs_raw(engine, root, k3d, port)
-    people = [{"username": u} for u in ("alice", "bob")]
-    labs = parse_labs({"labs": raw}, base_dir=tmp_path, people=[_Person(**p) for p in people])
+    raw = labs_raw(engine, root, k3d, port, **host)
+    labs = parse_labs({"labs": raw}, base_dir=tmp_path, people=[_Person(u) for u in students])
     spec = labs.hosts[0]
     stage = root / "var/lib/classroom-lab/stage/labd-test"
     shutil.copytree(LABD_PACKAGE, stage, ignore=shutil.ignore_patterns("__pycache__"))  # what CopyToRemote does
     manifest = json.dumps(install_manifest(spec, labs, "cis90", "fall2026", str(stage), labs.students_on("lab1")))
     ssh = ssh_argv(netns, ca, engine, tmp_path / "known_hosts", "10.231.0.2", "lab1.example.test")
-    install = f"{spec.python} -c \"{INSTALL_BOOTSTRAP}\""
+    return Installed(spec, ssh, f"{spec.python} -c \"{INSTALL_BOOTSTRAP}\"", manifest, root, state, port)
 
-    first = run(*ssh, install, input=manifest, check=False)
+
+def test_installer_and_cluster_commands_over_real_ssh(
+        netns: Netns, pki: tuple[Ca, Ca, Path], sshd_factory: list[Sshd], tmp_path: Path) -> None:
+    host = install_over_ssh(netns, pki, sshd_factory, tmp_path, ["alice", "bob"], 18787)
+    spec, ssh, root, state = host.spec, host.ssh, host.root, host.state
+
+    first = run(*ssh, host.install, input=host.manifest, check=False)
     assert first.returncode == 0, first.stderr
     summary = json.loads(first.stdout)
     assert summary["restarted"] == ["labd"]  # Traefik is optional and absent here
     assert (root / "opt/classroom-lab/labd/__init__.py").exists()
     assert (root / "etc/labd/admin.key").stat().st_mode & 0o777 == 0o600
     assert (root / "etc/labd/roster").read_text().split() == ["alice", "bob"]
-    assert labd_healthy(netns, port)
+    assert labd_healthy(netns, host.port)
 
-    again = run(*ssh, install, input=manifest, check=False)
+    again = run(*ssh, host.install, input=host.manifest, check=False)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout) == {"changed": [], "restarted": []}
 
@@ -153,6 +171,49 @@ def test_installer_and_cluster_commands_over_real_ssh(
     assert gone.returncode == 0, gone.stderr
     assert mutating(state)[calls_before:] == [["cluster", "delete", "lab-bob"]]
     assert set(double_clusters(state)) == {"lab-alice"}
+
+    # A changed labd config restarts labd; a roster change alone does not.
+    changed = json.loads(host.manifest)
+    for item in changed["files"]:
+        if item["path"] == "/etc/labd/roster":
+            item["content"] = "alice\n"
+    roster_only = run(*ssh, host.install, input=json.dumps(changed), check=False)
+    assert json.loads(roster_only.stdout) == {"changed": ["/etc/labd/roster"], "restarted": []}
+
+
+def toolchain_binary(name: str) -> Path | None:
+    out = run("bash", str(REPO / "tools" / "toolchain.sh"), "dir", check=False).stdout.strip()
+    path = Path(out) / "bin" / name if out else None
+    return path if path is not None and os.access(path, os.X_OK) else None
+
+
+def test_edge_router_routes_each_student_host_to_their_cluster(
+        netns: Netns, pki: tuple[Ca, Ca, Path], sshd_factory: list[Sshd], tmp_path: Path) -> None:
+    traefik = toolchain_binary("traefik")
+    if traefik is None:
+        pytest.skip("Traefik from the toolchain is not built yet (tools/toolchain.sh traefik)")
+    host = install_over_ssh(netns, pki, sshd_factory, tmp_path, ["alice"], 18789, traefikBinary=str(traefik))
+    first = run(*host.ssh, host.install, input=host.manifest, check=False)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["restarted"] == ["labd", "traefik"]
+    done = run(*host.ssh, cluster_commands(host.spec, "alice")[0], check=False)
+    assert done.returncode == 0, done.stderr
+
+    def status(host_header: str) -> str:
+        code = ("import urllib.request as u, urllib.error as e\n"
+                f"r = u.Request('http://127.0.0.1:80/', headers={{'Host': '{host_header}'}})\n"
+                "try:\n    print(u.urlopen(r, timeout=5).status)\n"
+                "except e.HTTPError as err:\n    print(err.code)\n"
+                "except OSError:\n    print('down')\n")
+        return run(*netns.exec(sys.executable, "-c", code), check=False).stdout.strip()
+
+    # Routed (the double's cluster has no ingress listening: 502 from Traefik)
+    # versus not routed at all (404): labd's file-provider output reached Traefik.
+    deadline = time.monotonic() + 20
+    while status("alice.lab.example.test") != "502" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert status("alice.lab.example.test") == "502"
+    assert status("mallory.lab.example.test") == "404"
 
 
 class _Person:
