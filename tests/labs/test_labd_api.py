@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import json
 import subprocess
 import sys
@@ -349,3 +350,16 @@ def test_kubeconfig_server_defaults_to_the_students_lab_host_name(tmp_path: Path
     assert status == 200
     port = daemon.status("alice")["ports"]["api"]
     assert yaml.safe_load(text)["clusters"][0]["cluster"]["server"] == f"https://alice.lab.example.edu:{port}"
+
+
+def test_header_names_are_case_insensitive(labd: Labd) -> None:
+    path = "/v1/users/alice/status"
+    headers = {k.lower(): v for k, v in sign(labd.session_key, "session", "GET", path, "alice").items()}
+    conn = http.client.HTTPConnection("127.0.0.1", labd.port, timeout=10)
+    conn.putrequest("GET", path)
+    for name, value in headers.items():
+        conn.putheader(name, value)  # http.client sends names exactly as given
+    conn.endheaders()
+    response = conn.getresponse()
+    assert response.status == 200, response.read()
+    conn.close()

@@ -82,7 +82,10 @@ class Verifier:
     def verify(self, method: str, path: str, headers: Mapping[str, str], body: bytes,
                now: float | None = None) -> Caller:
         now = time.time() if now is None else now
-        values = {h: headers.get(h) for h in (HEADER_KEY, HEADER_USER, HEADER_TIME, HEADER_NONCE, HEADER_SIGNATURE)}
+        # Header names are case-insensitive in HTTP (and lower-case in HTTP/2).
+        lowered = {name.lower(): value for name, value in headers.items()}
+        values = {h: lowered.get(h.lower())
+                  for h in (HEADER_KEY, HEADER_USER, HEADER_TIME, HEADER_NONCE, HEADER_SIGNATURE)}
         missing = [h for h, v in values.items() if not v]
         if missing:
             raise AuthError(f"missing authentication header(s): {', '.join(missing)}")
