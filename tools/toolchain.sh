@@ -25,7 +25,7 @@ KUBERNETES_VERSION=1.34.4
 ETCD_VERSION=3.6.16
 KWOK_VERSION=0.8.0
 ACTIONLINT_VERSION=1.7.12
-TRAEFIK_VERSION=3.7.13
+TRAEFIK_VERSION=3.6.12           # 3.7.x needs modules the proxy here refuses
 
 GO=${GO:-/usr/local/go/bin/go}
 [[ -x $GO ]] || GO=$(command -v go || true)
@@ -305,29 +305,25 @@ build_provider() {
 
 # Files the upstream Makefiles generate before `go build` and that
 # `//go:embed` needs; the module zip carries only what is committed.
+# schema-embed.json is the committed schema.json, compact, with "version" set
+# (what each provider's `go generate` step writes).
 generate_embedded_files() {
     local name=$1 dir=$2 cmddir=$3 ver=$4 vpkg=$5
     local cmd=$dir/$cmddir
-    case $name in
-        kubernetes|command)
-            # schema.json is committed; the embedded copy is a minified twin.
-            if [[ -f $cmd/schema.json && ! -f $cmd/schema-embed.json ]]; then
-                python3 -c 'import json,sys; json.dump(json.load(open(sys.argv[1])), open(sys.argv[2],"w"), separators=(",",":"))' \
-                    "$cmd/schema.json" "$cmd/schema-embed.json"
-            fi
-            ;;
-        tls)
-            # Terraform-bridge provider: run its tfgen to produce the schema and
-            # the bridge metadata, as `make tfgen` does upstream.
-            if [[ ! -f $cmd/schema-embed.json || ! -f $cmd/bridge-metadata.json ]]; then
-                go_build pulumi-tfgen-tls "$dir" ./cmd/pulumi-tfgen-tls "-X $vpkg.Version=v$ver"
-                (cd "$dir" && PULUMI_CONVERT=0 "$BIN/pulumi-tfgen-tls" schema --out "$cmddir") \
-                    >>"$LOGS/pulumi-tfgen-tls.log" 2>&1 || die "pulumi-tfgen-tls schema failed; see $LOGS/pulumi-tfgen-tls.log"
-                python3 -c 'import json,sys; json.dump(json.load(open(sys.argv[1])), open(sys.argv[2],"w"), separators=(",",":"))' \
-                    "$cmd/schema.json" "$cmd/schema-embed.json"
-            fi
-            ;;
-    esac
+    if [[ $name == tls && (! -f $cmd/schema.json || ! -f $cmd/bridge-metadata.json) ]]; then
+        # Terraform-bridge provider without committed outputs: run its tfgen, as `make tfgen` does.
+        go_build pulumi-tfgen-tls "$dir" ./cmd/pulumi-tfgen-tls "-X $vpkg.Version=v$ver"
+        (cd "$dir" && "$BIN/pulumi-tfgen-tls" schema --out "$cmddir") \
+            >>"$LOGS/pulumi-tfgen-tls.log" 2>&1 || die "pulumi-tfgen-tls schema failed; see $LOGS/pulumi-tfgen-tls.log"
+    fi
+    if [[ -f $cmd/schema.json && ! -f $cmd/schema-embed.json ]]; then
+        python3 - "$cmd/schema.json" "$cmd/schema-embed.json" "$ver" <<'PY'
+import json, sys
+schema = json.load(open(sys.argv[1]))
+schema["version"] = sys.argv[3]
+json.dump(schema, open(sys.argv[2], "w"), separators=(",", ":"))
+PY
+    fi
 }
 
 pulumi_cmd() { if [[ -n $(foreign_pulumi) ]]; then foreign_pulumi; else printf '%s' "$BIN/pulumi"; fi; }
@@ -380,4 +376,6 @@ main() {
     say "$target ready in $(( $(date +%s) - t0 ))s under $TOOLCHAIN_DIR"
 }
 
-main "$@"
+# `exit` on the same line: bash reads a script as it runs, so an edit of this
+# file during a long build must not make it execute whatever follows.
+main "$@"; exit

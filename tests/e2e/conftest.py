@@ -11,6 +11,7 @@ into the environment of any ``pulumi`` subprocess.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -70,3 +71,17 @@ def local_cluster(
 def kube_env(local_cluster: localcluster.LocalCluster, toolchain_env: dict[str, str]) -> dict[str, str]:
     """A full environment for subprocesses (kubectl, pulumi) aimed at the local cluster."""
     return {**os.environ, **toolchain_env, "KUBECONFIG": str(local_cluster.kubeconfig)}
+
+
+@pytest.fixture(scope="session")
+def pulumi_bin(toolchain_env: dict[str, str]) -> str:
+    """Path of the `pulumi` CLI the toolchain env puts first on PATH; skips when there is none.
+
+    A skip, even in CI: on machines whose Go module proxy refuses the Pulumi
+    modules, `tools/toolchain.sh engine` cannot build the engine, and that is a
+    property of the machine, not a broken test.
+    """
+    path = shutil.which("pulumi", path=toolchain_env.get("PATH", os.environ.get("PATH")))
+    if not path:
+        pytest.skip("no pulumi CLI: run tools/toolchain.sh engine, or install Pulumi so `pulumi` is on PATH")
+    return path
