@@ -76,6 +76,14 @@ def install_package(stage: str, target: str) -> bool:
     return True
 
 
+def prune_stages(stage: str) -> None:
+    """Staged copies of older labd versions (CopyToRemote never deletes what it copied)."""
+    parent, current = os.path.split(stage.rstrip("/"))
+    for name in os.listdir(parent):
+        if name.startswith("labd-") and name != current:
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+
+
 def pid_alive(pidfile: str) -> int:
     try:
         with open(pidfile, encoding="ascii") as handle:
@@ -128,6 +136,7 @@ def run(manifest: dict[str, Any]) -> int:
     if install_package(manifest["stage"], root + "/opt/classroom-lab/labd"):
         changed["/opt/classroom-lab/labd"] = True
         restart.add("labd")
+    prune_stages(manifest["stage"])
     for item in manifest["files"]:
         if write_if_changed(root + item["path"], item["content"].encode(), int(item["mode"], 8)):
             changed[item["path"]] = True

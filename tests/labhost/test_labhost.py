@@ -140,6 +140,8 @@ def test_installer_and_cluster_commands_over_real_ssh(
         netns: Netns, pki: tuple[Ca, Ca, Path], sshd_factory: list[Sshd], tmp_path: Path) -> None:
     host = install_over_ssh(netns, pki, sshd_factory, tmp_path, ["alice", "bob"], 18787)
     spec, ssh, root, state = host.spec, host.ssh, host.root, host.state
+    stale = root / "var/lib/classroom-lab/stage/labd-0ld"
+    stale.mkdir()
 
     first = run(*ssh, host.install, input=host.manifest, check=False)
     assert first.returncode == 0, first.stderr
@@ -149,6 +151,7 @@ def test_installer_and_cluster_commands_over_real_ssh(
     assert (root / "etc/labd/admin.key").stat().st_mode & 0o777 == 0o600
     assert (root / "etc/labd/roster").read_text().split() == ["alice", "bob"]
     assert labd_healthy(netns, host.port)
+    assert not stale.exists()  # older staged labd copies are pruned
 
     again = run(*ssh, host.install, input=host.manifest, check=False)
     assert again.returncode == 0, again.stderr
