@@ -61,6 +61,12 @@ fi
 say "installing the boot units"
 install -D -m 0644 "$here/rc-local.service" /etc/systemd/system/rc-local.service
 install -D -m 0644 "$here/ssh-after-rc-local.conf" /etc/systemd/system/ssh.service.d/10-after-rc-local.conf
+# Debian and Ubuntu ship a drop-in for rc-local.service (debian.conf) that
+# copies rc.local's output to /dev/console and waits for network-online.target;
+# a pod has no console of its own and its network is up before PID 1 starts.
+# The same name under /etc, pointing at /dev/null, masks that drop-in.
+install -d -m 0755 /etc/systemd/system/rc-local.service.d
+ln -sf /dev/null /etc/systemd/system/rc-local.service.d/debian.conf
 # Standalone runs only: the pod's sshd_config (components/scripts/sshd_config)
 # replaces the distro's and does not include sshd_config.d.
 install -D -m 0644 "$here/sshd-defaults.conf" /etc/ssh/sshd_config.d/50-classroom-defaults.conf

@@ -15,6 +15,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -691,3 +692,161 @@ ssh -i /root/user -o CertificateFile=/root/user-cert.pub -o UserKnownHostsFile=/
     # Nothing students could use to add a key of their own: the file is root's.
     keys = etc / "ssh" / "authorized_keys" / "human"
     assert keys.is_file() and keys.stat().st_uid == 0 and stat.S_IMODE(keys.stat().st_mode) == 0o644
+
+
+# ------------------------------------- systemd boot (systemd-nspawn, real) ---
+# systemd-nspawn boots the set-up root with systemd as PID 1, the way the
+# privileged pod runs the image, in a private network namespace (only its own
+# loopback) - the nearest thing to the container runtime available here.
+
+
+def install_pod_files(root: Path, rc_local: str | None = None) -> None:
+    """Put the pod's ConfigMap files and init-container host keys into the root."""
+    scripts = REPO / "components" / "scripts"
+    etc = root / "etc"
+    shutil.copy(scripts / "sshd_config", etc / "ssh" / "sshd_config")
+    shutil.copy(scripts / "rc.user", etc / "rc.user")
+    (etc / "rc.user").chmod(0o755)
+    if rc_local is None:
+        shutil.copy(scripts / "rc.local", etc / "rc.local")
+    else:
+        (etc / "rc.local").write_text(rc_local)
+    (etc / "rc.local").chmod(0o755)
+    (etc / "rc.env").write_text("DEFAULT_USER=human\nDEFAULT_UID=10000\n")
+    shutil.copy(SIGN_HOST_KEYS, root / "tmp" / "sign-host-keys.sh")
+    paths = sshd_key_paths()
+    (host_dir,) = {str(Path(p).parent) for p in paths["hostkey"]}
+    (ca_pub,) = paths["trustedusercakeys"]
+    made = in_chroot(
+        root,
+        "set -e; ssh-keygen -q -t ed25519 -N '' -C class-ca -f /root/ca;"
+        f" sh /tmp/sign-host-keys.sh /root/ca {host_dir} localhost,127.0.0.1;"
+        f" cp /root/ca.pub {ca_pub};"
+        " ssh-keygen -q -t ed25519 -N '' -f /root/user;"
+        " ssh-keygen -q -s /root/ca -I human-test -n human -V -5m:+1h /root/user.pub;"
+        ' echo "@cert-authority * $(cat /root/ca.pub)" >/root/known_hosts',
+    )
+    assert made.returncode == 0, made.stdout + made.stderr
+
+
+@dataclass
+class Booted:
+    nspawn: subprocess.Popen[str]
+    leader: int
+
+    def run(self, command: str) -> subprocess.CompletedProcess[str]:
+        """A command inside the booted system (all of PID 1's namespaces)."""
+        return run(["nsenter", "--target", str(self.leader), "--all", "/bin/sh", "-c", command], timeout=120)
+
+    def show(self, unit: str, prop: str) -> str:
+        return self.run(f"systemctl show --property={prop} --value {unit}").stdout.strip()
+
+
+def nspawn_leader(nspawn: subprocess.Popen[str]) -> int | None:
+    """PID of the container's systemd, once nspawn's helper children have exec'd it."""
+    children = Path(f"/proc/{nspawn.pid}/task/{nspawn.pid}/children")
+    try:
+        for pid in children.read_text().split():
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "systemd":
+                return int(pid)
+    except OSError:  # a helper exited between the two reads
+        pass
+    return None
+
+
+@contextmanager
+def boot(root: Path) -> Iterator[Booted]:
+    # The overlay's /proc mount would confuse systemd; nspawn mounts its own.
+    run(["umount", str(root / "proc")])
+    nspawn = subprocess.Popen(
+        [
+            "systemd-nspawn",
+            "--quiet",
+            f"--directory={root}",
+            "--boot",
+            "--register=no",
+            "--keep-unit",
+            "--private-network",
+            "--console=pipe",
+            # What the Dockerfile's STOPSIGNAL asks the container runtime to send.
+            "--kill-signal=SIGRTMIN+3",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        leader = None
+        # Bounded wait for nspawn to fork PID 1 (sub-second in practice).
+        for _ in range(600):
+            leader = nspawn_leader(nspawn)
+            if leader is not None or nspawn.poll() is not None:
+                break
+            subprocess.run(["sleep", "0.05"], check=False)
+        if leader is None:
+            output = nspawn.communicate(timeout=30)[0]
+            pytest.fail(f"systemd-nspawn did not start PID 1 (rc={nspawn.returncode}):\n{output}")
+        booted = Booted(nspawn, leader)
+        # `--wait` blocks until start-up has finished, but only once systemd's
+        # socket exists; until then systemctl fails at once and prints no state.
+        for _ in range(600):
+            if booted.run("systemctl is-system-running --wait").stdout.strip():
+                break
+            subprocess.run(["sleep", "0.05"], check=False)
+        yield booted
+    finally:
+        if nspawn.poll() is None:
+            nspawn.kill()
+            nspawn.wait(timeout=30)
+
+
+@pytest.fixture
+def nspawn_available() -> None:
+    if shutil.which("systemd-nspawn") is None:
+        pytest.skip("systemd boot tests need systemd-nspawn (apt-get install systemd-container)")
+
+
+@chroot_tier
+@pytest.mark.usefixtures("nspawn_available")
+def test_boot_systemd_runs_rc_local_then_sshd_and_stops_on_sigrtmin3(image_root: Path) -> None:
+    install_pod_files(image_root)
+    with boot(image_root) as system:
+        state = system.run("systemctl is-system-running").stdout.strip()
+        failed = system.run("systemctl --failed --no-legend --plain").stdout
+        # "running", not "degraded": every unit that cannot work in a container is masked.
+        assert state == "running", f"{state}; failed units:\n{failed}"
+        assert system.show("rc-local.service", "ActiveState") == "active"
+        assert system.show("rc-local.service", "StandardOutput") == "journal"
+        assert system.show("ssh.service", "ActiveState") == "active"
+        # The dependency as systemd loaded it, and the order it really started in.
+        assert "rc-local.service" in system.show("ssh.service", "Requires").split()
+        assert "rc-local.service" in system.show("ssh.service", "After").split()
+        rc_local_done = int(system.show("rc-local.service", "ActiveEnterTimestampMonotonic"))
+        sshd_started = int(system.show("ssh.service", "InactiveExitTimestampMonotonic"))
+        assert 0 < rc_local_done <= sshd_started
+        assert system.run("test -f /ready").returncode == 0
+        # A student's view: a CA certificate logs in, the host is trusted by the CA line.
+        login = system.run(
+            "ssh -i /root/user -o CertificateFile=/root/user-cert.pub -o UserKnownHostsFile=/root/known_hosts"
+            " -o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout=10 human@127.0.0.1 id -un"
+        )
+        assert login.stdout.strip() == "human", login.stderr
+        # The container runtime's stop: STOPSIGNAL SIGRTMIN+3 to PID 1 = clean shutdown.
+        os.kill(system.leader, signal.SIGRTMIN + 3)
+        try:
+            output = system.nspawn.communicate(timeout=120)[0]
+        except subprocess.TimeoutExpired:
+            pytest.fail("systemd did not shut down on SIGRTMIN+3")
+        assert system.nspawn.returncode == 0, output
+
+
+@chroot_tier
+@pytest.mark.usefixtures("nspawn_available")
+def test_boot_sshd_does_not_start_when_rc_local_fails(image_root: Path) -> None:
+    # Without the boot script's accounts and keys sshd must stay down (Requires=).
+    install_pod_files(image_root, rc_local="#!/bin/sh\necho 'rc.local: simulated failure' >&2\nexit 1\n")
+    with boot(image_root) as system:
+        assert system.show("rc-local.service", "ActiveState") == "failed"
+        assert system.show("ssh.service", "ActiveState") == "inactive"
+        assert system.run("test -f /ready").returncode != 0
