@@ -228,6 +228,23 @@ def test_host_certificate_is_required(lab: Lab) -> None:
     assert "Host key verification failed" in result.stderr
 
 
+def test_cli_issued_certificate_and_known_hosts_work(lab: Lab) -> None:
+    from components import cli
+
+    (lab.tmp / "roster.json").write_text(json.dumps(lab.roster))
+    out = lab.tmp / "issued"
+    assert cli.main(["issue", "--stack", STACK, "--out", str(out), "--ca-key", str(lab.tmp / "ca"),
+                     "--roster-json", str(lab.tmp / "roster.json"), "--host", "127.0.0.1",
+                     "--port", str(lab.sshd.port)]) == 0
+    serial = next(p for p in lab.roster["people"] if p["username"] == "alice")["certificates"][0]["serial"]
+    lab.sshd.mark()
+    result = ssh(lab.sshd.port, "alice", lab.keys["alice"][0], out / "known_hosts",
+                 certificate=out / "alice-cert.pub")
+    assert result.returncode == 0, result.stderr
+    log = lab.sshd.new_log("Accepted publickey for alice")
+    assert f'Accepted certificate ID "cis90/test/alice" (serial {serial})' in log
+
+
 def test_authorized_key_past_term_end_is_refused(lab: Lab) -> None:
     # The term is over: the reconciler rewrites expiry-time= to the past and expires the accounts.
     past = json.loads(json.dumps(lab.roster))
