@@ -19,7 +19,7 @@ import signal
 import stat
 import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -776,8 +776,8 @@ def boot(root: Path) -> Iterator[Booted]:
         stderr=subprocess.STDOUT,
         text=True,
     )
+    leader: int | None = None
     try:
-        leader = None
         # Bounded wait for nspawn to fork PID 1 (sub-second in practice).
         for _ in range(600):
             leader = nspawn_leader(nspawn)
@@ -797,8 +797,16 @@ def boot(root: Path) -> Iterator[Booted]:
         yield booted
     finally:
         if nspawn.poll() is None:
-            nspawn.kill()
-            nspawn.wait(timeout=30)
+            # SIGKILL to the container's PID 1 ends every process of its PID
+            # namespace; killing only nspawn would orphan the booted system.
+            if leader is not None:
+                with suppress(ProcessLookupError):
+                    os.kill(leader, signal.SIGKILL)
+            try:
+                nspawn.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                nspawn.kill()
+                nspawn.wait(timeout=30)
 
 
 @pytest.fixture
