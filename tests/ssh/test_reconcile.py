@@ -271,3 +271,14 @@ def test_apply_roster_hook_starts_one_loop_that_follows_configmap_changes(chroot
         assert "zed" in table(chroot_root, "passwd")
     finally:
         os.kill(pid, 9)
+
+
+def test_root_option_chroots_first(chroot_root: Path) -> None:
+    # The host's python3 runs the script; --root makes every path and tool the chroot's.
+    write_roster(chroot_root, PEOPLE)
+    script = Path(__file__).resolve().parents[2] / "components/scripts/reconcile-roster"
+    result = subprocess.run(["python3", str(script), "--root", str(chroot_root), "--offline"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "alice" in table(chroot_root, "passwd")
+    assert "alice" not in Path("/etc/passwd").read_text().split(":")

@@ -115,3 +115,18 @@ def test_provider_serialises_for_the_engine() -> None:
     from pulumi.dynamic.dynamic import serialize_provider
 
     assert serialize_provider(UserCertificateProvider())
+
+
+def test_provider_loads_in_a_fresh_process_like_the_provider_host() -> None:
+    # The engine runs `python -m pulumi.dynamic` in the project directory and unpickles the provider there.
+    from pulumi.dynamic.dynamic import serialize_provider
+
+    from components.roster import UidLedgerProvider
+
+    for provider in (UserCertificateProvider(), UidLedgerProvider()):
+        blob = serialize_provider(provider)
+        script = ("import base64, sys, dill; p = dill.loads(base64.b64decode(sys.stdin.read())); "
+                  "print(type(p).__module__, type(p).__name__)")
+        result = subprocess.run([sys.executable, "-c", script], input=blob, cwd=ROOT, capture_output=True,
+                                text=True, check=True)
+        assert result.stdout.split() == [type(provider).__module__, type(provider).__name__]
