@@ -23,6 +23,7 @@ import pulumi_tls as tls
 
 CA_KEY = "ca_key"
 CA_KEY_PUB = "ca_key_pub"
+CA_ROLE_LABEL = "classroom/role"
 
 
 @dataclass
@@ -77,7 +78,13 @@ class SshCertificateAuthority(pulumi.ComponentResource):
             self.private_key_openssh = pulumi.Output.secret(key.private_key_openssh)
             secret = k8s.core.v1.Secret(
                 f"{name}-secret",
-                metadata=k8s.meta.v1.ObjectMetaArgs(name="ssh-ca", namespace=args.namespace, labels=args.labels),
+                # The policy pack finds the CA Secret by this label and checks
+                # that only init containers mount it.
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name="ssh-ca",
+                    namespace=args.namespace,
+                    labels={**(args.labels or {}), CA_ROLE_LABEL: "ssh-ca"},
+                ),
                 type="Opaque",
                 # Secret outputs are already secret (the provider marks data),
                 # and the private key input is a secret Output as well.

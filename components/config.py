@@ -66,6 +66,9 @@ SYSTEM_DIRS = (
     "/usr",
     "/var",
 )
+# Exceptions under the system directories: a web root is the classic reason
+# for an extra port (the chart's own extraPorts example is http/https).
+ALLOWED_UNDER_SYSTEM = ("/var/www",)
 # Mounting *under* these is fine as long as the path is not the directory
 # itself (e.g. /home/cis90, /srv/data, /opt/tools).
 NOT_ITSELF = ("/home", "/", "/srv", "/opt", "/mnt", "/media")
@@ -467,7 +470,7 @@ def _mount_path(key: str, value: Any) -> str:
     accepted = (
         "an absolute path outside the system directories ("
         + ", ".join(SYSTEM_DIRS)
-        + ") and not /home itself, e.g. /home/cis90 or /srv/data"
+        + ") and not /home itself, e.g. /home/cis90, /srv/data or /var/www"
     )
     if not text.startswith("/") or ".." in text.split("/") or "\n" in text or ":" in text:
         raise ConfigError(key, value, accepted)
@@ -476,6 +479,8 @@ def _mount_path(key: str, value: Any) -> str:
         path = "/" + path.lstrip("/")
     if path in NOT_ITSELF:
         raise ConfigError(key, value, accepted)
+    if any(path == ok or path.startswith(ok + "/") for ok in ALLOWED_UNDER_SYSTEM):
+        return path
     for system in SYSTEM_DIRS:
         if path == system or path.startswith(system + "/"):
             raise ConfigError(key, value, accepted)

@@ -39,6 +39,7 @@ import pulumi_kubernetes as k8s
 
 from components import storage
 from components.config import ClassroomConfig
+from components.services import ALLOWED_PORTS_ANNOTATION, allowed_ports
 
 SCRIPTS = Path(__file__).parent / "scripts"
 
@@ -46,6 +47,7 @@ STATEFULSET_NAME = "login"
 HEADLESS_SERVICE_NAME = "login-headless"
 HOME_CLAIM = "home"
 CHECKSUM_ANNOTATION = "classroom/config-checksum"
+PRIVILEGED_ANNOTATION = "classroom/privileged"
 ENTRYPOINT_PATH = "/usr/local/sbin/classroom-entrypoint"
 ROSTER_MOUNT = "/etc/classroom/roster"
 CA_PUBLIC_DIR = "/etc/ssh/classroom"
@@ -266,12 +268,21 @@ class LoginServer(pulumi.ComponentResource):
         # ---- headless Service the StatefulSet names (stable pod DNS)
         self.headless_service = k8s.core.v1.Service(
             "headless",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=HEADLESS_SERVICE_NAME, namespace=ns, labels=labels),
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=HEADLESS_SERVICE_NAME,
+                namespace=ns,
+                labels=labels,
+                annotations={ALLOWED_PORTS_ANNOTATION: allowed_ports(cfg.service, cfg.extra_ports)},
+            ),
             spec=k8s.core.v1.ServiceSpecArgs(
                 cluster_ip="None",
                 publish_not_ready_addresses=True,
                 selector=self.selector_labels,
-                ports=[k8s.core.v1.ServicePortArgs(name="ssh", port=22, target_port="ssh", protocol="TCP")],
+                # The same SSH port number as the public Service, so no Service
+                # publishes a port the stack did not configure.
+                ports=[
+                    k8s.core.v1.ServicePortArgs(name="ssh", port=cfg.service.port, target_port="ssh", protocol="TCP")
+                ],
             ),
             opts=child,
         )
@@ -289,7 +300,12 @@ class LoginServer(pulumi.ComponentResource):
                     metadata=k8s.meta.v1.ObjectMetaArgs(
                         labels=labels,
                         annotations=self.checksum.apply(
-                            lambda digest: {**cfg.pod_annotations, CHECKSUM_ANNOTATION: digest}
+                            lambda digest: {
+                                **cfg.pod_annotations,
+                                CHECKSUM_ANNOTATION: digest,
+                                # Policy-pack contract: privileged pods say the stack asked for it.
+                                PRIVILEGED_ANNOTATION: "true" if cfg.privileged else "false",
+                            }
                         ),
                     ),
                     spec=pod_spec,

@@ -36,6 +36,16 @@ class PortServicesArgs:
     depends_on: Sequence[pulumi.Resource] = ()
 
 
+# Label/annotation contract with the policy pack (policy/classroom_policies.py):
+# every Service states the ports the stack configured, so the pack can check
+# that nothing else is published.
+ALLOWED_PORTS_ANNOTATION = "classroom/allowed-ports"
+
+
+def allowed_ports(service: ServiceConfig, extra_ports: Sequence[Port]) -> str:
+    return ",".join(str(p) for p in sorted({service.port, *(p.port for p in extra_ports)}))
+
+
 def service_ports(service: ServiceConfig, extra_ports: Sequence[Port]) -> list[k8s.core.v1.ServicePortArgs]:
     ports = [
         k8s.core.v1.ServicePortArgs(
@@ -67,7 +77,10 @@ class PortServices(pulumi.ComponentResource):
                 name=SSH_SERVICE_NAME,
                 namespace=args.namespace,
                 labels=dict(args.labels),
-                annotations=dict(cfg.annotations) or None,
+                annotations={
+                    **cfg.annotations,
+                    ALLOWED_PORTS_ANNOTATION: allowed_ports(cfg, args.extra_ports),
+                },
             ),
             spec=k8s.core.v1.ServiceSpecArgs(
                 type=cfg.type,

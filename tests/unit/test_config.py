@@ -129,6 +129,12 @@ def test_every_option_is_parsed() -> None:
     assert cfg.needs_managed_storage_class is False
 
 
+def test_web_root_is_the_one_allowed_mount_under_var() -> None:
+    raw = {"extraMounts": [{"name": "www", "path": "/var/www", "size": "1Gi"}]}
+    assert parse(raw).extra_mounts[0].path == "/var/www"
+    assert error({"extraMounts": [{"name": "a", "path": "/var/lib/mysql", "size": "1Gi"}]}).key == "extraMounts[0].path"
+
+
 def test_existing_secret_for_the_ca() -> None:
     assert parse({"ssh": {"existingSecret": "my-ca"}}).ssh.existing_secret == "my-ca"
 

@@ -405,12 +405,26 @@ def test_one_service_carries_ssh_and_extra_ports() -> None:
     svc = r.one(SVC, "ssh").inputs
     spec = svc["spec"]
     assert spec["type"] == "LoadBalancer" and spec["loadBalancerIP"] == "172.20.2.100"
-    assert svc["metadata"]["annotations"] == {"metallb.io/x": "y"}
+    assert svc["metadata"]["annotations"]["metallb.io/x"] == "y"
     ports = {(p["name"], p["port"], p["targetPort"], p["protocol"]) for p in spec["ports"]}
     assert ports == {("ssh", 2222, "ssh", "TCP"), ("http", 80, "http", "TCP"), ("dns", 53, "dns", "UDP")}
     assert spec["selector"] == r.statefulset["spec"]["selector"]["matchLabels"]
     assert spec["externalTrafficPolicy"] == "Local"
     assert r.outputs["host"] == LB_ADDRESS
+    # Policy-pack contract: every Service names the configured ports and
+    # publishes no other.
+    for service in r.of_type(SVC):
+        assert service.inputs["metadata"]["annotations"]["classroom/allowed-ports"] == "53,80,2222"
+        assert {p["port"] for p in service.inputs["spec"]["ports"]} <= {53, 80, 2222}
+
+
+def test_policy_pack_labels_and_annotations() -> None:
+    r = render({"privileged": True})
+    assert r.one(SECRET, "ssh-ca-secret").inputs["metadata"]["labels"]["classroom/role"] == "ssh-ca"
+    annotations = r.statefulset["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["classroom/privileged"] == "true"
+    unpriv = render({"privileged": False}).statefulset["spec"]["template"]["metadata"]["annotations"]
+    assert unpriv["classroom/privileged"] == "false"
 
 
 def test_cluster_ip_service_reports_its_dns_name() -> None:
