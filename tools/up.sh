@@ -36,7 +36,7 @@ case "$action" in
     *) die "unknown action '$action' (expected up, preview, destroy, purge-homes, cluster-start or cluster-stop)" ;;
 esac
 
-[ -f "stacks/Pulumi.$stack.yaml" ] || die "no stack file stacks/Pulumi.$stack.yaml (stacks here: $(cd stacks && ls Pulumi.*.yaml | sed 's/^Pulumi\.//; s/\.yaml$//' | tr '\n' ' '))"
+[ -f "stacks/Pulumi.$stack.yaml" ] || die "no stack file stacks/Pulumi.$stack.yaml (stacks here: $(find stacks -name 'Pulumi.*.yaml' -printf '%f\n' | sed 's/^Pulumi\.//; s/\.yaml$//' | sort | tr '\n' ' '))"
 
 tools/setup.sh system venv toolchain-engine
 eval "$(tools/toolchain.sh env)"

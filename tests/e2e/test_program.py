@@ -25,9 +25,12 @@ OUT = Path(__file__).resolve().parents[2] / "out"
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, local_cluster: Any, toolchain_env: dict[str, str]) -> Iterator[PulumiProject]:
-    proj = PulumiProject.create(tmp_path_factory.mktemp("e2e"), STACK, toolchain_env, str(local_cluster.kubeconfig))
-    yield proj
+def project(
+    tmp_path_factory: pytest.TempPathFactory, local_cluster: Any, toolchain_env: dict[str, str]
+) -> Iterator[PulumiProject]:
+    yield PulumiProject.create(
+        tmp_path_factory.mktemp("e2e"), STACK, toolchain_env, str(local_cluster.kubeconfig)
+    )
 
 
 def namespace(project: PulumiProject) -> str:
@@ -77,7 +80,11 @@ def test_rc_env_change_updates_config_and_rolls_pod_without_touching_pvcs(projec
     after = {p["metadata"]["name"]: p["metadata"]["uid"] for p in kget(kc, "pod", "-n", ns)["items"]}
     assert before.keys() == after.keys()
     assert all(before[n] != after[n] for n in before), "the pod was not rolled"
-    env_maps = [c for c in kget(kc, "configmap", "-n", ns)["items"] if "COURSE_BANNER=welcome-e2e" in json.dumps(c.get("data", {}))]
+    env_maps = [
+        c
+        for c in kget(kc, "configmap", "-n", ns)["items"]
+        if "COURSE_BANNER=welcome-e2e" in json.dumps(c.get("data", {}))
+    ]
     assert env_maps, "rcEnv did not reach a ConfigMap"
 
 
