@@ -354,7 +354,10 @@ def parse_roster_csv(text: str, *, source: str = "roster.csv",
     except csv.Error:
         dialect = csv.excel
     reader = csv.reader(io.StringIO(text), dialect)
-    header = next(reader)
+    try:
+        header = next(reader)
+    except csv.Error as exc:
+        raise ConfigError("roster.csv", source, f"well-formed CSV ({exc})", where=f"{source} line 1") from None
     columns: dict[int, str] = {}
     for index, title in enumerate(header):
         norm = _normalize_header(title)

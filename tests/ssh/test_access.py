@@ -245,6 +245,17 @@ def test_cli_issued_certificate_and_known_hosts_work(lab: Lab) -> None:
     assert f'Accepted certificate ID "cis90/test/alice" (serial {serial})' in log
 
 
+def test_staff_own_keys_can_be_switched_off(lab: Lab) -> None:
+    roster = {**lab.roster, "staffKeepOwnKeys": False}
+    (lab.root / "etc/classroom/roster/roster.json").write_text(json.dumps(roster))
+    result = chroot(lab.root, "python3", "/usr/local/sbin/reconcile-roster", "--offline")
+    assert "removed carol from classroom-ownkeys" in result.stdout
+    assert lab.login("carol", "carol_own").returncode == 255
+    assert lab.login("carol", "carol").returncode == 0  # the roster's key still works
+    (lab.root / "etc/classroom/roster/roster.json").write_text(json.dumps(lab.roster))
+    assert chroot(lab.root, "python3", "/usr/local/sbin/reconcile-roster", "--offline").returncode == 0
+
+
 def test_authorized_key_past_term_end_is_refused(lab: Lab) -> None:
     # The term is over: the reconciler rewrites expiry-time= to the past and expires the accounts.
     past = json.loads(json.dumps(lab.roster))
