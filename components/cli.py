@@ -406,6 +406,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CliError, ConfigError) as exc:
         print(f"classroom {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except (ValueError, KeyError, yaml.YAMLError) as exc:
+        # Malformed inputs that got past the checks above (a hand-edited roster.json, say).
+        print(f"classroom {args.command}: error: unexpected input: {exc!r}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"classroom {args.command}: error: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
         return 2
