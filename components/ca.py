@@ -72,7 +72,12 @@ class SshCertificateAuthority(pulumi.ComponentResource):
                 f"{name}-key",
                 algorithm="RSA" if algorithm == "rsa" else "ED25519",
                 rsa_bits=4096 if algorithm == "rsa" else None,
-                opts=child,
+                # A new CA would silently invalidate every student's
+                # known_hosts line and certificate: keep it across
+                # `destroy --exclude-protected`, and refuse a plan that
+                # replaces it (e.g. a caAlgorithm change) until someone
+                # unprotects it on purpose.
+                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(protect=True)),
             )
             public_key = key.public_key_openssh.apply(lambda k: k.strip())
             self.private_key_openssh = pulumi.Output.secret(key.private_key_openssh)

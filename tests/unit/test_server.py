@@ -192,6 +192,13 @@ def test_outputs_are_public_material_only() -> None:
     assert all("PRIVATE" not in str(v) for v in r.outputs.values())
 
 
+def test_generated_ca_key_is_protected_so_students_keep_trusting_the_server() -> None:
+    r = render()
+    assert r.one("tls:index/privateKey:PrivateKey", "ssh-ca-key").protect is True
+    # The Kubernetes copy is cheap to recreate from state: not protected.
+    assert r.one(SECRET, "ssh-ca-secret").protect is False
+
+
 def test_rsa_ca_on_request() -> None:
     key = render({"ssh": {"caAlgorithm": "rsa"}}).one("tls:index/privateKey:PrivateKey", "ssh-ca-key").inputs
     assert key["algorithm"] == "RSA" and key["rsaBits"] == 4096
@@ -378,7 +385,8 @@ def test_checksum_is_stable_and_follows_every_file() -> None:
 def test_checksum_changes_when_a_script_file_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     base = checksum()
     for script in Path(server_module.SCRIPTS).iterdir():
-        (tmp_path / script.name).write_text(script.read_text())
+        if script.is_file():
+            (tmp_path / script.name).write_bytes(script.read_bytes())
     monkeypatch.setattr(server_module, "SCRIPTS", tmp_path)
     assert checksum() == base
     for name in ("rc.local", "sshd_config", "sign-host-keys.sh"):
