@@ -434,3 +434,29 @@ def test_labs_keys_are_handed_to_the_labs_parser() -> None:
     assert parse({"labs": {}}).labs.enabled is False
     err = error({"labs": {"domain": "lab.example.edu"}})
     assert err.key == "labs.hosts"
+
+
+def _as_engine_passes_it(value: Any) -> str:
+    # The CLI hands every config value to the program as text: structured
+    # values as JSON, scalars as their YAML text (true/false, 10000).
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+@pytest.mark.parametrize("stack", ["dev", "cis90-fall2026"])
+def test_checked_in_stacks_load_through_the_engine_path(stack: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+    from pulumi.runtime import config as runtime_config
+
+    data = yaml.safe_load((ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text())["config"]
+    monkeypatch.setenv("PULUMI_CONFIG", json.dumps({k: _as_engine_passes_it(v) for k, v in data.items()}))
+    runtime_config.set_all_config({})
+    via_engine = load_config()
+    direct = parse({k.split(":", 1)[1]: v for k, v in data.items()}, stack=stack)
+    assert via_engine.extra_mounts == direct.extra_mounts and via_engine.extra_ports == direct.extra_ports
+    assert via_engine.resources == direct.resources and via_engine.service == direct.service
+    assert via_engine.rc_env == direct.rc_env and via_engine.privileged == direct.privileged
+    assert via_engine.user_id == direct.user_id
