@@ -888,7 +888,7 @@ class LocalCluster:
         return True
 
     def running(self) -> bool:
-        return any(pid_alive(p) for p in self._load_state().get("pids", {}).values())
+        return any(pid_alive(p) and self._owns(p) for p in self._load_state().get("pids", {}).values())
 
     def stop(self, keep_controllers: bool = False) -> None:
         """Stop every component this directory's state names, newest first."""
@@ -896,6 +896,9 @@ class LocalCluster:
         pids.update({name: p.pid for name, p in self._procs.items()})
         if keep_controllers:  # the controllers process is the caller
             pids.pop("controllers", None)
+        # a stale state file may name pids the kernel has since reused: only
+        # signal processes whose command line names this cluster's directory
+        pids = {n: pid for n, pid in pids.items() if self._owns(pid)}
         order = [n for n in reversed(COMPONENTS) if n in pids]
         for name in order:
             self._terminate(name, pids[name])
@@ -909,6 +912,13 @@ class LocalCluster:
             self.state_file.write_text(json.dumps(state, indent=2))
         if order:
             log(f"stopped {', '.join(order)}")
+
+    def _owns(self, pid: int) -> bool:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            return False
+        return str(self.dir) in cmdline
 
     @staticmethod
     def _terminate(name: str, pid: int, grace: float = 10) -> None:
@@ -930,7 +940,7 @@ class LocalCluster:
 
     def status(self) -> dict[str, Any]:
         state = self._load_state()
-        procs = {name: pid_alive(pid) for name, pid in state.get("pids", {}).items()}
+        procs = {name: pid_alive(pid) and self._owns(pid) for name, pid in state.get("pids", {}).items()}
         api_ok = False
         if any(procs.values()) and self.kubeconfig.exists():
             with contextlib.suppress(OSError, ApiError, ValueError, KeyError):
@@ -965,6 +975,7 @@ def main(argv: list[str] | None = None) -> int:
     cluster = LocalCluster(args.dir)
     try:
         if args.command == "start":
+            signal.signal(signal.SIGTERM, _raise_system_exit)  # a killed start cleans up too
             try:
                 cluster.start()
             except BaseException:
