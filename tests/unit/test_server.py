@@ -494,3 +494,18 @@ def test_no_roster_means_no_roster_mount() -> None:
     r = render()
     assert all(cm.name != "roster-configmap" for cm in r.of_type(CM))
     assert "/etc/classroom/roster" not in mounts(r.container("login"))
+
+
+def test_urns_of_data_holding_resources_never_change() -> None:
+    # A new URN is a new resource to the engine: create the new claim, delete
+    # (here: refuse to delete) the old one. Renaming a component, a resource
+    # or moving a claim to another parent needs an alias - this test is the
+    # reminder.
+    r = render({"extraMounts": [{"name": "cis90", "path": "/home/cis90", "size": "1Gi"}]})
+    urns = {x.urn.split("::", 2)[2] for x in r.resources if x.protect}
+    assert urns == {
+        "pulumi:pulumi:Stack$kubernetes:core/v1:Namespace::namespace",
+        "classroom:index:SshCertificateAuthority$tls:index/privateKey:PrivateKey::ssh-ca-key",
+        "classroom:index:LoginServer$kubernetes:core/v1:PersistentVolumeClaim::home",
+        "classroom:index:LoginServer$kubernetes:core/v1:PersistentVolumeClaim::extra-cis90",
+    }
