@@ -647,3 +647,16 @@ def allocate_uids(derived_names: Iterable[str], explicit: Mapping[str, int],
     taken = set(explicit.values()) | {uid for name, uid in ledger.items() if name not in names}
     assigned = derive_uids(names, taken=taken, previous={n: u for n, u in ledger.items() if n in names})
     return {**dict(ledger), **assigned, **dict(explicit)}
+
+
+def check_reserved(access: AccessConfig, *, names: Iterable[str] = (), uids: Iterable[int] = ()) -> None:
+    """Refuse roster entries that would collide with accounts the server makes itself (the stack's
+    default `user`/`userID`): the reconciler would refuse them at run time, so say so up front."""
+    taken_names, taken_uids = set(names), set(uids)
+    for index, person in enumerate(access.people):
+        if person.username in taken_names:
+            raise ConfigError(f"roster[{index}].username", person.username,
+                              "a name other than the server's own account (classroom:user)")
+        if person.uid in taken_uids:
+            raise ConfigError(f"roster[{index}].uid", person.uid,
+                              "a UID other than the server's own account (classroom:userID)")

@@ -355,3 +355,14 @@ def test_term_datetime_and_grace_units() -> None:
     assert term is not None
     assert term.start == datetime(2026, 1, 5, 14, 0, tzinfo=UTC)
     assert term.grace == timedelta(hours=36)
+
+
+def test_check_reserved_names_the_default_user_clash() -> None:
+    from components.rosterdata import check_reserved
+
+    access = parse({"roster": ["alice", {"username": "bob", "uid": 10000}], "term": TERM})
+    check_reserved(access, names=["mmatera"], uids=[10001])
+    with pytest.raises(ConfigError, match=r"roster\[1\].uid"):
+        check_reserved(access, names=["mmatera"], uids=[10000])
+    with pytest.raises(ConfigError, match=r"roster\[0\].username"):
+        check_reserved(access, names=["alice"])
