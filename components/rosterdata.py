@@ -653,10 +653,11 @@ def check_reserved(access: AccessConfig, *, names: Iterable[str] = (), uids: Ite
     """Refuse roster entries that would collide with accounts the server makes itself (the stack's
     default `user`/`userID`): the reconciler would refuse them at run time, so say so up front."""
     taken_names, taken_uids = set(names), set(uids)
-    for index, person in enumerate(access.people):
+    for person in access.people:
         if person.username in taken_names:
-            raise ConfigError(f"roster[{index}].username", person.username,
+            raise ConfigError("roster.username", person.username,
                               "a name other than the server's own account (classroom:user)")
         if person.uid in taken_uids:
-            raise ConfigError(f"roster[{index}].uid", person.uid,
-                              "a UID other than the server's own account (classroom:userID)")
+            raise ConfigError("roster.uid", person.uid,
+                              "a UID other than the server's own account (classroom:userID)",
+                              where=f"entry {person.username}")

@@ -362,7 +362,7 @@ def test_check_reserved_names_the_default_user_clash() -> None:
 
     access = parse({"roster": ["alice", {"username": "bob", "uid": 10000}], "term": TERM})
     check_reserved(access, names=["mmatera"], uids=[10001])
-    with pytest.raises(ConfigError, match=r"roster\[1\].uid"):
+    with pytest.raises(ConfigError, match=r"'roster.uid' \(entry bob\)"):
         check_reserved(access, names=["mmatera"], uids=[10000])
-    with pytest.raises(ConfigError, match=r"roster\[0\].username"):
+    with pytest.raises(ConfigError, match=r"'roster.username'"):
         check_reserved(access, names=["alice"])
