@@ -64,7 +64,9 @@ class SshCertificateAuthority(pulumi.ComponentResource):
                 opts=child,
             )
             self.secret_name = existing.metadata.apply(lambda m: m.name or args.existing_secret)
-            public_key = existing.data.apply(lambda d: _decode(d, CA_KEY_PUB).strip())
+            # The provider marks all Secret data secret; the public half is
+            # public by definition (it goes into every known_hosts file).
+            public_key = pulumi.Output.unsecret(existing.data.apply(lambda d: _decode(d, CA_KEY_PUB).strip()))
             self.private_key_openssh = pulumi.Output.secret(existing.data.apply(lambda d: _decode(d, CA_KEY)))
         else:
             algorithm = args.algorithm.lower()
