@@ -95,7 +95,7 @@ _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 
 HOST_KEYS = ("name", "address", "port", "user", "capacity", "inCluster", "hostKey", "principal",
              "labdPort", "storageSize", "storageClassName", "image", "installRoot", "serviceManager",
-             "k3dBinary", "traefikBinary", "python", "weight")
+             "k3dBinary", "traefikBinary", "python", "weight", "cpu", "memory")
 LAB_FIELDS = ("domain", "idleTimeout", "servers", "agents", "k3sImage", "k3dConfigTemplate", "hosts", "ssh",
               "sessionKey", "adminKey", "pins", "hooks", "clusterPrefix", "portBase", "portLimit")
 SSH_KEYS = ("privateKey", "privateKeyPassword", "agentSocket")
@@ -127,6 +127,8 @@ class LabHostSpec:
     storage_size: str = "50Gi"
     storage_class_name: str = ""
     image: str = ""  # inCluster only: dockerd + sshd + python3 + ssh-keygen + k3d
+    cpu: str = "4"  # inCluster only: the pod's CPU limit (all its students' clusters share it)
+    memory: str = "16Gi"  # inCluster only: the pod's memory limit
     install_root: str = ""  # "" = the real file system; tests install under a directory
     service_manager: str = "systemd"
     k3d_binary: str = "/usr/local/bin/k3d"
@@ -367,6 +369,9 @@ def _host(key: str, raw: Any) -> LabHostSpec:
             "a lab host image with dockerd, sshd, python3, ssh-keygen and k3d (inCluster hosts only)"),
         install_root=install_root.rstrip("/"),
         service_manager=service_manager,
+        cpu=_str(f"{key}.cpu", raw.get("cpu", "4"), re.compile(r"^[0-9]+(\.[0-9]+)?m?$"),
+                 "a CPU quantity like '4' or '3500m'"),
+        memory=_str(f"{key}.memory", raw.get("memory", "16Gi"), _QUANTITY, "a memory quantity like '16Gi'"),
         k3d_binary=_str(f"{key}.k3dBinary", raw.get("k3dBinary", "/usr/local/bin/k3d"), path_re, "an absolute path"),
         traefik_binary=_str(f"{key}.traefikBinary", raw.get("traefikBinary", "/usr/local/bin/traefik"), path_re,
                             "an absolute path"),

@@ -310,6 +310,9 @@ class LabHost(pulumi.ComponentResource):
         """
         base = f"labhost-{spec.name}"
         labels = {"app.kubernetes.io/name": "classroom-labhost", "app.kubernetes.io/instance": base}
+        # The policy pack's contract: privileged pods and Service ports are declared, not incidental.
+        privileged = {"classroom/privileged": "true"}
+        service_ports = (22, spec.labd_port, 80, 443)
         meta = k8s.meta.v1.ObjectMetaArgs
         claim = f"{base}-data"
         self.volume = k8s.core.v1.PersistentVolumeClaim(
@@ -373,7 +376,8 @@ class LabHost(pulumi.ComponentResource):
         )
         self.service = k8s.core.v1.Service(
             f"{name}-svc",
-            metadata=meta(name=base, namespace=namespace, labels=labels),
+            metadata=meta(name=base, namespace=namespace, labels=labels,
+                          annotations={"classroom/allowed-ports": ",".join(str(p) for p in service_ports)}),
             spec=k8s.core.v1.ServiceSpecArgs(
                 selector=labels,
                 ports=[
@@ -388,21 +392,24 @@ class LabHost(pulumi.ComponentResource):
         mounts = k8s.core.v1.VolumeMountArgs
         self.stateful_set = k8s.apps.v1.StatefulSet(
             f"{name}-pod",
-            metadata=meta(name=base, namespace=namespace, labels=labels),
+            metadata=meta(name=base, namespace=namespace, labels=labels, annotations=privileged),
             spec=k8s.apps.v1.StatefulSetSpecArgs(
                 replicas=1,
                 service_name=base,
                 selector=k8s.meta.v1.LabelSelectorArgs(match_labels=labels),
                 template=k8s.core.v1.PodTemplateSpecArgs(
-                    metadata=meta(labels=labels),
+                    metadata=meta(labels=labels, annotations=privileged),
                     spec=k8s.core.v1.PodSpecArgs(
                         automount_service_account_token=False,
                         enable_service_links=False,
                         init_containers=[k8s.core.v1.ContainerArgs(
-                            name="host-keys",
+                            name="hostkeys",  # the one container the policy pack lets read the CA key
                             image=spec.image,
                             command=["/bin/sh", "/scripts/init.sh"],
                             env=[k8s.core.v1.EnvVarArgs(name="PRINCIPALS", value=principals)],
+                            resources=k8s.core.v1.ResourceRequirementsArgs(
+                                requests={"cpu": "50m", "memory": "32Mi"},
+                                limits={"cpu": "500m", "memory": "128Mi"}),
                             # The CA key is mounted here only, never in the container the engine logs into.
                             volume_mounts=[mounts(name="data", mount_path="/data"),
                                            mounts(name="scripts", mount_path="/scripts", read_only=True),
@@ -423,6 +430,9 @@ class LabHost(pulumi.ComponentResource):
                             # Docker-in-Docker needs a privileged container; this
                             # pod is the only privileged thing the stack runs.
                             security_context=k8s.core.v1.SecurityContextArgs(privileged=True),
+                            resources=k8s.core.v1.ResourceRequirementsArgs(
+                                requests={"cpu": "500m", "memory": "1Gi"},
+                                limits={"cpu": spec.cpu, "memory": spec.memory}),
                             volume_mounts=[mounts(name="data", mount_path="/data"),
                                            mounts(name="scripts", mount_path="/scripts", read_only=True),
                                            mounts(name="sshd", mount_path="/etc/ssh/classroom", read_only=True)],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -239,7 +240,7 @@ def test_in_cluster_host_is_a_privileged_dind_statefulset_with_a_protected_volum
     pod = sts["spec"]["template"]["spec"]
     privileged = {c["name"]: c.get("securityContext", {}).get("privileged", False)
                   for c in pod["containers"] + pod["initContainers"]}
-    assert privileged == {"labhost": True, "host-keys": False}
+    assert privileged == {"labhost": True, "hostkeys": False}
     assert {c["image"] for c in pod["containers"] + pod["initContainers"]} == {IMAGE}
     principals = next(e["value"] for e in pod["initContainers"][0]["env"] if e["name"] == "PRINCIPALS")
     assert principals.split(",") == ["labhost-lab1", "labhost-lab1.classroom", "labhost-lab1.classroom.svc",
@@ -247,12 +248,13 @@ def test_in_cluster_host_is_a_privileged_dind_statefulset_with_a_protected_volum
     # The CA key is mounted only into the init container.
     ca_mounts = {c["name"] for c in pod["containers"] + pod["initContainers"]
                  if any(m["name"] == "ca" for m in c["volumeMounts"])}
-    assert ca_mounts == {"host-keys"}
+    assert ca_mounts == {"hostkeys"}
     claim = by_type(mocks, "kubernetes:core/v1:PersistentVolumeClaim")["lab1-data"].inputs
     assert claim["spec"]["resources"]["requests"]["storage"] == "80Gi"
     assert [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v] == [
         claim["metadata"]["name"]]
     assert options["lab1-data"].protect is True and options["lab1-data"].retain_on_delete is True
+    assert pod["containers"][0]["resources"]["limits"] == {"cpu": "4", "memory": "16Gi"}
     svc = by_type(mocks, "kubernetes:core/v1:Service")["lab1-svc"].inputs
     assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == {"ssh": 22, "labd": 8787, "http": 80,
                                                                      "https": 443}
@@ -275,3 +277,27 @@ def test_in_cluster_manifests_match_the_kubernetes_schema(kind: str) -> None:
     kubernetes_validate.validate(manifest, "1.34.0", strict=True)
 
 
+
+
+def test_in_cluster_manifests_pass_the_policy_pack() -> None:
+    sys.path.insert(0, str(REPO / "policy"))
+    import classroom_policies as rules  # the pack lives outside the package tree
+    from pulumi_policy import PolicyCustomTimeouts, PolicyResourceOptions, ResourceValidationArgs
+    from pulumi_policy.proxy import unknown_checking_proxy
+
+    mocks, options = in_cluster_manifests()
+    findings: list[str] = []
+    checked = 0
+    for resource in mocks.resources:
+        if not resource.typ.startswith("kubernetes:"):
+            continue
+        opts = options[resource.name]
+        policy_opts = PolicyResourceOptions(bool(opts.protect), [], None, [], PolicyCustomTimeouts(0, 0, 0), [],
+                                            None)
+        args = ResourceValidationArgs(resource.typ, unknown_checking_proxy(resource.inputs),
+                                      f"urn:{resource.name}", resource.name, policy_opts, None)
+        for rule in (rules.validate_student_data_protected, rules.validate_privileged_only_when_configured,
+                     rules.validate_requests_and_limits, rules.validate_service_ports):
+            rule(args, lambda message, urn=None: findings.append(message))
+        checked += 1
+    assert checked == 4 and findings == []
