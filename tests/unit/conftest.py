@@ -88,6 +88,9 @@ class ClusterMocks(pulumi.runtime.Mocks):
 
             provider: Any = UidLedgerProvider() if args.name.endswith("-uids") else UserCertificateProvider()
             state = dict(provider.create(dict(args.inputs)).outs)
+        elif args.typ == "command:local:Command":
+            # A lab host's verify step prints the host certificate it accepted.
+            state["stdout"] = "ssh-ed25519-cert-v01@openssh.com AAAAIHNzaC1lZDI1NTE5LWNlcnQtdjAxQG9wZW5zc2guY29t\n"
         elif args.typ == "tls:index/privateKey:PrivateKey":
             state.update(public_key_openssh=FAKE_CA_PUBLIC + "\n", private_key_openssh=FAKE_CA_PRIVATE)
         elif args.typ == "kubernetes:storage.k8s.io/v1:StorageClass" and args.resource_id:

@@ -509,3 +509,23 @@ def test_urns_of_data_holding_resources_never_change() -> None:
         "classroom:index:LoginServer$kubernetes:core/v1:PersistentVolumeClaim::home",
         "classroom:index:LoginServer$kubernetes:core/v1:PersistentVolumeClaim::extra-cis90",
     }
+
+
+def test_lab_hosts_are_built_when_the_stack_has_labs() -> None:
+    raw = {
+        "roster": [{"username": "alice", "keys": [ROSTER_KEY], "labs": True}],
+        "term": TERM,
+        "labs": {
+            "domain": "lab.example.edu",
+            "hosts": [{"name": "lab1", "address": "10.0.0.5", "capacity": 10}],
+            "ssh": {"privateKey": FAKE_CA_PRIVATE},
+            "sessionKey": "k" * 48,
+            "adminKey": "k" * 48,
+        },
+    }
+    r = render(raw, stack="cis90-fall2026")
+    components = [x for x in r.resources if x.type == "classroom:labs:LabHost"]
+    assert [c.name for c in components] == ["lab-lab1"]
+    assert any(x.type == "command:remote:Command" and x.name.endswith("-cluster-alice") for x in r.resources)
+    # No labs section, no lab hosts.
+    assert not [x for x in render().resources if x.type == "classroom:labs:LabHost"]
