@@ -74,6 +74,11 @@ def public_key_of(private_key: str, password: str = "") -> str:
     return key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
 
 
+def install_command(spec: LabHostSpec) -> str:
+    """The shell command that runs labhost-install.py from the manifest on its stdin."""
+    return f"{shlex.quote(spec.python)} -c {shlex.quote(INSTALL_BOOTSTRAP)}"
+
+
 def cluster_commands(spec: LabHostSpec, user: str) -> tuple[str, str]:
     """(create, delete) shell commands for one student's cluster on spec's host."""
     root = spec.install_root
@@ -266,7 +271,7 @@ class LabHost(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=verify_deps),
         )
         manifest = json.dumps(install_manifest(spec, labs, class_name, term, stage, students), sort_keys=True)
-        install_cmd = f"{shlex.quote(spec.python)} -c {shlex.quote(INSTALL_BOOTSTRAP)}"
+        install_cmd = install_command(spec)
         self.install = command.remote.Command(
             f"{name}-install",
             connection=self.connection,

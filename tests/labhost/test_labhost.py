@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from components.labconfig import LabHostSpec, parse_labs
-from components.labs import INSTALL_BOOTSTRAP, LABD_PACKAGE, VERIFY_SCRIPT, cluster_commands, install_manifest
+from components.labs import LABD_PACKAGE, VERIFY_SCRIPT, cluster_commands, install_command, install_manifest
 from tests.labhost.conftest import Ca, Netns, Sshd, k3d_double, run, start_sshd
 
 REPO = Path(__file__).resolve().parents[2]
@@ -88,21 +88,22 @@ def test_verify_script_accepts_only_a_host_certified_by_the_class_ca(
     env = {**os.environ, "LABHOST_PORT": "22", "LABHOST_USER": "root", "LABHOST_PRINCIPAL": "lab1.example.test",
            "LABHOST_CA": ca.public, "LABHOST_KEY": engine.read_text()}
 
-    ok = run(*netns.exec("/bin/sh", str(VERIFY_SCRIPT)), env={**env, "LABHOST_ADDRESS": good.address},
-             check=False)
+    # Exactly as LabHost's command.local.Command runs it: interpreter ["/bin/sh", "-c"], the script as text.
+    script = VERIFY_SCRIPT.read_text()
+    ok = run(*netns.exec("/bin/sh", "-c", script), env={**env, "LABHOST_ADDRESS": good.address}, check=False)
     assert ok.returncode == 0, ok.stderr
     presented = ok.stdout.split()
     # The certificate algorithm Go's client prefers (RSA-SHA2 certificates first).
     rsa_cert = (good.directory / "ssh_host_rsa_key-cert.pub").read_text().split()
     assert presented == rsa_cert[:2]
 
-    refused = run(*netns.exec("/bin/sh", str(VERIFY_SCRIPT)), env={**env, "LABHOST_ADDRESS": rogue.address},
+    refused = run(*netns.exec("/bin/sh", "-c", script), env={**env, "LABHOST_ADDRESS": rogue.address},
                   check=False)
     assert refused.returncode == 1 and refused.stdout == ""
     assert "failed host verification against the class CA" in refused.stderr
     assert "Host key verification failed" in refused.stderr
 
-    wrong_name = run(*netns.exec("/bin/sh", str(VERIFY_SCRIPT)),
+    wrong_name = run(*netns.exec("/bin/sh", "-c", script),
                      env={**env, "LABHOST_ADDRESS": good.address, "LABHOST_PRINCIPAL": "lab2.example.test"},
                      check=False)
     assert wrong_name.returncode == 1 and "not a listed principal" in wrong_name.stderr
@@ -133,7 +134,7 @@ def install_over_ssh(netns: Netns, pki: tuple[Ca, Ca, Path], sshd_factory: list[
     shutil.copytree(LABD_PACKAGE, stage, ignore=shutil.ignore_patterns("__pycache__"))  # what CopyToRemote does
     manifest = json.dumps(install_manifest(spec, labs, "cis90", "fall2026", str(stage), labs.students_on("lab1")))
     ssh = ssh_argv(netns, ca, engine, tmp_path / "known_hosts", "10.231.0.2", "lab1.example.test")
-    return Installed(spec, ssh, f"{spec.python} -c \"{INSTALL_BOOTSTRAP}\"", manifest, root, state, port)
+    return Installed(spec, ssh, install_command(spec), manifest, root, state, port)
 
 
 def test_installer_and_cluster_commands_over_real_ssh(
