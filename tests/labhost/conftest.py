@@ -122,7 +122,7 @@ class Sshd:
 
 
 def start_sshd(ns: Netns, directory: Path, address: str, ca: Ca | None, principals: str,
-               authorized: Path) -> Sshd:
+               authorized: Path | None, trusted_user_ca: Ca | None = None) -> Sshd:
     """Real /usr/sbin/sshd inside ns, with host keys (ed25519 + RSA, like the login server) signed by ca."""
     directory.mkdir(parents=True)
     keys = [keygen(directory / "ssh_host_ed25519_key"), keygen(directory / "ssh_host_rsa_key", "rsa")]
@@ -134,9 +134,12 @@ def start_sshd(ns: Netns, directory: Path, address: str, ca: Ca | None, principa
         lines.append(f"HostKey {key}")
         if ca is not None:
             lines.append(f"HostCertificate {ca.sign_host(key, principals)}")
+    if trusted_user_ca is not None:
+        lines.append(f"TrustedUserCAKeys {trusted_user_ca.key}.pub")
     (directory / "sshd_config").write_text("\n".join(lines) + "\n")
     (directory / "authorized_keys").mkdir()
-    shutil.copy(f"{authorized}.pub", directory / "authorized_keys" / "root")
+    if authorized is not None:
+        shutil.copy(f"{authorized}.pub", directory / "authorized_keys" / "root")
     Path("/run/sshd").mkdir(exist_ok=True)
     proc = subprocess.Popen(ns.exec("/usr/sbin/sshd", "-D", "-e", "-f", str(directory / "sshd_config"),
                                     "-E", str(directory / "sshd.log")))

@@ -109,6 +109,38 @@ def test_verify_script_accepts_only_a_host_certified_by_the_class_ca(
     assert wrong_name.returncode == 1 and "not a listed principal" in wrong_name.stderr
 
 
+def test_verify_step_logs_in_with_a_user_certificate_from_an_agent(
+        netns: Netns, pki: tuple[Ca, Ca, Path], sshd_factory: list[Sshd], tmp_path: Path) -> None:
+    """labs.ssh.agentSocket: the engine's key and its user certificate live in ssh-agent."""
+    ca, _, engine = pki
+    # No authorized key for root: only a certificate from the class CA gets in.
+    sshd_factory.append(start_sshd(netns, tmp_path / "sshd", "10.231.0.2", ca, "lab1.example.test", None,
+                                   trusted_user_ca=ca))
+    run("ssh-keygen", "-q", "-s", str(ca.key), "-I", "pulumi-engine", "-n", "root", "-V", "-5m:+1h",
+        f"{engine}.pub")
+    socket = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(socket)], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not socket.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        added = run("ssh-add", str(engine), env={**os.environ, "SSH_AUTH_SOCK": str(socket)}, check=False)
+        assert "Certificate added" in added.stderr, added.stderr
+        env = {**os.environ, "LABHOST_ADDRESS": "10.231.0.2", "LABHOST_PORT": "22", "LABHOST_USER": "root",
+               "LABHOST_PRINCIPAL": "lab1.example.test", "LABHOST_CA": ca.public, "LABHOST_AGENT": str(socket)}
+        script = VERIFY_SCRIPT.read_text()
+        ok = run(*netns.exec("/bin/sh", "-c", script), env=env, check=False)
+        assert ok.returncode == 0, ok.stderr
+        assert ok.stdout.split()[0] == "ssh-rsa-cert-v01@openssh.com"
+        # Without the agent (and without a key) the same host refuses the login.
+        refused = run(*netns.exec("/bin/sh", "-c", script), env={**env, "LABHOST_AGENT": "/nonexistent"},
+                      check=False)
+        assert refused.returncode == 1
+    finally:
+        agent.terminate()
+        agent.wait(timeout=5)
+
+
 @dataclass
 class Installed:
     spec: LabHostSpec
