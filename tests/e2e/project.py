@@ -71,12 +71,14 @@ class PulumiProject:
     def stack_file(self) -> Path:
         return self.workdir / "stacks" / f"Pulumi.{self.stack}.yaml"
 
-    def run(self, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, check: bool = True, timeout: float = 900, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         cmd = ["pulumi", *args, "--non-interactive"]
         if args[:2] != ("stack", "select"):
             cmd += ["--stack", self.stack]
         proc = subprocess.run(
-            cmd, cwd=self.workdir, env=self.env, text=True, capture_output=True, timeout=timeout
+            cmd, cwd=self.workdir, env={**self.env, **(env or {})}, text=True, capture_output=True, timeout=timeout
         )
         if check and proc.returncode != 0:
             raise AssertionError(
@@ -85,8 +87,10 @@ class PulumiProject:
             )
         return proc
 
-    def up(self, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.run("up", "--yes", "--skip-preview", *extra, check=check)
+    def up(
+        self, *extra: str, check: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return self.run("up", "--yes", "--skip-preview", *extra, check=check, env=env)
 
     def preview_json(self) -> dict[str, Any]:
         proc = self.run("preview", "--diff", "--json")

@@ -21,6 +21,7 @@ pytestmark = pytest.mark.e2e
 
 STACK = "cis90-fall2026"
 PVC = "kubernetes:core/v1:PersistentVolumeClaim"
+LOCAL_PROVISIONER = "classroom.local/hostpath"
 OUT = Path(__file__).resolve().parents[2] / "out"
 
 
@@ -28,9 +29,13 @@ OUT = Path(__file__).resolve().parents[2] / "out"
 def project(
     tmp_path_factory: pytest.TempPathFactory, local_cluster: Any, toolchain_env: dict[str, str]
 ) -> Iterator[PulumiProject]:
-    yield PulumiProject.create(
+    proj = PulumiProject.create(
         tmp_path_factory.mktemp("e2e"), STACK, toolchain_env, str(local_cluster.kubeconfig)
     )
+    # The class stack names its real cluster's provisioner; here the local
+    # control plane's own provisioner backs the stack's Retain class.
+    proj.set_config("storageProvisioner", LOCAL_PROVISIONER)
+    yield proj
 
 
 def namespace(project: PulumiProject) -> str:
@@ -141,8 +146,10 @@ def test_new_up_after_release_adopts_the_same_homes(project: PulumiProject) -> N
     project.run("state", "unprotect", "--all", "--yes")
     project.run("destroy", "--yes")
     assert {n: (p["metadata"]["uid"], p["spec"]["volumeName"]) for n, p in pvcs(project).items()} == homes
-    project.up()
+    # README "Adopting kept homes": one run with upserts allowed.
+    project.up(env={"PULUMI_K8S_UPSERT_EXISTING_OBJECTS": "true"})
     assert {n: (p["metadata"]["uid"], p["spec"]["volumeName"]) for n, p in pvcs(project).items()} == homes
+    project.run("preview", "--expect-no-changes")
     sts = kget(project.env["KUBECONFIG"], "statefulset", "-n", namespace(project))["items"]
     assert sts and sts[0]["status"].get("readyReplicas") == 1
 
