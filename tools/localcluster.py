@@ -611,9 +611,18 @@ class LocalCluster:
     # ---- lifecycle ----------------------------------------------------------
 
     def __enter__(self) -> LocalCluster:
-        self._previous_sigterm = None
+        self._previous_sigterm: Any = None
+
+        def on_sigterm(signum: int, frame: types.FrameType | None) -> None:
+            # Stop the cluster, then let the signal do what it did before
+            # (usually: end the process). Raising instead would only fail the
+            # current test under pytest, which catches SystemExit per test.
+            self.stop()
+            signal.signal(signal.SIGTERM, self._previous_sigterm or signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
         with contextlib.suppress(ValueError):  # not in the main thread: no handler
-            self._previous_sigterm = signal.signal(signal.SIGTERM, _raise_system_exit)
+            self._previous_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
         try:
             self.start(owner_pid=os.getpid())
         except BaseException:
@@ -790,7 +799,13 @@ class LocalCluster:
         state["ports"] = self.ports
         if server:
             state["server"] = server
-        self.state_file.write_text(json.dumps(state, indent=2))
+        self._write_state(state)
+
+    def _write_state(self, state: dict[str, Any]) -> None:
+        # atomic: a concurrent `stop` must never read a half-written file
+        tmp = self.state_file.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        os.replace(tmp, self.state_file)
 
     def _load_state(self) -> dict[str, Any]:
         try:
@@ -894,12 +909,19 @@ class LocalCluster:
         """Stop every component this directory's state names, newest first."""
         pids: dict[str, int] = self._load_state().get("pids", {})
         pids.update({name: p.pid for name, p in self._procs.items()})
+        # a start killed between spawning and saving leaves components the
+        # state does not name: find them by their session and command line
+        known = set(pids.values())
+        for pid, name in self._discover():
+            if pid not in known:
+                pids[f"{name}#{pid}" if name in pids else name] = pid
         if keep_controllers:  # the controllers process is the caller
             pids.pop("controllers", None)
         # a stale state file may name pids the kernel has since reused: only
         # signal processes whose command line names this cluster's directory
         pids = {n: pid for n, pid in pids.items() if self._owns(pid)}
-        order = [n for n in reversed(COMPONENTS) if n in pids]
+        rank = {n: i for i, n in enumerate(COMPONENTS)}
+        order = sorted(pids, key=lambda n: rank.get(n.split("#")[0], -1), reverse=True)
         for name in order:
             self._terminate(name, pids[name])
         for proc in self._procs.values():
@@ -909,9 +931,31 @@ class LocalCluster:
         if self.state_file.exists():
             state = self._load_state()
             state["pids"] = {}
-            self.state_file.write_text(json.dumps(state, indent=2))
+            self._write_state(state)
         if order:
             log(f"stopped {', '.join(order)}")
+
+    def _discover(self) -> list[tuple[int, str]]:
+        """(pid, component) of session leaders whose command line names this directory."""
+        found = []
+        names = {Path(b).name for b in BINARIES}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            pid, session = int(entry.name), int(stat[3])
+            if session != pid or not any(str(self.dir) in a for a in argv):
+                continue
+            exe = Path(argv[0]).name
+            if exe in names:
+                found.append((pid, exe))
+            elif "controllers" in argv and any(a.endswith("localcluster.py") for a in argv):
+                found.append((pid, "controllers"))
+        return found
 
     def _owns(self, pid: int) -> bool:
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -275,8 +276,10 @@ def test_cli_start_status_stop_leaves_nothing_behind(tmp_path: Path, local_clust
     assert status.returncode == 1 and json.loads(status.stdout)["api_ready"] is False
 
 
-def test_cluster_stops_when_its_owner_is_killed(tmp_path: Path, local_cluster: LocalCluster) -> None:
-    """SIGKILL leaves no `finally` to run: the controllers process notices and tears down."""
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_cluster_stops_when_its_owner_is_killed(tmp_path: Path, local_cluster: LocalCluster, sig: int) -> None:
+    """SIGTERM: the context manager's handler stops the cluster before the owner dies.
+    SIGKILL leaves no code to run: the controllers process notices its owner is gone."""
     cluster_dir = tmp_path / "orphan"
     owner = subprocess.Popen(
         [
@@ -297,7 +300,8 @@ def test_cluster_stops_when_its_owner_is_killed(tmp_path: Path, local_cluster: L
         pids = set(json.loads((cluster_dir / "cluster.json").read_text())["pids"].values())
         assert all(localcluster.pid_alive(p) for p in pids)
     finally:
-        owner.kill()
-        owner.wait()
+        owner.send_signal(sig)
+        owner.wait(timeout=60)
+    assert owner.returncode == -sig, "the owner should still die of the signal"
     wait_for("orphaned components to stop", lambda: not [p for p in pids if localcluster.pid_alive(p)], 60)
     assert not listening_sockets(pids)
