@@ -211,6 +211,11 @@ class LabHost(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("classroom:labs:LabHost", name, None, opts)
+        # A component's depends_on does not reach its children: hand it on to
+        # the volume explicitly (the namespace must outlive the claim).
+        deps = opts.depends_on if opts is not None and opts.depends_on is not None else []
+        self._parent_deps: list[pulumi.Resource] = [
+            d for d in (deps if isinstance(deps, list) else [deps]) if isinstance(d, pulumi.Resource)]
         child = pulumi.ResourceOptions(parent=self)
         students = labs.students_on(spec.name)
         self.stateful_set = self.volume = self.service = None
@@ -329,6 +334,7 @@ class LabHost(pulumi.ComponentResource):
                 storage_class_name=spec.storage_class_name or None,
             ),
             opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True,
+                                        depends_on=self._parent_deps,
                                         ignore_changes=["spec.storageClassName"]),
         )
         # Every name the engine or a login server may use for this pod.

@@ -10,6 +10,7 @@ from typing import Any
 
 import kubernetes_validate
 import pulumi
+import pulumi_kubernetes as k8s
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -84,7 +85,8 @@ def config(people: list[P], hosts: list[dict[str, Any]] | None = None, **extra: 
     return parse_labs({"labs": raw}, base_dir=REPO / "stacks", people=people)
 
 
-def run(labs: LabsConfig, **kwargs: Any) -> tuple[Mocks, dict[str, LabHost], dict[str, pulumi.ResourceOptions]]:
+def run(labs: LabsConfig, *, with_namespace: bool = False,
+        **kwargs: Any) -> tuple[Mocks, dict[str, LabHost], dict[str, pulumi.ResourceOptions]]:
     mocks = Mocks()
     pulumi.runtime.set_mocks(mocks, project="classroom", stack="cis90-fall2026", preview=False)
     hosts: dict[str, LabHost] = {}
@@ -96,9 +98,13 @@ def run(labs: LabsConfig, **kwargs: Any) -> tuple[Mocks, dict[str, LabHost], dic
 
     @pulumi.runtime.test
     def program() -> pulumi.Output[Any]:
+        deps: list[pulumi.Resource] = []
+        if with_namespace:
+            deps.append(k8s.core.v1.Namespace("ns", metadata=k8s.meta.v1.ObjectMetaArgs(name="classroom")))
         for spec in labs.hosts:
             hosts[spec.name] = LabHost(spec.name, spec, labs, ca_public_key=CA_PUB, class_name="cis90",
-                                       term="fall2026", opts=pulumi.ResourceOptions(transformations=[capture]),
+                                       term="fall2026",
+                                       opts=pulumi.ResourceOptions(transformations=[capture], depends_on=deps),
                                        **kwargs)
         return pulumi.Output.all(*[h.host_key for h in hosts.values()])
 
@@ -229,7 +235,8 @@ def test_the_double_free_program_never_mounts_a_docker_socket() -> None:
 def in_cluster_manifests() -> tuple[Mocks, dict[str, pulumi.ResourceOptions]]:
     labs = config(PEOPLE, hosts=[{"name": "lab1", "inCluster": True, "capacity": 100, "storageSize": "80Gi",
                                   "image": IMAGE}])
-    mocks, _, options = run(labs, namespace="classroom", ca_secret_name="ssh-ca")
+    mocks, _, options = run(labs, with_namespace=True, namespace="classroom", ca_secret_name="ssh-ca")
+    mocks.resources = [r for r in mocks.resources if r.name != "ns"]
     return mocks, options
 
 
@@ -254,6 +261,8 @@ def test_in_cluster_host_is_a_privileged_dind_statefulset_with_a_protected_volum
     assert [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v] == [
         claim["metadata"]["name"]]
     assert options["lab1-data"].protect is True and options["lab1-data"].retain_on_delete is True
+    # The stack's namespace is an explicit dependency of the claim (it must outlive it).
+    assert [d._name for d in options["lab1-data"].depends_on] == ["ns"]  # type: ignore[union-attr]
     assert pod["containers"][0]["resources"]["limits"] == {"cpu": "4", "memory": "16Gi"}
     svc = by_type(mocks, "kubernetes:core/v1:Service")["lab1-svc"].inputs
     assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == {"ssh": 22, "labd": 8787, "http": 80,
