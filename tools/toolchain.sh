@@ -5,6 +5,10 @@
 # caches them under one versioned directory so a warm run costs seconds.
 #
 #   tools/toolchain.sh [all|engine|cluster|lint|traefik]   build what is missing
+#       cluster: etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok
+#       engine:  pulumi pulumi-language-python + kubernetes/tls/command plugins (installed)
+#       lint: actionlint   traefik: traefik   all: every one (a proxy refusal of the
+#       engine is a warning there; `engine` alone exits 3)
 #   tools/toolchain.sh env                                 print `export` lines for eval
 #   tools/toolchain.sh dir                                 print the cache directory
 #
@@ -44,6 +48,8 @@ STAMPS=$TOOLCHAIN_DIR/stamps
 TIMES=$TOOLCHAIN_DIR/build-times.tsv
 KWOK_STAGES=$TOOLCHAIN_DIR/share/kwok-stages.yaml
 
+REFUSED=3   # exit status when the module proxy refuses a module (nothing to retry)
+
 say() { printf '[toolchain] %s\n' "$*" >&2; }
 die() { printf '[toolchain] ERROR: %s\n' "$*" >&2; exit 1; }
 
@@ -70,15 +76,16 @@ fetch_module() {
     dir=$(printf '%s' "$json" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get("Dir",""))' 2>/dev/null || true)
     if [[ -z $dir ]]; then
         err=$(printf '%s' "$json" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("Error",""))' 2>/dev/null || printf '%s' "$json")
-        local hint=""
+        local hint="" code=1
         case $err in
-            *403*) hint=" -- the proxy refuses this module outright (a final answer, not a time-out)" ;;
+            *403*) hint=" -- the proxy refuses this module outright (a final answer, not a time-out)"; code=$REFUSED ;;
         esac
         case $name in
             pulumi*) hint+="; install the Pulumi CLI ${PULUMI_VERSION} yourself (https://www.pulumi.com/docs/install/):
 a pulumi on PATH is used as is, and it fetches its provider plugins itself" ;;
         esac
-        die "$name: cannot download $mod@$ver from the Go module proxy: $err$hint"
+        printf '[toolchain] ERROR: %s\n' "$name: cannot download $mod@$ver from the Go module proxy: $err$hint" >&2
+        exit "$code"
     fi
     rm -rf "$dest"
     cp -r "$dir" "$dest"
@@ -368,8 +375,21 @@ main() {
         engine) build_engine ;;
         lint) build_actionlint ;;
         traefik) build_traefik ;;
-        all) build_etcd; build_kubernetes; build_kwok; build_actionlint; build_engine ;;
-        -h|--help|help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; return ;;
+        all)
+            build_etcd; build_kubernetes; build_kwok; build_actionlint; build_traefik
+            # The engine may be refused by the proxy on some machines (see
+            # bench/results/toolchain.md); everything else is still usable and
+            # the Pulumi e2e tests skip, so that alone does not fail `all`.
+            local rc=0
+            # a separate process: inside `|| ...` bash would ignore `set -e`
+            bash "${BASH_SOURCE[0]}" engine || rc=$?
+            if [[ $rc -eq $REFUSED ]]; then
+                say "WARNING: no Pulumi engine from this proxy; put a pulumi CLI on PATH for the Pulumi e2e tests"
+            elif [[ $rc -ne 0 ]]; then
+                exit "$rc"
+            fi
+            ;;
+        -h|--help|help) sed -n "2,13p" "$0" | sed 's/^# \{0,1\}//'; return ;;
         *) die "unknown target '$target'; accepted: all, engine, cluster, lint, traefik, env, dir" ;;
     esac
     mkdir -p "$TOOLCHAIN_DIR"
