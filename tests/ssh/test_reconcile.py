@@ -59,7 +59,9 @@ def members(root: Path, group: str) -> set[str]:
 PEOPLE = [
     {"username": "alice", "keys": [key(1)], "name": "Alice Liddell"},
     {"username": "bob", "labs": True},
-    {"username": "carol", "role": "ta", "keys": [key(3)]},
+    # An explicit, unusual UID: locking kills every process of that UID the chroot's /proc shows,
+    # which is the host's, so it must not be one another test on this machine might be using.
+    {"username": "carol", "role": "ta", "keys": [key(3)], "uid": 65123},
     {"username": "prof", "role": "instructor", "uid": 5000},
 ]
 
@@ -124,7 +126,7 @@ def test_updates_name_role_labs_and_keys(chroot_root: Path) -> None:
     changed = [
         {"username": "alice", "keys": [key(9)], "name": "Alice L.", "role": "ta"},
         {"username": "bob"},
-        {"username": "carol", "keys": [key(3)]},
+        {"username": "carol", "keys": [key(3)], "uid": 65123},
         {"username": "prof", "role": "instructor", "uid": 5000},
     ]
     write_roster(chroot_root, changed)
