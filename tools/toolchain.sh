@@ -361,8 +361,11 @@ print_env() {
     printf 'export PATH=%q:"$PATH"\n' "$BIN"
     printf 'export CLASSROOM_TOOLCHAIN_DIR=%q\n' "$TOOLCHAIN_DIR"
     printf 'export PULUMI_SKIP_UPDATE_CHECK=true\n'
-    # Never reach out for a plugin: everything the program needs is installed above.
-    printf 'export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true\n'
+    # Never reach out for a plugin once ours are installed; without them a
+    # user's own pulumi must stay free to fetch its plugins.
+    if stamped pulumi-resource-kubernetes && stamped pulumi-resource-tls && stamped pulumi-resource-command; then
+        printf 'export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true\n'
+    fi
 }
 
 main() {
