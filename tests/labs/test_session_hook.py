@@ -143,3 +143,20 @@ def test_hook_refuses_a_key_file_students_can_read(env: SshdEnv) -> None:
     done = env.run_hook("status", env={"SUDO_USER": env.users[0]})
     assert done.returncode == 1 and "mode 0600" in done.stderr
     assert env.labd.double.mutating() == []
+
+
+def test_login_works_while_labd_is_down_and_sync_catches_up(env: SshdEnv) -> None:
+    user = env.users[1]
+    env.labd.stop()
+    quick = env.ssh(user, "echo logged-in")
+    out, _ = quick.communicate(timeout=60)
+    assert quick.returncode == 0 and out == b"logged-in\n"
+    env.ssh(user)  # a long session opened while labd is unreachable
+    wait_for(lambda: len(env.hook_records()) == 1, what="hook recorded the open session")
+    env.labd.start()
+    done = env.run_hook("sync")
+    assert done.returncode == 0, done.stderr
+    wait_for(lambda: is_running(env, user), what="cluster ensured once labd is back")
+    # The short session's open, retried while labd was down, gave up once
+    # that session had closed; only the long session counts.
+    assert sessions(env, user) == 1
