@@ -27,7 +27,10 @@ OUT = Path(__file__).resolve().parents[2] / "out"
 
 @pytest.fixture(scope="module")
 def project(
-    tmp_path_factory: pytest.TempPathFactory, local_cluster: Any, toolchain_env: dict[str, str]
+    tmp_path_factory: pytest.TempPathFactory,
+    pulumi_bin: str,
+    local_cluster: Any,
+    toolchain_env: dict[str, str],
 ) -> Iterator[PulumiProject]:
     proj = PulumiProject.create(
         tmp_path_factory.mktemp("e2e"), STACK, toolchain_env, str(local_cluster.kubeconfig)

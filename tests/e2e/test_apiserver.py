@@ -1,0 +1,198 @@
+"""The program's objects on a real API server, without the Pulumi engine.
+
+The engine cannot be built here (the Go module proxy refuses the Pulumi
+modules; see README "What was verified"), so this tier takes the objects the
+program declares — rendered under Pulumi mocks, exactly what the engine would
+send — and applies them server-side to the real local control plane: the API
+server validates them, the StatefulSet controller rolls the pod out on a kwok
+node, the claims bind through the stack's Retain class, the LoadBalancer gets
+an address, a config change rolls the pod and a larger home is expanded in
+place. What only the engine does (protect, retainOnDelete, await logic,
+adoption) is covered by tests/e2e/test_program.py where an engine exists.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.project import kget, kubectl
+from tests.unit.conftest import render
+
+pytestmark = pytest.mark.e2e
+
+STACK = "cis90-fall2026"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def stack_config(stack: str = STACK) -> dict[str, Any]:
+    data = yaml.safe_load((REPO / "stacks" / f"Pulumi.{stack}.yaml").read_text()).get("config", {})
+    raw = {k.split(":", 1)[1]: v for k, v in data.items() if k.startswith("classroom:")}
+    # The class stack names its real cluster's provisioner; the local control
+    # plane provisions for this one.
+    raw["storageProvisioner"] = "classroom.local/hostpath"
+    return raw
+
+
+def integral(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [integral(v) for v in value]
+    return value
+
+
+def apply(kubeconfig: str, raw: dict[str, Any], workdir: Path) -> list[dict[str, Any]]:
+    docs = [integral(m) for m in render(raw, stack=STACK).manifests]
+    # Namespaces and classes first, as the engine orders them by dependency.
+    order = {"Namespace": 0, "StorageClass": 0, "Secret": 1, "ConfigMap": 1, "PersistentVolumeClaim": 1}
+    docs.sort(key=lambda d: order.get(d["kind"], 2))
+    path = workdir / "objects.yaml"
+    path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    kubectl(kubeconfig, "apply", "--server-side", "--field-manager=classroom-e2e", "-f", str(path))
+    return docs
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def cluster(local_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    return str(local_cluster.kubeconfig), tmp_path_factory.mktemp("apply")
+
+
+def namespace_of(docs: list[dict[str, Any]]) -> str:
+    return next(d["metadata"]["name"] for d in docs if d["kind"] == "Namespace")
+
+
+def ready_pod(kc: str, ns: str) -> dict[str, Any] | None:
+    pods = kget(kc, "pod", "-n", ns)["items"]
+    for pod in pods:
+        conds = {c["type"]: c["status"] for c in pod.get("status", {}).get("conditions", [])}
+        if conds.get("Ready") == "True" and not pod["metadata"].get("deletionTimestamp"):
+            return pod
+    return None
+
+
+def test_objects_pass_server_side_dry_run_for_every_stack(cluster: tuple[str, Path]) -> None:
+    kc, workdir = cluster
+    for stack_file in sorted((REPO / "stacks").glob("Pulumi.*.yaml")):
+        stack = stack_file.name.removeprefix("Pulumi.").removesuffix(".yaml")
+        docs = [integral(m) for m in render(stack_config(stack), stack=stack).manifests]
+        ns_docs = [d for d in docs if d["kind"] in ("Namespace", "StorageClass")]
+        path = workdir / f"{stack}.yaml"
+        path.write_text(yaml.safe_dump_all(ns_docs, sort_keys=False))
+        kubectl(kc, "apply", "--server-side", "--field-manager=classroom-e2e", "-f", str(path))
+        path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+        proc = subprocess.run(
+            [
+                "kubectl", "--kubeconfig", kc, "apply", "--server-side", "--field-manager=classroom-e2e",
+                "--dry-run=server", "-f", str(path),
+            ],
+            text=True, capture_output=True, timeout=120,
+        )
+        assert proc.returncode == 0, f"{stack}: {proc.stderr}"
+
+
+def test_objects_roll_out_bind_and_get_an_address(cluster: tuple[str, Path]) -> None:
+    kc, workdir = cluster
+    docs = apply(kc, stack_config(), workdir)
+    ns = namespace_of(docs)
+
+    def sts_ready() -> bool:
+        items = kget(kc, "statefulset", "-n", ns)["items"]
+        return bool(items) and items[0]["status"].get("readyReplicas") == 1
+
+    wait_for("the StatefulSet to be ready", sts_ready)
+    claims = kget(kc, "pvc", "-n", ns)["items"]
+    declared = {d["metadata"]["name"] for d in docs if d["kind"] == "PersistentVolumeClaim"}
+    assert {c["metadata"]["name"] for c in claims} == declared
+    assert all(c["status"]["phase"] == "Bound" for c in claims)
+    for claim in claims:
+        pv = kget(kc, "pv", claim["spec"]["volumeName"])
+        assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Retain"
+
+    def has_address() -> bool:
+        services = kget(kc, "service", "-n", ns)["items"]
+        lbs = [s for s in services if s["spec"]["type"] == "LoadBalancer"]
+        return bool(lbs) and all(s["status"].get("loadBalancer", {}).get("ingress") for s in lbs)
+
+    wait_for("a LoadBalancer address", has_address)
+
+
+def test_rc_env_change_rolls_the_pod_and_keeps_the_claims(cluster: tuple[str, Path]) -> None:
+    kc, workdir = cluster
+    raw = stack_config()
+    ns = namespace_of(apply(kc, raw, workdir))
+    before_pod = ready_pod(kc, ns)
+    assert before_pod is not None
+    claims_before = {c["metadata"]["name"]: c["metadata"]["uid"] for c in kget(kc, "pvc", "-n", ns)["items"]}
+    raw["rcEnv"] = "COURSE_BANNER=rolled-by-e2e\n"
+    apply(kc, raw, workdir)
+
+    def rolled() -> bool:
+        pod = ready_pod(kc, ns)
+        return pod is not None and pod["metadata"]["uid"] != before_pod["metadata"]["uid"]
+
+    wait_for("the pod to be replaced", rolled)
+    maps = kget(kc, "configmap", "-n", ns)["items"]
+    assert any("COURSE_BANNER=rolled-by-e2e" in json.dumps(m.get("data", {})) for m in maps)
+    claims_after = {c["metadata"]["name"]: c["metadata"]["uid"] for c in kget(kc, "pvc", "-n", ns)["items"]}
+    assert claims_after == claims_before
+
+
+def test_larger_home_is_expanded_in_place_and_shrinking_is_refused(cluster: tuple[str, Path]) -> None:
+    kc, workdir = cluster
+    raw = stack_config()
+    docs = apply(kc, raw, workdir)
+    ns = namespace_of(docs)
+    home = next(
+        d["metadata"]["name"]
+        for d in docs
+        if d["kind"] == "PersistentVolumeClaim" and d["spec"]["resources"]["requests"]["storage"] == raw["homeSize"]
+    )
+    uid = kget(kc, "pvc", home, "-n", ns)["metadata"]["uid"]
+    grown = f"{int(raw['homeSize'].removesuffix('Gi')) + 10}Gi"
+    raw["homeSize"] = grown
+    apply(kc, raw, workdir)
+
+    def expanded() -> bool:
+        claim = kget(kc, "pvc", home, "-n", ns)
+        return claim["status"].get("capacity", {}).get("storage") == grown
+
+    wait_for(f"{home} to be expanded to {grown}", expanded)
+    assert kget(kc, "pvc", home, "-n", ns)["metadata"]["uid"] == uid
+    raw["homeSize"] = "1Gi"
+    with pytest.raises(AssertionError, match=r"(?i)forbidden|less than previous"):
+        apply(kc, raw, workdir)
+    assert kget(kc, "pvc", home, "-n", ns)["spec"]["resources"]["requests"]["storage"] == grown
+
+
+def test_ca_private_key_reaches_only_the_init_container(cluster: tuple[str, Path]) -> None:
+    kc, _ = cluster
+    ns = namespace_of([integral(m) for m in render(stack_config(), stack=STACK).manifests])
+    pod = ready_pod(kc, ns)
+    assert pod is not None
+    secrets = {s["metadata"]["name"] for s in kget(kc, "secret", "-n", ns, "-l", "classroom/role=ssh-ca")["items"]}
+    assert secrets, "no CA Secret labelled classroom/role=ssh-ca"
+    volumes = {v["name"] for v in pod["spec"]["volumes"] if v.get("secret", {}).get("secretName") in secrets}
+    assert volumes
+    for container in pod["spec"]["containers"]:
+        assert not volumes & {m["name"] for m in container.get("volumeMounts", [])}, container["name"]
+    init_mounts = {m["name"] for c in pod["spec"].get("initContainers", []) for m in c.get("volumeMounts", [])}
+    assert volumes <= init_mounts
