@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 STACK ?= dev
 
-.PHONY: help setup up preview destroy test unit ssh labs e2e lint bench cluster-start cluster-stop toolchain clean
+.PHONY: help setup up preview destroy test unit ssh labs labhost e2e lint bench cluster-start cluster-stop toolchain clean
 
 help: ## List every task
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z0-9-]+):.*## (.*)/  make \1\t\2/' | expand -t 24
@@ -28,7 +28,7 @@ cluster-start: ## Start the local control plane (etcd, apiserver, kwok) in .stat
 cluster-stop: ## Stop the local control plane
 	tools/up.sh cluster-stop
 
-test: ## Every test tier (unit, ssh, labs, e2e), installing what is missing first
+test: ## Every test tier (unit, ssh, labs, labhost, e2e), installing what is missing first
 	tools/test.sh all
 
 unit: ## Unit tier only (mocks, manifests, linters)
@@ -40,11 +40,14 @@ ssh: ## SSH tier only (real OpenSSH)
 labs: ## Lab tier only (labd, session hook, Traefik; k3d double)
 	tools/test.sh labs
 
+labhost: ## Lab-host tier only (sshd in a network namespace, labd, Traefik)
+	tools/test.sh labhost
+
 e2e: ## End-to-end tier only (real engine + local control plane)
 	tools/test.sh e2e
 
-lint: ## ruff + mypy
-	.venv/bin/ruff check . && .venv/bin/mypy
+lint: ## ruff + mypy (as the unit tier runs them)
+	.venv/bin/ruff check . && .venv/bin/mypy components __main__.py
 
 bench: ## Benchmarks; figures land in bench/results/
 	tools/bench.sh

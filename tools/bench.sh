@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs every benchmark; each writes its figures to bench/results/*.md.
+# Needs root (the roster and lab benchmarks create accounts and sshd sessions).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools/setup.sh system venv toolchain
+eval "$(tools/toolchain.sh env)"
+for bench in program_bench roster_bench labs_bench labd_bench; do
+    echo "[bench] $bench" >&2
+    .venv/bin/python -m "bench.$bench"
+done
