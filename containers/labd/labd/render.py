@@ -92,13 +92,13 @@ def _emit(value: Any, indent: int) -> str:
     return pad + _scalar(value) + "\n"
 
 
-_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 # YAML 1.1 readers turn these plain words into booleans or null.
 _RESERVED = {"y", "yes", "n", "no", "on", "off", "true", "false", "null"}
 
 
 def _key(key: str) -> str:
-    return key if _PLAIN_KEY.match(key) and key.lower() not in _RESERVED else _quote(key)
+    return key if _PLAIN_KEY.fullmatch(key) and key.lower() not in _RESERVED else _quote(key)
 
 
 def _flow_empty(item: Any) -> str:
