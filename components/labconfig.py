@@ -82,16 +82,16 @@ options:
         nodeFilters: [server:*, agent:*, loadbalancer]
 """
 
-_DNS_NAME = re.compile(r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$|^localhost$")
-_HOST_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
-_ADDRESS = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$|^\[?[0-9a-fA-F:]+\]?$")
-_UNIX_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_DNS_NAME = re.compile(r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}\Z|^localhost\Z")
+_HOST_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?\Z")
+_ADDRESS = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?\Z|^\[?[0-9a-fA-F:]+\]?\Z")
+_UNIX_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\Z")
 _IMAGE = re.compile(r"^[a-z0-9]+([._/-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9._-]+)*(:[A-Za-z0-9._+-]{1,128})?"
-                    r"(@sha256:[0-9a-f]{64})?$")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
+                    r"(@sha256:[0-9a-f]{64})?\Z")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*\Z")
 _PUBKEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521))(-cert-v01@openssh\.com)? "
-                     r"[A-Za-z0-9+/]+={0,3}( .*)?$")
-_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+                     r"[A-Za-z0-9+/]+={0,3}( .*)?\Z")
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?\Z")
 
 HOST_KEYS = ("name", "address", "port", "user", "capacity", "inCluster", "hostKey", "principal",
              "labdPort", "storageSize", "storageClassName", "image", "installRoot", "serviceManager",
@@ -304,7 +304,7 @@ def _hook(key: str, raw: Any) -> HookConfig | None:
         return None
     raw = _mapping(key, raw)
     _unknown(key, raw, HOOK_KEYS)
-    url = _str(f"{key}.url", raw.get("url"), re.compile(r"^https?://[^/\s]+\S*$"), "an http:// or https:// URL")
+    url = _str(f"{key}.url", raw.get("url"), re.compile(r"^https?://[^/\s]+\S*\Z"), "an http:// or https:// URL")
     secret = _secret(f"{key}.secret", raw.get("secret"))
     timeout = parse_duration(f"{key}.timeout", raw.get("timeout", 5))
     retries = _int(f"{key}.retries", raw.get("retries", 3), 0, 10)
@@ -339,17 +339,17 @@ def _host(key: str, raw: Any) -> LabHostSpec:
     if host_key:
         host_key = " ".join(_str(f"{key}.hostKey", host_key, _PUBKEY,
                                  "an OpenSSH public key or host certificate line 'TYPE BASE64'").split()[:2])
-    principal = _str(f"{key}.principal", raw.get("principal", ""), re.compile(r"^[A-Za-z0-9.:_-]*$"),
+    principal = _str(f"{key}.principal", raw.get("principal", ""), re.compile(r"^[A-Za-z0-9.:_-]*\Z"),
                      "the host name the host certificate was issued for")
     storage_size = _str(f"{key}.storageSize", raw.get("storageSize", "50Gi"), _QUANTITY,
                         "a Kubernetes quantity like '50Gi'")
     install_root = _str(f"{key}.installRoot", raw.get("installRoot", "/data" if in_cluster else ""),
-                        re.compile(r"^(/[A-Za-z0-9._/-]*)?$"),
+                        re.compile(r"^(/[A-Za-z0-9._/-]*)?\Z"),
                         "an absolute directory (tests only) or empty for the real file system")
     service_manager = _str(f"{key}.serviceManager", raw.get("serviceManager", "none" if in_cluster else "systemd"),
-                           re.compile(r"^(systemd|none)$"),
+                           re.compile(r"^(systemd|none)\Z"),
                            "'systemd' or 'none' (plain processes with pid files: containers and test hosts)")
-    path_re = re.compile(r"^/[A-Za-z0-9._/-]+$")
+    path_re = re.compile(r"^/[A-Za-z0-9._/-]+\Z")
     return LabHostSpec(
         name=name,
         capacity=capacity,
@@ -363,13 +363,13 @@ def _host(key: str, raw: Any) -> LabHostSpec:
         labd_port=_int(f"{key}.labdPort", raw.get("labdPort", 8787), 1, 65535),
         storage_size=storage_size,
         storage_class_name=_str(f"{key}.storageClassName", raw.get("storageClassName", ""),
-                                re.compile(r"^[a-z0-9.-]*$"), "a StorageClass name"),
+                                re.compile(r"^[a-z0-9.-]*\Z"), "a StorageClass name"),
         image=_str(f"{key}.image", raw.get("image", "" if not in_cluster else None), re.compile(
             r"^$" if not in_cluster else _IMAGE.pattern),
             "a lab host image with dockerd, sshd, python3, ssh-keygen and k3d (inCluster hosts only)"),
         install_root=install_root.rstrip("/"),
         service_manager=service_manager,
-        cpu=_str(f"{key}.cpu", raw.get("cpu", "4"), re.compile(r"^[0-9]+(\.[0-9]+)?m?$"),
+        cpu=_str(f"{key}.cpu", raw.get("cpu", "4"), re.compile(r"^[0-9]+(\.[0-9]+)?m?\Z"),
                  "a CPU quantity like '4' or '3500m'"),
         memory=_str(f"{key}.memory", raw.get("memory", "16Gi"), _QUANTITY, "a memory quantity like '16Gi'"),
         k3d_binary=_str(f"{key}.k3dBinary", raw.get("k3dBinary", "/usr/local/bin/k3d"), path_re, "an absolute path"),
@@ -417,7 +417,7 @@ def parse_labs(raw: Mapping[str, Any], *, base_dir: Path, people: Sequence[Any])
     ssh = _mapping("labs.ssh", labs.get("ssh", {}))
     _unknown("labs.ssh", ssh, SSH_KEYS)
     private_key = ssh.get("privateKey", "")
-    agent_socket = _str("labs.ssh.agentSocket", ssh.get("agentSocket", ""), re.compile(r"^(/\S*)?$"),
+    agent_socket = _str("labs.ssh.agentSocket", ssh.get("agentSocket", ""), re.compile(r"^(/\S*)?\Z"),
                         "the absolute path of an ssh-agent socket")
     if private_key:
         if not isinstance(private_key, str) or "PRIVATE KEY-----" not in private_key:
@@ -463,7 +463,7 @@ def parse_labs(raw: Mapping[str, Any], *, base_dir: Path, people: Sequence[Any])
         init_hook=_hook("labs.hooks.init", hooks.get("init")),
         cleanup_hook=_hook("labs.hooks.cleanup", hooks.get("cleanup")),
         cluster_prefix=_str("labs.clusterPrefix", labs.get("clusterPrefix", "lab-"),
-                            re.compile(r"^[a-z][a-z0-9-]{0,11}$"), "1..12 lowercase letters, digits or '-'"),
+                            re.compile(r"^[a-z][a-z0-9-]{0,11}\Z"), "1..12 lowercase letters, digits or '-'"),
         port_base=port_base,
         port_limit=port_limit,
         placement=placement,

@@ -37,12 +37,12 @@ UID_DERIVED_MAX = 59999
 UID_MIN = 1000
 UID_MAX = 65533  # 65534 is nobody, 65535 is (uid_t)-1 on 16-bit tools
 
-USERNAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-GITHUB_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}$")
-LAUNCHPAD_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]{1,63}$")
+USERNAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\Z")
+GITHUB_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}\Z")
+LAUNCHPAD_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]{1,63}\Z")
 SERIAL_MASK = (1 << 53) - 1
-FINGERPRINT_RE = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}$")
-GRACE_RE = re.compile(r"^\s*(\d{1,4})\s*([wdhm]?)\s*$")
+FINGERPRINT_RE = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}\Z")
+GRACE_RE = re.compile(r"^\s*(\d{1,4})\s*([wdhm]?)\s*\Z")
 
 # Accounts an image already has (or sshd/PAM treat specially): a roster entry
 # with one of these names would take over a system account.
@@ -323,7 +323,7 @@ def _person(entry: Mapping[str, Any], where: str, key: str) -> dict[str, Any]:
     # GECOS uses commas as sub-field separators; "Smith, Jane" from a registrar export must not split.
     name = " ".join(name.replace(",", " ").split())
     email = str(entry.get("email") or "").strip()
-    if email and (not re.match(r"^[^@\s:]+@[^@\s:]+$", email)):
+    if email and (not re.match(r"^[^@\s:]+@[^@\s:]+\Z", email)):
         raise ConfigError(f"{key}.email", email, "an e-mail address (or empty)", where=where)
 
     unknown = set(entry) - {"username", "uid", "name", "email", "keys", "key", "github", "launchpad",

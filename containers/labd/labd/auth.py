@@ -29,7 +29,7 @@ HEADER_TIME = "X-Labd-Time"
 HEADER_NONCE = "X-Labd-Nonce"
 HEADER_SIGNATURE = "X-Labd-Signature"
 KEY_IDS = ("session", "admin")
-_NONCE_RE = re.compile(r"^[0-9a-f]{32,64}$")
+_NONCE_RE = re.compile(r"^[0-9a-f]{32,64}\Z")
 
 
 def canonical(key_id: str, method: str, path: str, user: str, timestamp: str, nonce: str, body: bytes) -> bytes:

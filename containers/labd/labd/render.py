@@ -24,7 +24,7 @@ K3D_API_VERSION = "k3d.io/v1alpha5"
 # k3d prefixes container names with "k3d-" and uses the cluster name as a
 # hostname, so keep it a short RFC 1123 label.
 MAX_CLUSTER_NAME = 32
-_LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+_LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?\Z")
 
 
 def to_yaml(value: Any, indent: int = 0) -> str:
