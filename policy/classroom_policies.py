@@ -181,7 +181,8 @@ def validate_student_data_protected(args: Any, report: Report) -> None:
 # privileged-only-when-configured
 
 
-def _privileged_allowed(args: Any, template: Any) -> tuple[bool, str]:
+def _privileged_allowed(args: Any, template: Any) -> tuple[bool | None, str]:
+    """(allowed, why); allowed is None when the annotations are unknown during preview."""
     config = args.get_config() or {}
     if "privileged" in config and config["privileged"] is not None:
         allowed = config["privileged"] is True
@@ -191,6 +192,10 @@ def _privileged_allowed(args: Any, template: Any) -> tuple[bool, str]:
         ("workload", dig(args.props, "metadata", "annotations")),
     ):
         value = get(found, PRIVILEGED_ANNOTATION)
+        if isinstance(value, _Unknown):
+            # e.g. annotations computed from another resource's outputs on a first preview; the
+            # engine runs the pack again during `pulumi up` with the values known.
+            return None, "annotations unknown during preview"
         if isinstance(value, str):
             return value.strip().lower() == "true", f'{where} annotation {PRIVILEGED_ANNOTATION}: "{value}"'
     return False, f"no {PRIVILEGED_ANNOTATION} annotation"
@@ -209,7 +214,7 @@ def validate_privileged_only_when_configured(args: Any, report: Report) -> None:
     if not privileged:
         return
     allowed, because = _privileged_allowed(args, template)
-    if allowed:
+    if allowed is not False:
         return
     what = resource_label(args.resource_type, args.props, args.name)
     report(
@@ -383,7 +388,8 @@ def validate_ca_key_only_in_init_container(args: Any, report: Report) -> None:
                 elif mount_name in unsure_volumes:
                     leaks.append(
                         f"mounts volume '{mount_name}', whose Secret name is unknown during preview and may "
-                        "be the CA key (give the CA Secret a fixed metadata.name to make this checkable)"
+                        "be the CA key (give the CA Secret a fixed metadata.name and reference it by that literal name "
+                        "to make this checkable on a first preview)"
                     )
             for env in elements(get(container, "env")):
                 ref = dig(env, "valueFrom", "secretKeyRef", "name")

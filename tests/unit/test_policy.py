@@ -397,3 +397,13 @@ def test_pack_entry_point_declares_every_rule_mandatory() -> None:
     ):
         assert f'name="{name}"' in source
     assert source.count("EnforcementLevel.MANDATORY") == 6
+
+
+def test_privileged_with_annotations_unknown_during_preview_is_decided_at_update() -> None:
+    # Annotations computed from another resource's outputs are unknown on a first preview; the
+    # engine runs the pack again during `pulumi up`, with values known, so the rule waits.
+    props = statefulset([container("login", **PRIV)])
+    props["spec"]["template"]["metadata"]["annotations"] = UNKNOWN_STRING_VALUE
+    assert run(rules.validate_privileged_only_when_configured, resource_args(rules.STATEFUL_SET, props)) == []
+    props["spec"]["template"]["metadata"]["annotations"] = {rules.PRIVILEGED_ANNOTATION: UNKNOWN_STRING_VALUE}
+    assert run(rules.validate_privileged_only_when_configured, resource_args(rules.STATEFUL_SET, props)) == []
