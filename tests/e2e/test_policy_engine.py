@@ -118,6 +118,8 @@ def project(tmp_path: Path, toolchain_env: dict[str, str], pulumi_bin: str) -> t
         "PULUMI_BACKEND_URL": f"file://{tmp_path / 'backend'}",
         "PULUMI_CONFIG_PASSPHRASE": "policy-e2e",
         "PULUMI_SKIP_UPDATE_CHECK": "true",
+        # --event-log is registered only with debug commands on (as in the workflows).
+        "PULUMI_DEBUG_COMMANDS": "true",
         "KUBECONFIG": str(tmp_path / "kubeconfig"),
         "NO_COLOR": "1",
     }

@@ -94,3 +94,12 @@ def test_secrets_reach_pulumi_only_through_env(name: str) -> None:
     # No secret is interpolated straight into a shell script (it would land in the script file).
     for step in job["steps"]:
         assert "secrets." not in str(step.get("run", ""))
+
+
+@pytest.mark.parametrize("name", ["preview.yml", "deploy.yml"])
+def test_event_log_flag_is_enabled_where_used(name: str) -> None:
+    # The CLI registers --event-log only when PULUMI_DEBUG_COMMANDS is true; without it the
+    # preview would fail with "unknown flag" before planning anything.
+    flow = load(name)
+    assert "--event-log" in (WORKFLOWS / name).read_text()
+    assert flow["env"]["PULUMI_DEBUG_COMMANDS"] == "true"
