@@ -1,0 +1,363 @@
+"""ops.term: the next term's stack file, the view across stacks, and `end`'s argument checks.
+
+Everything here runs on a temporary copy of stacks/ (`--stacks-dir`), so the
+repository's stack files are never touched. The engine steps of `end`
+(`pulumi destroy`) and the kept-data listing against a real API server are in
+tests/e2e/test_term_apiserver.py.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from components.config import parse_config
+from ops import term
+
+REPO = Path(__file__).resolve().parents[2]
+OLD = "cis90-fall2026"
+NEW = "cis90-spring2027"
+
+ROSTER_CSV = """Username,Full Name,Email,Role
+alice,Alice A,alice@example.edu,student
+bob,Bob B,bob@example.edu,student
+carol,Carol C,carol@example.edu,student
+tina,Tina T,tina@example.edu,ta
+"""
+
+
+@pytest.fixture()
+def stacks(tmp_path: Path) -> Path:
+    """A project directory with a copy of stacks/; returns the stacks directory."""
+    target = tmp_path / "project" / "stacks"
+    shutil.copytree(REPO / "stacks", target)
+    return target
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str, today: date | None = None) -> tuple[int, str, str]:
+    try:
+        code = term.main(list(argv), today=today)
+    except SystemExit as exc:  # argparse exits on bad arguments
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def load(path: Path) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text())["config"]
+
+
+def raw_of(config: dict[str, Any]) -> dict[str, Any]:
+    return {k.split(":", 1)[1]: v for k, v in config.items() if k.startswith("classroom:")}
+
+
+def new_args(stacks: Path, *extra: str, start: str = "2027-01-25", end: str = "2027-05-28") -> list[str]:
+    return ["new", "--stacks-dir", str(stacks), "--from", OLD, "--to", NEW, "--start", start, "--end", end, *extra]
+
+
+# ------------------------------------------------------------------ new
+
+
+def test_new_writes_dates_roster_and_a_fresh_namespace(stacks: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    csv = stacks.parent / "rosters" / "spring.csv"
+    csv.parent.mkdir()
+    csv.write_text(ROSTER_CSV)
+    code, out, err = run(capsys, *new_args(stacks, "--roster", str(csv)))
+    assert code == 0, err
+    config = load(stacks / f"Pulumi.{NEW}.yaml")
+    assert config["classroom:term"]["start"] == "2027-01-25"
+    assert config["classroom:term"]["end"] == "2027-05-28"
+    # Written relative to the project, where the engine runs.
+    assert config["classroom:roster"] == {"csv": "rosters/spring.csv"}
+    assert "classroom:namespace" not in config
+    old = load(stacks / f"Pulumi.{OLD}.yaml")
+    assert {k: v for k, v in config.items() if k not in ("classroom:term", "classroom:roster")} == old
+    assert "3 student(s)" in out
+    assert "namespace classroom-cis90-spring2027" in out
+    assert "PyYAML" in out  # says the old file's comments are gone
+    assert "PULUMI_K8S_UPSERT_EXISTING_OBJECTS" not in out
+    cfg = parse_config(raw_of(config), stack=NEW, base_dir=stacks.parent)
+    assert cfg.namespace == "classroom-cis90-spring2027"
+    assert sorted(p.username for p in cfg.access.people) == ["alice", "bob", "carol", "tina"]
+    assert cfg.access.term is not None and cfg.access.term.start.date() == date(2027, 1, 25)
+
+
+def test_new_with_adopt_homes_keeps_the_old_namespace(stacks: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, *new_args(stacks, "--adopt-homes"))
+    assert code == 0, err
+    config = load(stacks / f"Pulumi.{NEW}.yaml")
+    assert config["classroom:namespace"] == f"classroom-{OLD}"
+    cfg = parse_config(raw_of(config), stack=NEW, base_dir=stacks.parent)
+    assert cfg.namespace == f"classroom-{OLD}"
+    # The claims are named inside the namespace: same namespace, same claim names.
+    assert f"PULUMI_K8S_UPSERT_EXISTING_OBJECTS=true pulumi up --stack {NEW}" in out
+    assert f"pulumi state unprotect --all --yes --stack {OLD}" in out
+
+
+def test_new_keeps_timezone_and_grace_and_drops_salt_revocations_and_old_students(
+    stacks: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old_path = stacks / f"Pulumi.{OLD}.yaml"
+    data = yaml.safe_load(old_path.read_text())
+    data["encryptionsalt"] = "v1:abc:def"
+    data["config"]["classroom:namespace"] = "cis90"
+    data["config"]["classroom:term"] = {
+        "start": "2026-08-24",
+        "end": "2026-12-18",
+        "timezone": "America/Los_Angeles",
+        "grace": "7d",
+        "name": "fall2026",
+    }
+    data["config"]["classroom:roster"] = [
+        {"username": "mmatera", "role": "instructor"},
+        {"username": "oldstudent"},
+        {"username": "oldta", "role": "ta"},
+    ]
+    data["config"]["classroom:revocations"] = {"serials": [12345]}
+    data["config"]["classroom:rcLocal"] = {"secure": "v1:xyz"}
+    old_path.write_text(yaml.safe_dump(data))
+    code, out, err = run(capsys, *new_args(stacks, "--adopt-homes"))
+    assert code == 0, err
+    written = yaml.safe_load((stacks / f"Pulumi.{NEW}.yaml").read_text())
+    assert "encryptionsalt" not in written
+    config = written["config"]
+    assert config["classroom:term"] == {
+        "start": "2027-01-25",
+        "end": "2027-05-28",
+        "timezone": "America/Los_Angeles",
+        "grace": "7d",
+    }
+    assert [p["username"] for p in config["classroom:roster"]] == ["mmatera", "oldta"]
+    assert "classroom:revocations" not in config
+    assert "classroom:rcLocal" not in config  # encrypted with the old stack's key
+    assert config["classroom:namespace"] == "cis90"
+    assert "rcLocal" in out and "pulumi config set --secret" in out
+    assert "dropped its students" in out
+
+
+def test_new_refuses_to_overwrite_an_existing_stack(stacks: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = stacks / f"Pulumi.{NEW}.yaml"
+    target.write_text("config: {}\n")
+    code, _, err = run(capsys, *new_args(stacks))
+    assert code == 2
+    assert "--to" in err and "refusing to overwrite" in err
+    assert target.read_text() == "config: {}\n"
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "argument", "reason"),
+    [
+        ("2027-05-28", "2027-01-25", "--end", "not after --start"),
+        ("2027-01-25", "2027-01-25", "--end", "not after --start"),
+        ("next monday", "2027-05-28", "--start", "not a date"),
+        ("2027-01-25", "2027-02-30", "--end", "not a calendar date"),
+        ("25/01/2027", "2027-05-28", "--start", "YYYY-MM-DD"),
+    ],
+)
+def test_new_bad_dates_exit_2_naming_the_argument(
+    stacks: Path, capsys: pytest.CaptureFixture[str], start: str, end: str, argument: str, reason: str
+) -> None:
+    code, out, err = run(capsys, *new_args(stacks, start=start, end=end))
+    assert code == 2
+    assert f"argument {argument}" in err and reason in err
+    assert "Traceback" not in err + out
+    assert not (stacks / f"Pulumi.{NEW}.yaml").exists()
+
+
+def test_new_bad_roster_and_unknown_stacks_exit_2(stacks: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, *new_args(stacks, "--roster", str(stacks / "missing.csv")))
+    assert code == 2 and "--roster" in err
+    bad = stacks.parent / "bad.csv"
+    bad.write_text("Username,Email\nalice,a@x\nalice,b@x\n")
+    code, _, err = run(capsys, *new_args(stacks, "--roster", str(bad)))
+    # The program's own parser rejects the duplicate, before anything is written.
+    assert code == 2 and "nothing written" in err and "alice" in err
+    assert not (stacks / f"Pulumi.{NEW}.yaml").exists()
+    code, _, err = run(
+        capsys, "new", "--stacks-dir", str(stacks), "--from", "nope", "--to", NEW,
+        "--start", "2027-01-25", "--end", "2027-05-28",
+    )  # fmt: skip
+    assert code == 2 and "--from" in err and OLD in err  # lists the stacks that exist
+    code, _, err = run(
+        capsys, "new", "--stacks-dir", str(stacks), "--from", OLD, "--to", "bad/name",
+        "--start", "2027-01-25", "--end", "2027-05-28",
+    )  # fmt: skip
+    assert code == 2 and "--to" in err
+
+
+def test_new_stack_with_an_invalid_old_value_is_caught_now(stacks: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    old_path = stacks / f"Pulumi.{OLD}.yaml"
+    data = yaml.safe_load(old_path.read_text())
+    data["config"]["classroom:homeSize"] = "lots"
+    old_path.write_text(yaml.safe_dump(data))
+    code, _, err = run(capsys, *new_args(stacks))
+    assert code == 2 and "homeSize" in err and "'lots'" in err
+    assert not (stacks / f"Pulumi.{NEW}.yaml").exists()
+
+
+# ------------------------------------------------------------------ status
+
+
+def write_stack(stacks: Path, name: str, config: dict[str, Any]) -> None:
+    (stacks / f"Pulumi.{name}.yaml").write_text(yaml.safe_dump({"config": config}))
+
+
+@pytest.fixture()
+def two_stacks(tmp_path: Path) -> Path:
+    stacks = tmp_path / "project" / "stacks"
+    stacks.mkdir(parents=True)
+    (stacks / "cis91.csv").write_text(ROSTER_CSV)
+    write_stack(
+        stacks,
+        "cis90-fall2026",
+        {
+            "classroom:term": {"start": "2026-08-24", "end": "2026-12-18", "timezone": "America/Los_Angeles",
+                               "grace": "7d"},
+            "classroom:roster": [{"username": "ann"}, {"username": "ben"}, {"username": "prof", "role": "instructor"}],
+        },
+    )  # fmt: skip
+    write_stack(
+        stacks,
+        "cis91-spring2027",
+        {
+            "classroom:term": {"start": "2027-01-25", "end": "2027-05-28"},
+            "classroom:roster": {"csv": "cis91.csv"},
+            "classroom:labs": {"hosts": [{"name": "lab1", "address": "10.0.0.1"}, {"name": "lab2"}]},
+        },
+    )
+    return stacks
+
+
+@pytest.mark.parametrize(
+    ("today", "fall", "spring"),
+    [
+        (date(2026, 8, 23), "not started", "not started"),
+        (date(2026, 8, 24), "in term", "not started"),
+        (date(2026, 12, 18), "in term", "not started"),
+        (date(2026, 12, 20), "ended (grace)", "not started"),
+        (date(2026, 12, 26), "ended", "not started"),
+        (date(2027, 5, 28), "ended", "in term"),
+        (date(2027, 5, 29), "ended", "ended"),
+    ],
+)
+def test_status_states_follow_the_dates(
+    two_stacks: Path, capsys: pytest.CaptureFixture[str], today: date, fall: str, spring: str
+) -> None:
+    code, out, err = run(capsys, "status", "--stacks-dir", str(two_stacks), "--json", today=today)
+    assert code == 0, err
+    rows = {r["stack"]: r for r in json.loads(out)}
+    assert rows["cis90-fall2026"]["state"] == fall
+    assert rows["cis91-spring2027"]["state"] == spring
+
+
+def test_status_counts_students_and_lists_hosts(two_stacks: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "status", "--stacks-dir", str(two_stacks), "--json", today=date(2026, 9, 1))
+    assert code == 0, err
+    rows = {r["stack"]: r for r in json.loads(out)}
+    fall, spring = rows["cis90-fall2026"], rows["cis91-spring2027"]
+    assert (fall["class"], fall["term"], fall["start"], fall["end"]) == ("cis90", "fall2026", "2026-08-24", "2026-12-18")
+    assert (fall["students"], fall["staff"]) == (2, 1)
+    assert (spring["students"], spring["staff"]) == (3, 1)  # counted from the CSV
+    assert spring["labHosts"] == ["lab1", "lab2"]
+    assert fall["labHosts"] == []
+    if shutil.which("pulumi") is None:
+        assert fall["server"] == "unknown (no pulumi CLI)"
+    code, table, _ = run(capsys, "status", "--stacks-dir", str(two_stacks), today=date(2026, 9, 1))
+    assert code == 0
+    lines = table.splitlines()
+    assert lines[0].split()[:3] == ["stack", "class", "term"]
+    spring_line = next(line for line in lines if line.startswith("cis91-spring2027"))
+    assert "lab1, lab2" in spring_line and spring_line.rstrip().endswith("not started")
+
+
+def test_status_reports_an_invalid_stack_without_failing(two_stacks: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_stack(two_stacks, "broken", {"classroom:term": {"start": "someday", "end": "2027-01-01"}})
+    code, out, err = run(capsys, "status", "--stacks-dir", str(two_stacks), "--json", today=date(2026, 9, 1))
+    assert code == 0, err
+    rows = {r["stack"]: r for r in json.loads(out)}
+    assert rows["broken"]["state"] == "invalid" and "term.start" in rows["broken"]["error"]
+    assert rows["cis90-fall2026"]["state"] == "in term"
+
+
+def test_status_bad_stacks_dir_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "status", "--stacks-dir", str(tmp_path / "nope"))
+    assert code == 2 and "--stacks-dir" in err
+
+
+# ------------------------------------------------------------------ end
+
+
+def test_end_argument_errors(stacks: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "end", "--stacks-dir", str(stacks), "--skip-destroy")
+    assert code == 2 and "--stack" in err
+    code, _, err = run(capsys, "end", "--stacks-dir", str(stacks), "--stack", "nope", "--skip-destroy")
+    assert code == 2 and "--stack" in err and "nope" in err and OLD in err
+    code, _, err = run(capsys, "end", "--stacks-dir", str(stacks), "--stack", "../etc", "--skip-destroy")
+    assert code == 2 and "not a stack name" in err
+    code, _, err = run(
+        capsys, "end", "--stacks-dir", str(stacks), "--stack", OLD, "--skip-destroy", "--summary", str(stacks)
+    )
+    assert code == 2 and "--summary" in err and "directory" in err
+    code, _, err = run(capsys, "end", "--stacks-dir", str(stacks), "--stack", OLD, "--skip-destroy", "--bogus")
+    assert code == 2 and "--bogus" in err
+    assert "Traceback" not in err
+
+
+def test_end_without_pulumi_says_so_and_destroys_nothing(
+    stacks: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if shutil.which("pulumi"):
+        pytest.skip("a pulumi CLI is on PATH: the engine path is exercised in the e2e tier")
+    summary = tmp_path / "summary.md"
+    code, _, err = run(capsys, "end", "--stacks-dir", str(stacks), "--stack", OLD, "--summary", str(summary))
+    assert code == 1 and "pulumi is not on PATH" in err and "--skip-destroy" in err
+    assert not summary.exists()
+
+
+# ------------------------------------------------------------------ kept-data summary (pure part)
+
+
+def claim(name: str, volume: str, size: str = "50Gi") -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}"},
+        "spec": {"resources": {"requests": {"storage": size}}, "storageClassName": "ns-retain", "volumeName": volume},
+        "status": {"phase": "Bound", "capacity": {"storage": size}},
+    }
+
+
+def volume(name: str, policy: str, source: dict[str, Any], claim_name: str = "", phase: str = "Bound") -> dict[str, Any]:
+    spec: dict[str, Any] = {"persistentVolumeReclaimPolicy": policy, **source}
+    if claim_name:
+        spec["claimRef"] = {"namespace": "ns", "name": claim_name}
+    return {"metadata": {"name": name}, "spec": spec, "status": {"phase": phase}}
+
+
+def test_summary_names_each_kind_of_storage_and_warns_on_delete() -> None:
+    claims = [claim("home", "pv-a"), claim("extra-nfs", "pv-b", "5Gi"), claim("extra-csi", "pv-c"), claim("lost", "")]
+    volumes = [
+        volume("pv-a", "Retain", {"hostPath": {"path": "/srv/vol/pv-a"}}, "home"),
+        volume("pv-b", "Retain", {"nfs": {"server": "nas1", "path": "/export/x"}}, "extra-nfs"),
+        volume("pv-c", "Delete", {"csi": {"driver": "ebs.csi.aws.com", "volumeHandle": "vol-123"}}, "extra-csi"),
+        volume("pv-old", "Retain", {"hostPath": {"path": "/srv/vol/pv-old"}}, "home-2025", phase="Released"),
+        volume("pv-other", "Retain", {"hostPath": {"path": "/x"}}),
+    ]
+    summary = term.summarize("ns", claims, volumes)
+    rows = {r["name"]: r for r in summary["claims"]}
+    assert rows["home"]["volume"]["source"] == {"kind": "hostPath", "path": "/srv/vol/pv-a"}
+    assert rows["home"]["volume"]["reclaimPolicy"] == "Retain"
+    assert rows["extra-nfs"]["volume"]["source"] == {"kind": "nfs", "server": "nas1", "path": "/export/x"}
+    assert rows["extra-nfs"]["size"] == "5Gi" and rows["extra-nfs"]["storageClass"] == "ns-retain"
+    assert rows["extra-csi"]["volume"]["source"]["volumeHandle"] == "vol-123"
+    assert rows["lost"]["volume"] is None
+    assert [v["name"] for v in summary["releasedVolumes"]] == ["pv-old"]
+    assert any("extra-csi" in w and "Delete" in w for w in summary["warnings"])
+    assert any("lost" in w and "not bound" in w for w in summary["warnings"])
+    text = term.summary_markdown("s", summary, destroyed=True)
+    assert "hostPath /srv/vol/pv-a" in text and "NFS nas1:/export/x" in text and "volumeHandle vol-123" in text
+    assert "pv-old" in text
