@@ -261,7 +261,12 @@ def test_status_counts_students_and_lists_hosts(two_stacks: Path, capsys: pytest
     assert code == 0, err
     rows = {r["stack"]: r for r in json.loads(out)}
     fall, spring = rows["cis90-fall2026"], rows["cis91-spring2027"]
-    assert (fall["class"], fall["term"], fall["start"], fall["end"]) == ("cis90", "fall2026", "2026-08-24", "2026-12-18")
+    assert (fall["class"], fall["term"], fall["start"], fall["end"]) == (
+        "cis90",
+        "fall2026",
+        "2026-08-24",
+        "2026-12-18",
+    )
     assert (fall["students"], fall["staff"]) == (2, 1)
     assert (spring["students"], spring["staff"]) == (3, 1)  # counted from the CSV
     assert spring["labHosts"] == ["lab1", "lab2"]
@@ -331,7 +336,9 @@ def claim(name: str, volume: str, size: str = "50Gi") -> dict[str, Any]:
     }
 
 
-def volume(name: str, policy: str, source: dict[str, Any], claim_name: str = "", phase: str = "Bound") -> dict[str, Any]:
+def volume(
+    name: str, policy: str, source: dict[str, Any], claim_name: str = "", phase: str = "Bound"
+) -> dict[str, Any]:
     spec: dict[str, Any] = {"persistentVolumeReclaimPolicy": policy, **source}
     if claim_name:
         spec["claimRef"] = {"namespace": "ns", "name": claim_name}
