@@ -499,7 +499,7 @@ def build_comment(
             "Replacing or deleting a PersistentVolumeClaim deletes its volume when the reclaim policy "
             "is `Delete`, and deleting a Namespace deletes every PVC inside it regardless of "
             "`protect`/`retain_on_delete`. **Do not merge** unless the data has been backed up and "
-            'the removal is deliberate (see the README, "Removing protection").'
+            'the removal is deliberate (README: "Data safety" and "End of term").'
         )
         out.append("")
         for risk in risks[:MAX_LOUD_ITEMS]:
