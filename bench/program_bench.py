@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO / "tools"))
 
 import localcluster  # noqa: E402
 
-from tests.unit.conftest import render  # noqa: E402
+from tests.unit.conftest import integral, render, stack_raw  # noqa: E402
 
 SIZES = (0, 30, 300)
 RESULTS = REPO / "bench" / "results" / "program.md"
@@ -48,8 +48,7 @@ def public_key() -> str:
 
 
 def stack_config(students: int) -> dict[str, Any]:
-    data = yaml.safe_load((REPO / "stacks" / "Pulumi.cis90-fall2026.yaml").read_text())["config"]
-    raw = {k.split(":", 1)[1]: v for k, v in data.items() if k.startswith("classroom:")}
+    raw = stack_raw("cis90-fall2026")
     raw["storageProvisioner"] = "classroom.local/hostpath"
     raw.pop("labs", None)
     if students:
@@ -58,16 +57,6 @@ def stack_config(students: int) -> dict[str, Any]:
     else:
         raw.pop("roster", None)
     return raw
-
-
-def integral(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: integral(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [integral(v) for v in value]
-    return value
 
 
 def timed(fn: Any) -> tuple[float, Any]:

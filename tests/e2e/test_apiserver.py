@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from tests.e2e.project import kget, kubectl
-from tests.unit.conftest import render
+from tests.unit.conftest import manifests_for, stack_raw
 
 pytestmark = pytest.mark.e2e
 
@@ -33,26 +33,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def stack_config(stack: str = STACK) -> dict[str, Any]:
-    data = yaml.safe_load((REPO / "stacks" / f"Pulumi.{stack}.yaml").read_text()).get("config", {})
-    raw = {k.split(":", 1)[1]: v for k, v in data.items() if k.startswith("classroom:")}
+    raw = stack_raw(stack)
     # The class stack names its real cluster's provisioner; the local control
     # plane provisions for this one.
     raw["storageProvisioner"] = "classroom.local/hostpath"
     return raw
 
 
-def integral(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: integral(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [integral(v) for v in value]
-    return value
-
-
 def apply(kubeconfig: str, raw: dict[str, Any], workdir: Path) -> list[dict[str, Any]]:
-    docs = [integral(m) for m in render(raw, stack=STACK).manifests]
+    docs = manifests_for(raw, STACK)
     # Namespaces and classes first, as the engine orders them by dependency.
     order = {"Namespace": 0, "StorageClass": 0, "Secret": 1, "ConfigMap": 1, "PersistentVolumeClaim": 1}
     docs.sort(key=lambda d: order.get(d["kind"], 2))
@@ -93,7 +82,7 @@ def test_objects_pass_server_side_dry_run_for_every_stack(cluster: tuple[str, Pa
     kc, workdir = cluster
     for stack_file in sorted((REPO / "stacks").glob("Pulumi.*.yaml")):
         stack = stack_file.name.removeprefix("Pulumi.").removesuffix(".yaml")
-        docs = [integral(m) for m in render(stack_config(stack), stack=stack).manifests]
+        docs = manifests_for(stack_config(stack), stack)
         ns_docs = [d for d in docs if d["kind"] in ("Namespace", "StorageClass")]
         path = workdir / f"{stack}.yaml"
         path.write_text(yaml.safe_dump_all(ns_docs, sort_keys=False))
@@ -185,7 +174,7 @@ def test_larger_home_is_expanded_in_place_and_shrinking_is_refused(cluster: tupl
 
 def test_ca_private_key_reaches_only_the_init_container(cluster: tuple[str, Path]) -> None:
     kc, _ = cluster
-    ns = namespace_of([integral(m) for m in render(stack_config(), stack=STACK).manifests])
+    ns = namespace_of(manifests_for(stack_config(), STACK))
     pod = ready_pod(kc, ns)
     assert pod is not None
     secrets = {s["metadata"]["name"] for s in kget(kc, "secret", "-n", ns, "-l", "classroom/role=ssh-ca")["items"]}

@@ -19,21 +19,16 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.unit.conftest import ROOT, render
+from tests.unit.conftest import ROOT, manifests_for, stack_raw
 
 CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
 SKIPS = Path(__file__).with_name("checkov-skips.yaml")
 K8S_VERSION = "1.34.0"
 
 
-def _stack(name: str) -> dict[str, Any]:
-    data = yaml.safe_load((ROOT / "stacks" / f"Pulumi.{name}.yaml").read_text())["config"]
-    return {k.split(":", 1)[1]: v for k, v in data.items() if k.startswith("classroom:")}
-
-
 CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
-    "dev": ("dev", _stack("dev")),
-    "cis90": ("cis90-fall2026", _stack("cis90-fall2026")),
+    "dev": ("dev", stack_raw("dev")),
+    "cis90": ("cis90-fall2026", stack_raw("cis90-fall2026")),
     "privileged": ("priv", {"privileged": True, "extraPorts": [{"name": "dns", "port": 53, "protocol": "UDP"}]}),
     "unprivileged": (
         "unpriv",
@@ -49,20 +44,9 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def _integral(value: Any) -> Any:
-    # Mocks hand numbers back as floats; the API server would see integers.
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _integral(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_integral(v) for v in value]
-    return value
-
-
 def manifests(config: str) -> list[dict[str, Any]]:
     stack, raw = CONFIGS[config]
-    return [_integral(m) for m in render(raw, stack=stack).manifests]
+    return manifests_for(raw, stack)
 
 
 @pytest.fixture(scope="module")
