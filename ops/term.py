@@ -116,22 +116,23 @@ def stack_namespace(data: Mapping[str, Any], stack: str) -> str:
 # ------------------------------------------------------------------ tools
 
 
-def run_tool(argv: Sequence[str], *, cwd: Path | None = None, what: str) -> str:
-    try:
-        proc = subprocess.run(list(argv), cwd=cwd, capture_output=True, text=True)
-    except OSError as exc:
-        raise TermError(f"{what}: cannot run {argv[0]} ({exc.strerror})", status=1) from None
-    if proc.returncode != 0:
-        raise TermError(f"{what} failed (exit {proc.returncode}): {proc.stderr.strip()[-800:]}", status=1)
-    return proc.stdout
-
-
 def kubectl_json(kubeconfig: str | None, *args: str) -> Any:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         raise TermError("kubectl is not on PATH: it is needed to list the kept claims and volumes", status=1)
-    argv = [kubectl, *(["--kubeconfig", kubeconfig] if kubeconfig else []), "get", *args, "-o", "json"]
-    text = run_tool(argv, what=f"kubectl get {' '.join(args)}")
+    argv = [kubectl, *(["--kubeconfig", kubeconfig] if kubeconfig else []), "--request-timeout=60s"]
+    argv += ["get", *args, "-o", "json"]
+    what = f"kubectl get {' '.join(args)}"
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True)
+    except OSError as exc:
+        raise TermError(f"{what}: cannot run kubectl ({exc.strerror})", status=1) from None
+    if proc.returncode != 0:
+        # kubectl repeats a connection error many times; its last line says it best.
+        last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+        where = f"--kubeconfig {kubeconfig}" if kubeconfig else "KUBECONFIG unset"
+        raise TermError(f"{what} failed: {last[-400:]} ({where}: is that the class's cluster?)", status=1)
+    text = proc.stdout
     try:
         return json.loads(text)
     except json.JSONDecodeError:

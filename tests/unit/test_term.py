@@ -325,6 +325,20 @@ def test_end_without_pulumi_says_so_and_destroys_nothing(
     assert not summary.exists()
 
 
+def test_end_with_an_unreachable_cluster_exits_1_naming_the_kubeconfig(
+    stacks: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not on PATH")
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
+    summary = tmp_path / "summary.md"
+    code, _, err = run(
+        capsys, "end", "--stacks-dir", str(stacks), "--stack", OLD, "--skip-destroy", "--summary", str(summary)
+    )
+    assert code == 1 and "missing-kubeconfig" in err and "Traceback" not in err
+    assert not summary.exists()
+
+
 # ------------------------------------------------------------------ kept-data summary (pure part)
 
 
