@@ -71,29 +71,7 @@ def build(cfg: ClassroomConfig) -> Classroom:
             ),
             opts=in_namespace,
         )
-    server = LoginServer(
-        "login",
-        LoginServerArgs(
-            config=cfg,
-            ca_public_key=ca.public_key,
-            ca_secret_name=ca.secret_name,
-            ssh_service_name=SSH_SERVICE_NAME,
-            labels=labels,
-            depends_on=namespace_deps,
-            roster_config_map=roster.config_map_name if roster else None,
-        ),
-    )
-    ports = PortServices(
-        "ports",
-        PortServicesArgs(
-            namespace=cfg.namespace,
-            service=cfg.service,
-            extra_ports=cfg.extra_ports,
-            selector=server.selector_labels,
-            labels=labels,
-            depends_on=namespace_deps,
-        ),
-    )
+    # Lab hosts first: the login server's session hook needs each one's labd URL.
     lab_hosts: dict[str, LabHost] = {}
     if cfg.labs.enabled:
         class_name, term_name = class_and_term_names(cfg.stack, cfg.access.term)
@@ -109,6 +87,33 @@ def build(cfg: ClassroomConfig) -> Classroom:
                 ca_secret_name=ca.secret_name,
                 opts=in_namespace,
             )
+    lab_urls = (
+        {user: lab_hosts[host].labd_url for user, host in cfg.labs.placement.items()} if cfg.labs.enabled else None
+    )
+    server = LoginServer(
+        "login",
+        LoginServerArgs(
+            config=cfg,
+            ca_public_key=ca.public_key,
+            ca_secret_name=ca.secret_name,
+            ssh_service_name=SSH_SERVICE_NAME,
+            labels=labels,
+            depends_on=namespace_deps,
+            roster_config_map=roster.config_map_name if roster else None,
+            lab_urls=lab_urls,
+        ),
+    )
+    ports = PortServices(
+        "ports",
+        PortServicesArgs(
+            namespace=cfg.namespace,
+            service=cfg.service,
+            extra_ports=cfg.extra_ports,
+            selector=server.selector_labels,
+            labels=labels,
+            depends_on=namespace_deps,
+        ),
+    )
     return Classroom(config=cfg, ca=ca, server=server, ports=ports, roster=roster, lab_hosts=lab_hosts)
 
 

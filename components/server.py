@@ -21,8 +21,20 @@ Modes:
                setup need, no privilege escalation (so no sudo for students),
                RuntimeDefault seccomp.
 
+Labs (when the stack has them): a ConfigMap `lab-session-scripts` (the PAM
+session hook, its PAM snippet and install-lab-session.sh) mounted at
+/etc/classroom/lab-session, which rc.local installs; and a Secret
+`lab-session` (config.json: user -> labd URL from the placement, hostId;
+session.key: the class's labd session key) mounted read-only, mode 0400, at
+/etc/lab-session-hook in the login container only - never in the init
+container, and root-only on disk, so students cannot sign requests.
+
 A checksum over every script, config file and the CA public key is a pod
-annotation, so changing any of them rolls the pod.
+annotation, so changing any of them rolls the pod. The lab session Secret is
+deliberately outside it: the hook reads config.json and session.key afresh on
+every call from a directory mount that the kubelet keeps current, so a new
+student (a new `urls` entry) or a rotated key reaches the pod without
+restarting it and dropping every student's session (the roster's rule too).
 """
 
 from __future__ import annotations
@@ -58,6 +70,17 @@ HOST_KEY_SCRIPT_DIR = "/etc/classroom/hostkeys"
 # creates an empty one first, because sshd refuses every key while it is
 # missing and an empty file revokes nothing.
 REVOKED_KEYS_FILE = "/etc/ssh/classroom-revoked.krl"
+
+# Lab session hook (labs enabled only).
+LAB_SESSION_SECRET = "lab-session"
+LAB_SESSION_DIR = "/etc/lab-session-hook"  # the hook's default config path lives here
+LAB_SCRIPTS_CONFIG_MAP = "lab-session-scripts"
+LAB_SCRIPTS_DIR = "/etc/classroom/lab-session"  # rc.local runs install-lab-session.sh from here
+LAB_SESSION_ROLE = {"classroom/role": "lab-session"}
+# Sessions are keyed by this id at labd; the pod name of the one replica is
+# stable across restarts (the hostname is not: rc.local may change it).
+LAB_HOST_ID = f"{STATEFULSET_NAME}-0"
+LAB_SCRIPT_FILES = ("lab-session-hook", "pam-lab-session", "install-lab-session.sh")
 
 # Unprivileged mode keeps only what sshd (privilege separation, PAM audit,
 # port 22, pty ownership) and rc.local (useradd, install -o) need; Docker's
@@ -132,6 +155,32 @@ def pod_files(cfg: ClassroomConfig) -> dict[str, str]:
     return files
 
 
+def lab_session_scripts() -> dict[str, str]:
+    """The files of the lab-session-scripts ConfigMap, read from components/scripts."""
+    return {name: (SCRIPTS / name).read_text() for name in LAB_SCRIPT_FILES}
+
+
+def lab_session_config(urls: Mapping[str, str]) -> str:
+    """The hook's /etc/lab-session-hook/config.json.
+
+    Only `urls` (no `url` fallback): a user the placement does not name - the
+    instructor, a student without labs - has no lab, and the hook ignores them.
+    """
+    config = {
+        "urls": dict(sorted(urls.items())),
+        "keyFile": f"{LAB_SESSION_DIR}/session.key",
+        "hostId": LAB_HOST_ID,
+        "minUid": 1000,
+        "requestTimeout": 3,
+        "readyTimeout": 900,
+        "stateDir": "/run/lab-session-hook",
+        "writeKubeconfig": True,
+        # The PAM side runs detached with no terminal: without a file its errors are lost.
+        "logFile": "/var/log/lab-session-hook.log",
+    }
+    return json.dumps(config, indent=1, sort_keys=True) + "\n"
+
+
 def config_checksum(files: Mapping[str, str], *extra: str) -> str:
     """sha256 over all pod files (and e.g. the CA public key): changes roll the pod."""
     digest = hashlib.sha256()
@@ -156,6 +205,10 @@ class LoginServerArgs:
     # Optional digest of the roster content; included in the pod checksum
     # only when given (a roster change then restarts the server).
     roster_revision: pulumi.Input[str] | None = None
+    # Labs: user name -> URL of the labd holding that student's cluster
+    # (placement + LabHost.labd_url). None: the stack has no labs, and the
+    # pod gets no hook, no key and no sudo rule.
+    lab_urls: Mapping[str, pulumi.Input[str]] | None = None
 
 
 class LoginServer(pulumi.ComponentResource):
@@ -258,11 +311,47 @@ class LoginServer(pulumi.ComponentResource):
         )
         self.pod_config.append(ca_config_map)
 
+        checksum_files = dict(files)
+        self.lab_session_secret: k8s.core.v1.Secret | None = None
+        if args.lab_urls is not None:
+            if not cfg.labs.session_key:
+                raise ValueError("lab_urls given but the stack's labs.sessionKey is empty")
+            scripts = lab_session_scripts()
+            checksum_files.update({f"{LAB_SCRIPTS_CONFIG_MAP}/{k}": v for k, v in scripts.items()})
+            self.pod_config.append(
+                k8s.core.v1.ConfigMap(
+                    LAB_SCRIPTS_CONFIG_MAP,
+                    metadata=k8s.meta.v1.ObjectMetaArgs(
+                        name=LAB_SCRIPTS_CONFIG_MAP, namespace=ns, labels={**labels, **LAB_SESSION_ROLE}
+                    ),
+                    data=scripts,
+                    opts=child,
+                )
+            )
+            urls: pulumi.Output[dict[str, str]] = (
+                pulumi.Output.all(**dict(args.lab_urls)).apply(lambda u: {str(k): str(v) for k, v in u.items()})
+                if args.lab_urls
+                else pulumi.Output.from_input({})
+            )
+            self.lab_session_secret = k8s.core.v1.Secret(
+                LAB_SESSION_SECRET,
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=LAB_SESSION_SECRET, namespace=ns, labels={**labels, **LAB_SESSION_ROLE}
+                ),
+                type="Opaque",
+                string_data={
+                    "config.json": urls.apply(lab_session_config),
+                    "session.key": pulumi.Output.secret(cfg.labs.session_key.strip() + "\n"),
+                },
+                opts=child,
+            )
+            self.pod_config.append(self.lab_session_secret)
+
         checksum_parts: list[pulumi.Input[str]] = [args.ca_public_key]
         if args.roster_revision is not None:
             checksum_parts.append(args.roster_revision)
         self.checksum = pulumi.Output.all(*checksum_parts).apply(
-            lambda parts: config_checksum(files, *[str(p) for p in parts])
+            lambda parts: config_checksum(checksum_files, *[str(p) for p in parts])
         )
 
         # ---- headless Service the StatefulSet names (stable pod DNS)
@@ -394,6 +483,15 @@ def build_pod_spec(cfg: ClassroomConfig, args: LoginServerArgs, *, ssh_service_n
                 config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(name=args.roster_config_map, default_mode=0o444),
             )
         )
+    if args.lab_urls is not None:
+        volumes += [
+            # Owner root, no group/other bits: the hook refuses anything looser.
+            k8s.core.v1.VolumeArgs(
+                name=LAB_SESSION_SECRET,
+                secret=k8s.core.v1.SecretVolumeSourceArgs(secret_name=LAB_SESSION_SECRET, default_mode=0o400),
+            ),
+            _config_map_volume(LAB_SCRIPTS_CONFIG_MAP, 0o444),
+        ]
 
     login_mounts = [
         k8s.core.v1.VolumeMountArgs(name="home", mount_path="/home"),
@@ -409,6 +507,13 @@ def build_pod_spec(cfg: ClassroomConfig, args: LoginServerArgs, *, ssh_service_n
         login_mounts.append(_file_mount("entrypoint", ENTRYPOINT_PATH))
     if args.roster_config_map is not None:
         login_mounts.append(k8s.core.v1.VolumeMountArgs(name="roster", mount_path=ROSTER_MOUNT, read_only=True))
+    if args.lab_urls is not None:
+        # Whole directories, not subPath: the kubelet then swaps in a changed
+        # Secret (a new student's URL, a rotated key) without a pod restart.
+        login_mounts += [
+            k8s.core.v1.VolumeMountArgs(name=LAB_SESSION_SECRET, mount_path=LAB_SESSION_DIR, read_only=True),
+            k8s.core.v1.VolumeMountArgs(name=LAB_SCRIPTS_CONFIG_MAP, mount_path=LAB_SCRIPTS_DIR, read_only=True),
+        ]
 
     principals = ",".join(host_principals(cfg, ssh_service_name))
     init = k8s.core.v1.ContainerArgs(
