@@ -29,12 +29,7 @@ import yaml
 from ops import term
 from tests.e2e.project import PulumiProject, kget, kubectl
 from tests.e2e.test_apiserver import REPO, stack_config, wait_for
-from tests.unit.conftest import render
-
-try:  # the helper is moving from test_apiserver to the shared conftest; either home works
-    from tests.unit.conftest import integral
-except ImportError:
-    from tests.e2e.test_apiserver import integral  # type: ignore[attr-defined,no-redef]
+from tests.unit.conftest import manifests_for
 
 pytestmark = pytest.mark.e2e
 
@@ -49,7 +44,7 @@ KEPT_KINDS = {"Namespace", "PersistentVolumeClaim", "StorageClass"}
 
 def apply_stack(kc: str, raw: dict[str, Any], stack: str, workdir: Path) -> list[dict[str, Any]]:
     """test_apiserver.apply for a named stack (the next term has a different stack name)."""
-    docs = [integral(m) for m in render(raw, stack=stack).manifests]
+    docs = manifests_for(raw, stack)
     order = {"Namespace": 0, "StorageClass": 0, "Secret": 1, "ConfigMap": 1, "PersistentVolumeClaim": 1}
     docs.sort(key=lambda d: order.get(d["kind"], 2))
     path = workdir / f"{stack}.yaml"
