@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 STACK ?= dev
 
-.PHONY: help setup up preview destroy test unit ssh labs labhost e2e lint bench cluster-start cluster-stop toolchain clean
+.PHONY: help setup up preview destroy term-end term-new term-status test unit ssh labs labhost e2e lint bench cluster-start cluster-stop toolchain clean
 
 help: ## List every task
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z0-9-]+):.*## (.*)/  make \1\t\2/' | expand -t 24
@@ -21,6 +21,15 @@ preview: ## `pulumi preview --diff` of STACK
 
 destroy: ## End-of-term teardown of STACK: everything but the protected homes
 	tools/up.sh destroy $(STACK)
+
+term-end: ## Close STACK's term: destroy all but the homes, write out/end-of-term-STACK.md
+	.venv/bin/python -m ops.term end --stack $(STACK)
+
+term-new: ## Next term's stack from FROM: make term-new FROM=a TO=b START=YYYY-MM-DD END=YYYY-MM-DD [ROSTER=f.csv] [ADOPT=1]
+	.venv/bin/python -m ops.term new --from $(FROM) --to $(TO) --start $(START) --end $(END) $(if $(ROSTER),--roster $(ROSTER)) $(if $(ADOPT),--adopt-homes)
+
+term-status: ## Every stack: class, term, dates, students, address, lab hosts, state
+	.venv/bin/python -m ops.term status
 
 cluster-start: ## Start the local control plane (etcd, apiserver, kwok) in .state/cluster
 	tools/up.sh cluster-start
