@@ -299,3 +299,18 @@ def test_checkov_raises_nothing_new_for_the_lab_session_objects(tmp_path: Path) 
         )
     ]
     assert not unexplained, "new checkov findings on a labs stack:\n" + "\n".join(unexplained)
+
+
+def test_the_policy_pack_accepts_a_labs_stack(labs: Rendered) -> None:
+    # The lab-session Secret is mounted into the login container: the pack's
+    # CA-key rule must tell it apart from the CA key (label classroom/role).
+    from tests.unit.test_policy_program import rules, run_resource_rule, run_stack_rule
+
+    for rule in (
+        rules.validate_student_data_protected,
+        rules.validate_requests_and_limits,
+        rules.validate_privileged_only_when_configured,
+        rules.validate_service_ports,
+    ):
+        assert run_resource_rule(rule, labs) == [], rule.__name__
+    assert run_stack_rule(rules.validate_ca_key_only_in_init_container, labs) == []
