@@ -132,7 +132,7 @@ def export(room: Classroom) -> None:
     if room.roster is not None:
         pulumi.export("roster", room.roster.summary)
         # Secret: certificates are not keys, but they are per-person access.
-        pulumi.export("certificates", room.roster.certificates)
+        pulumi.export("studentCertificates", room.roster.certificates)
     if room.lab_hosts:
         pulumi.export("labHosts", {name: h.labd_url for name, h in room.lab_hosts.items()})
 

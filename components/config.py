@@ -37,7 +37,7 @@ from typing import Any
 
 from components.errors import ConfigError
 from components.labconfig import LAB_KEYS, LabsConfig, parse_labs
-from components.rosterdata import ACCESS_KEYS, AccessConfig, parse_access
+from components.rosterdata import ACCESS_KEYS, AccessConfig, check_reserved, parse_access
 
 NAMESPACE = "classroom"
 
@@ -73,7 +73,7 @@ ALLOWED_UNDER_SYSTEM = ("/var/www",)
 # itself (e.g. /home/cis90, /srv/data, /opt/tools).
 NOT_ITSELF = ("/home", "/", "/srv", "/opt", "/mnt", "/media")
 
-_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?$")
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?\Z")
 _SUFFIX = {
     None: Decimal(1),
     "m": Decimal("0.001"),
@@ -90,16 +90,16 @@ _SUFFIX = {
     "Pi": Decimal(2**50),
     "Ei": Decimal(2**60),
 }
-_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
-_UNIX_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-_PORT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?\Z")
+_UNIX_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\Z")
+_PORT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?\Z")
 _SSH_KEY = re.compile(
     r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|"
-    r"sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( .*)?$"
+    r"sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( .*)?\Z"
 )
-_SSH_IMPORT = re.compile(r"^(gh|lp):[A-Za-z0-9][A-Za-z0-9._-]*$")
-_REPO_URL = re.compile(r"^(https?://|ssh://|git://|git@[^:]+:)\S+$")
+_SSH_IMPORT = re.compile(r"^(gh|lp):[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+_REPO_URL = re.compile(r"^(https?://|ssh://|git://|git@[^:]+:)\S+\Z")
 # Names the image or Debian/Ubuntu reserve; taking them would clash with
 # system accounts the login image already has.
 _RESERVED_USERS = frozenset(
@@ -748,6 +748,9 @@ def parse_config(
     # Roster/term (components.rosterdata) and labs (components.labconfig) own
     # their keys' rules; they raise the same ConfigError.
     access = parse_access({k: raw[k] for k in ACCESS_KEYS if k in raw}, base_dir=base_dir)
+    # rc.local creates the stack's own account; a roster entry with its name or
+    # UID would be refused by the reconciler in the pod — say so now instead.
+    check_reserved(access, names=[user], uids=[user_id])
     config = ClassroomConfig(
         stack=stack,
         base_dir=base_dir,

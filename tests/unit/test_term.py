@@ -120,7 +120,7 @@ def test_new_keeps_timezone_and_grace_and_drops_salt_revocations_and_old_student
         "name": "fall2026",
     }
     data["config"]["classroom:roster"] = [
-        {"username": "mmatera", "role": "instructor"},
+        {"username": "kchan", "role": "instructor"},
         {"username": "oldstudent"},
         {"username": "oldta", "role": "ta"},
     ]
@@ -138,7 +138,7 @@ def test_new_keeps_timezone_and_grace_and_drops_salt_revocations_and_old_student
         "timezone": "America/Los_Angeles",
         "grace": "7d",
     }
-    assert [p["username"] for p in config["classroom:roster"]] == ["mmatera", "oldta"]
+    assert [p["username"] for p in config["classroom:roster"]] == ["kchan", "oldta"]
     assert "classroom:revocations" not in config
     assert "classroom:rcLocal" not in config  # encrypted with the old stack's key
     assert config["classroom:namespace"] == "cis90"

@@ -69,3 +69,46 @@ def test_roster_handle_with_an_inner_newline_is_refused() -> None:
     with pytest.raises(ConfigError) as err:
         parse_access(raw, base_dir=ROOT)
     assert "github" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "good"),
+    [
+        ("user", "alice"),
+        ("hostName", "opus"),
+        ("homeSize", "2Gi"),
+        ("namespace", "cis90"),
+    ],
+)
+def test_stack_values_with_a_trailing_newline_are_refused_with_the_key(key: str, good: str) -> None:
+    from components.config import parse_config
+
+    parse_config({key: good}, stack="dev", base_dir=ROOT)
+    with pytest.raises(ConfigError) as err:
+        parse_config({key: good + "\n"}, stack="dev", base_dir=ROOT)
+    assert key in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "field", "good"),
+    [("userSSHImport", "user_ssh_import", "gh:octocat"), ("customizeRepo", "customize_repo", "https://example.org/s.git")],
+)
+def test_stripped_stack_values_keep_no_newline(key: str, field: str, good: str) -> None:
+    from components.config import parse_config
+
+    cfg = parse_config({key: good + "\n"}, stack="dev", base_dir=ROOT)
+    assert "\n" not in repr(getattr(cfg, field))
+    assert good in repr(getattr(cfg, field))
+
+
+def test_roster_entry_cannot_take_the_servers_own_account() -> None:
+    from components.config import parse_config
+
+    raw = {
+        "user": "mmatera",
+        "roster": [{"username": "mmatera"}],
+        "term": {"start": "2026-08-24", "end": "2026-12-18"},
+    }
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw, stack="dev", base_dir=ROOT)
+    assert "roster.username" in str(err.value) and "classroom:user" in str(err.value)
