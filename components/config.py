@@ -38,6 +38,9 @@ from typing import Any
 from components.errors import ConfigError
 from components.labconfig import LAB_KEYS, LabsConfig, parse_labs
 from components.rosterdata import ACCESS_KEYS, AccessConfig, check_reserved, parse_access
+from components.validate import boolean as _bool
+from components.validate import integer as _integral
+from components.validate import mapping as _mapping
 
 NAMESPACE = "classroom"
 
@@ -322,18 +325,6 @@ def _reject_unknown(mapping: Mapping[str, Any], known: Sequence[str], where: str
             )
 
 
-def _integral(key: str, value: Any, lo: int, hi: int) -> int:
-    # Pulumi mocks and some YAML paths deliver numbers as floats (22.0);
-    # accept those when they are whole, and digit strings from `pulumi config set`.
-    if isinstance(value, bool):
-        raise ConfigError(key, value, f"an integer from {lo} to {hi}")
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, str) and re.fullmatch(r"[0-9]+", value.strip()):
-        value = int(value.strip())
-    if not isinstance(value, int) or not lo <= value <= hi:
-        raise ConfigError(key, value, f"an integer from {lo} to {hi}")
-    return value
 
 
 def _string(key: str, value: Any) -> str:
@@ -342,18 +333,8 @@ def _string(key: str, value: Any) -> str:
     return value
 
 
-def _bool(key: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise ConfigError(key, value, "true or false")
 
 
-def _mapping(key: str, value: Any) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise ConfigError(key, value, "a mapping (key: value pairs)")
-    return value
 
 
 def _list(key: str, value: Any) -> list[Any]:

@@ -37,6 +37,9 @@ import yaml
 
 from components.errors import ConfigError
 from components.placement import Slot, place
+from components.validate import boolean as _bool
+from components.validate import integer as _int
+from components.validate import mapping as _mapping
 
 LAB_KEYS = ("labs",)
 
@@ -179,10 +182,6 @@ class LabsConfig:
 # ------------------------------------------------------------------ helpers
 
 
-def _mapping(key: str, value: Any) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise ConfigError(key, value, "an object (YAML mapping)")
-    return value
 
 
 def _unknown(key: str, value: Mapping[str, Any], known: Sequence[str]) -> None:
@@ -191,17 +190,6 @@ def _unknown(key: str, value: Mapping[str, Any], known: Sequence[str]) -> None:
             raise ConfigError(f"{key}.{k}", value[k], "one of the known keys: " + ", ".join(known))
 
 
-def _int(key: str, value: Any, lo: int, hi: int) -> int:
-    accepted = f"an integer {lo}..{hi}"
-    if isinstance(value, bool):
-        raise ConfigError(key, value, accepted)
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)  # the engine hands numbers over as floats (22.0)
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if not isinstance(value, int) or not lo <= value <= hi:
-        raise ConfigError(key, value, accepted)
-    return value
 
 
 def _str(key: str, value: Any, pattern: re.Pattern[str] | None = None, accepted: str = "a string") -> str:
@@ -210,12 +198,6 @@ def _str(key: str, value: Any, pattern: re.Pattern[str] | None = None, accepted:
     return value
 
 
-def _bool(key: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise ConfigError(key, value, "true or false")
 
 
 def _secret(key: str, value: Any, min_len: int = 32) -> str:
@@ -295,7 +277,7 @@ def _template(key: str, text: Any, servers: int, agents: int, k3s_image: str) ->
     for count_key, lo in (("servers", 1), ("agents", 0)):
         count = data.get(count_key, lo)
         if isinstance(count, bool) or not isinstance(count, int) or not lo <= count <= 9:
-            raise ConfigError(f"{key}.{count_key}", count, f"an integer {lo}..9")
+            raise ConfigError(f"{key}.{count_key}", count, f"an integer from {lo} to 9")
     return text
 
 
