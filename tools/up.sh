@@ -67,7 +67,7 @@ if [ -n "${KUBE_CONTEXT:-}" ]; then
 fi
 
 case "$action" in
-    up) pulumi up --stack "$stack" --yes --skip-preview=false --non-interactive ;;
+    up) pulumi up --stack "$stack" --yes --non-interactive ;;
     preview) pulumi preview --stack "$stack" --diff --non-interactive ;;
     destroy)
         # End of term: everything but the protected home and extra-mount PVCs
