@@ -74,5 +74,5 @@ case "$action" in
         # (and the namespace that holds them) goes; see README "End of term".
         pulumi destroy --stack "$stack" --yes --exclude-protected --non-interactive ;;
     purge-homes)
-        die "purging homes is a deliberate manual step; see README 'Deleting home directories'" ;;
+        die "deleting homes is a deliberate manual step; see README 'End of term', step 2" ;;
 esac
