@@ -18,6 +18,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -756,6 +757,9 @@ def nspawn_leader(nspawn: subprocess.Popen[str]) -> int | None:
     return None
 
 
+BOOT_TIMEOUT = 180  # seconds; a normal boot here takes 2-5
+
+
 @contextmanager
 def boot(root: Path) -> Iterator[Booted]:
     # The overlay's /proc mount would confuse systemd; nspawn mounts its own.
@@ -792,10 +796,24 @@ def boot(root: Path) -> Iterator[Booted]:
         booted = Booted(nspawn, leader)
         # `--wait` blocks until start-up has finished, but only once systemd's
         # socket exists; until then systemctl fails at once and prints no state.
-        for _ in range(600):
-            if booted.run("systemctl is-system-running --wait").stdout.strip():
-                break
-            subprocess.run(["sleep", "0.05"], check=False)
+        # A deadline, not a count of tries: on a loaded CI machine the boot can
+        # take far longer than the polls add up to, and a test that went on
+        # before systemd answered would fail for the wrong reason.
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        state = ""
+        while not state and time.monotonic() < deadline and nspawn.poll() is None:
+            state = booted.run("systemctl is-system-running --wait").stdout.strip()
+            if not state:
+                # nsenter into a PID that was not (or is no longer) the
+                # container's PID 1 fails at once every time: look again.
+                current = nspawn_leader(nspawn)
+                if current is not None and current != booted.leader:
+                    leader = current
+                    booted = Booted(nspawn, current)
+                time.sleep(0.1)
+        if not state:
+            exited = f"nspawn exited with {nspawn.returncode}" if nspawn.poll() is not None else "still running"
+            pytest.fail(f"the booted system's systemd did not answer within {BOOT_TIMEOUT}s ({exited})")
         yield booted
     finally:
         if nspawn.poll() is None:
