@@ -536,15 +536,7 @@ def build_pod_spec(cfg: ClassroomConfig, args: LoginServerArgs, *, ssh_service_n
         # Root (the key files must belong to the uid sshd runs as) but with no
         # capabilities at all: it only reads its own 0400 secret and writes
         # into the emptyDir.
-        security_context=k8s.core.v1.SecurityContextArgs(
-            run_as_user=0,
-            run_as_non_root=False,
-            privileged=False,
-            allow_privilege_escalation=False,
-            read_only_root_filesystem=True,
-            capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
-            seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
-        ),
+        security_context=_confined_root(read_only_root=True),
     )
 
     ports = [k8s.core.v1.ContainerPortArgs(name="ssh", container_port=22, protocol="TCP")]
@@ -559,15 +551,7 @@ def build_pod_spec(cfg: ClassroomConfig, args: LoginServerArgs, *, ssh_service_n
         )
         command = None
     else:
-        security = k8s.core.v1.SecurityContextArgs(
-            run_as_user=0,
-            run_as_non_root=False,
-            privileged=False,
-            allow_privilege_escalation=False,
-            read_only_root_filesystem=False,
-            capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"], add=list(UNPRIVILEGED_CAPABILITIES)),
-            seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
-        )
+        security = _confined_root(read_only_root=False, add=UNPRIVILEGED_CAPABILITIES)
         command = [ENTRYPOINT_PATH]
 
     login = k8s.core.v1.ContainerArgs(
@@ -628,6 +612,19 @@ def _ca_public_volume(args: LoginServerArgs) -> k8s.core.v1.VolumeArgs:
             items=[k8s.core.v1.KeyToPathArgs(key="ca.pub", path="ca.pub")],
             default_mode=0o444,
         ),
+    )
+
+
+def _confined_root(*, read_only_root: bool, add: Sequence[str] = ()) -> k8s.core.v1.SecurityContextArgs:
+    """Root inside the container, but no privilege, no escalation and only the capabilities named."""
+    return k8s.core.v1.SecurityContextArgs(
+        run_as_user=0,
+        run_as_non_root=False,
+        privileged=False,
+        allow_privilege_escalation=False,
+        read_only_root_filesystem=read_only_root,
+        capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"], add=list(add) or None),
+        seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
     )
 
 
