@@ -28,6 +28,20 @@ if [ ! -f "$pam_sshd" ]; then
     echo "install-lab-session: $pam_sshd is missing (is openssh-server installed?)" >&2
     exit 1
 fi
+# The hook runs as root with the PAM environment: a student's
+# ~/.pam_environment must never be part of it. The image turns user_readenv
+# off (setup-image.sh); do it here too, so an image built before that (or
+# another distro's) is closed at every boot before the hook goes in.
+for pam_file in "$root"/etc/pam.d/*; do
+    [ -f "$pam_file" ] || continue
+    if grep -Eq '^[^#]*pam_env\.so.*user_readenv=1' "$pam_file"; then
+        sed -i -E '/^[^#]*pam_env\.so/s/user_readenv=1/user_readenv=0/' "$pam_file"
+    fi
+done
+if grep -Eq '^[^#]*pam_env\.so.*user_readenv=1' "$root"/etc/pam.d/* 2>/dev/null; then
+    echo "install-lab-session: a PAM file still reads users' ~/.pam_environment; not installing the hook" >&2
+    exit 1
+fi
 if ! grep -qx '@include lab-session' "$pam_sshd"; then
     # A file without a final newline would glue the include onto its last line.
     if [ -n "$(tail -c 1 "$pam_sshd")" ]; then

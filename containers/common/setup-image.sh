@@ -92,6 +92,24 @@ say "removing the distro's host keys"
 # class CA; keys baked into an image would be shared by every pod from it.
 rm -f /etc/ssh/ssh_host_*
 
+say "closing the PAM stack to students' own environment files"
+# Debian (openssh-server up to 1:9.7p1-6) and Ubuntu jammy/noble ship
+# /etc/pam.d/sshd with "pam_env.so user_readenv=1": every variable a student
+# writes into ~/.pam_environment (LD_PRELOAD, PYTHONPATH, http_proxy,
+# PAM_USER ...) would be in the environment of each later session module,
+# including the lab session hook that pam_exec runs as ROOT. Turn it off in
+# every PAM file; /etc/environment and /etc/default/locale are still read.
+for pam_file in /etc/pam.d/*; do
+    [ -f "$pam_file" ] || continue
+    if grep -Eq '^[^#]*pam_env\.so.*user_readenv=1' "$pam_file"; then
+        sed -i -E '/^[^#]*pam_env\.so/s/user_readenv=1/user_readenv=0/' "$pam_file"
+    fi
+done
+if grep -Eq '^[^#]*pam_env\.so.*user_readenv=1' /etc/pam.d/* 2>/dev/null; then
+    say "ERROR: a PAM file still reads the user's environment file" >&2
+    exit 1
+fi
+
 say "creating the root-owned key directories"
 # AuthorizedKeysFile /etc/ssh/authorized_keys/%u: root-owned and not writable
 # by students, so a student cannot add a key that outlives the term.

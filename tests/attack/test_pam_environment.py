@@ -52,8 +52,8 @@ def bob_logged_in_and_hook_ran(server: Server) -> None:
     result = server.login("bob", "true")
     assert result.returncode == 0, result.stderr + server.sshd.new_log()
     # The hook is detached: wait until it has done bob's (legitimate) open.
-    wait_until(lambda: "for bob: HTTP" in server.hook_log() or list(server.root.glob("pwned-*")),
-               "the session hook's open for bob")
+    wait_until(lambda: "for bob: HTTP" in server.hook_log() or "doing nothing" in server.hook_log()
+               or list(server.root.glob("pwned-*")), "the session hook's open for bob (or its refusal)")
 
 
 def assert_alice_untouched(server: Server) -> None:
@@ -154,3 +154,25 @@ def test_crafted_pam_items_do_not_act_for_another_student(server: Server, inject
     wait_until(lambda: "for bob" in server.hook_log() or "for alice" in server.hook_log(), "the hook's log")
     assert "for alice" not in server.hook_log()
     assert_alice_untouched(server)
+
+
+def test_hook_alone_holds_when_a_stack_still_reads_user_environment(server: Server) -> None:
+    """Defence in depth: an image whose PAM stack still reads ~/.pam_environment (built before
+    the fix, or a distro the scripts do not know) must not give the hook's own part away."""
+    pam = server.root / "etc/pam.d/sshd"
+    pam.write_text(pam.read_text().replace("user_readenv=0", "user_readenv=1"))
+    proxy = CountingProxy()
+    try:
+        server.plant("bob", "py/sitecustomize.py", SITECUSTOMIZE)
+        server.plant("bob", ".pam_environment", pam_environment({
+            "PYTHONPATH": "/home/bob/py", "http_proxy": f"http://127.0.0.1:{proxy.port}",
+            "PAM_USER": "alice", "PAM_TYPE": "open_session"}))
+        bob_logged_in_and_hook_ran(server)
+        wait_until(lambda: "doing nothing" in server.hook_log() or list(server.root.glob("pwned-*")),
+                   "the hook's refusal")
+        assert not (server.root / "pwned-pythonpath").exists()
+        assert proxy.connections == 0
+        assert "for alice" not in server.hook_log()
+        assert_alice_untouched(server)
+    finally:
+        proxy.stop()
