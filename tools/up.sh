@@ -67,7 +67,14 @@ if [ -n "${KUBE_CONTEXT:-}" ]; then
 fi
 
 case "$action" in
-    up) pulumi up --stack "$stack" --yes --non-interactive ;;
+    up)
+        pulumi up --stack "$stack" --yes --non-interactive
+        # What an instructor needs next: how to connect, and the one line
+        # that makes every client trust the server's CA-signed host keys.
+        say "connect with:   $(pulumi stack output --stack "$stack" sshCommand)"
+        say "known_hosts:    $(pulumi stack output --stack "$stack" knownHostsLine)"
+        say "(put that line in ~/.ssh/known_hosts; certificates: python -m components.cli issue --stack $stack --out certs/)"
+        ;;
     preview) pulumi preview --stack "$stack" --diff --non-interactive ;;
     destroy)
         # End of term: everything but the protected home and extra-mount PVCs
