@@ -4,9 +4,9 @@ Most skips here guard a prerequisite the test command installs (root,
 Debian's sshd, debootstrap, systemd-nspawn, Traefik, actionlint, checkov).
 On a developer's machine a missing one may skip; in CI it means a broken set-up
 step, and a quiet skip would hide that a real-sshd or real-API-server test
-proved nothing. The allowed reasons are the blocked Pulumi engine (the Go
-module proxy here refuses its modules; README "What was verified") and
-skips that depend on what the repository contains, not on the machine.
+proved nothing. The Pulumi engine is such a prerequisite too (the test
+command builds it). The only allowed reasons are skips that depend on what
+the repository contains, not on the machine.
 """
 
 from __future__ import annotations
@@ -19,11 +19,7 @@ from typing import Any
 import pytest
 
 ALLOWED_IN_CI = re.compile(
-    r"no pulumi CLI"  # the engine cannot be built here (blocked; see README)
-    r"|pulumi CLI not on PATH"
-    r"|pulumi CLI with the command 1\.2\.1 plugin is not installed"
-    r"|a pulumi CLI is on PATH"  # the reverse case: the engine path runs in e2e instead
-    r"|holds encrypted values the mocks cannot decrypt"  # depends on the stack files
+    r"holds encrypted values the mocks cannot decrypt"  # depends on the stack files
     r"|does not exist yet \(the workflow skips it too\)"  # depends on the containers present
 )
 

@@ -75,13 +75,8 @@ def kube_env(local_cluster: localcluster.LocalCluster, toolchain_env: dict[str, 
 
 @pytest.fixture(scope="session")
 def pulumi_bin(toolchain_env: dict[str, str]) -> str:
-    """Path of the `pulumi` CLI the toolchain env puts first on PATH; skips when there is none.
-
-    A skip, even in CI: on machines whose Go module proxy refuses the Pulumi
-    modules, `tools/toolchain.sh engine` cannot build the engine, and that is a
-    property of the machine, not a broken test.
-    """
+    """Path of the `pulumi` CLI the toolchain env puts first on PATH (a failure in CI when missing)."""
     path = shutil.which("pulumi", path=toolchain_env.get("PATH", os.environ.get("PATH")))
     if not path:
-        pytest.skip("no pulumi CLI: run tools/toolchain.sh engine, or install Pulumi so `pulumi` is on PATH")
+        _missing("no pulumi CLI: run tools/toolchain.sh engine, or install Pulumi so `pulumi` is on PATH")
     return path

@@ -22,6 +22,7 @@ pytestmark = pytest.mark.e2e
 STACK = "cis90-fall2026"
 PVC = "kubernetes:core/v1:PersistentVolumeClaim"
 LOCAL_PROVISIONER = "classroom.local/hostpath"
+NAMESPACE = "e2e-program"
 OUT = Path(__file__).resolve().parents[2] / "out"
 
 
@@ -38,6 +39,10 @@ def project(
     # The class stack names its real cluster's provisioner; here the local
     # control plane's own provisioner backs the stack's Retain class.
     proj.set_config("storageProvisioner", LOCAL_PROVISIONER)
+    # One session cluster serves the whole tier: a namespace (and so a
+    # Retain class name) of its own keeps this module off the objects that
+    # test_apiserver.py applies for the same stack.
+    proj.set_config("namespace", NAMESPACE)
     yield proj
 
 

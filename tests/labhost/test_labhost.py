@@ -262,15 +262,10 @@ class _Person:
 
 
 def engine_env() -> dict[str, str] | None:
-    """PATH with the toolchain's pulumi and the command plugin installed, or None."""
+    """The toolchain's environment (pulumi on PATH, its PULUMI_HOME), or None without the command plugin."""
     toolchain = REPO / "tools" / "toolchain.sh"
-    env = dict(os.environ)
-    if toolchain.exists():
-        out = run("bash", str(toolchain), "env", check=False).stdout
-        for line in out.splitlines():
-            if line.startswith("export PATH="):
-                bin_dir = line.split("=", 1)[1].split(":")[0].strip("'\"")
-                env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    out = run("bash", "-c", f'eval "$(bash {toolchain} env)" && env -0', check=False).stdout
+    env = {**os.environ, **dict(item.split("=", 1) for item in out.split("\0") if "=" in item)}
     if not shutil.which("pulumi", path=env["PATH"]):
         return None
     plugins = run("pulumi", "plugin", "ls", "--json", env=env, check=False)
@@ -324,8 +319,7 @@ def test_real_engine_up_noop_remove_and_refuse(
         netns: Netns, pki: tuple[Ca, Ca, Path], sshd_factory: list[Sshd], tmp_path: Path) -> None:
     env = engine_env()
     if env is None:
-        pytest.skip("the toolchain's pulumi CLI with the command 1.2.1 plugin is not installed yet "
-                    "(tools/toolchain.sh engine)")
+        pytest.skip("no pulumi CLI with the command 1.2.1 plugin (tools/toolchain.sh engine)")
     ca, other, engine = pki
     sshd_factory.append(start_sshd(netns, tmp_path / "sshd", "10.231.0.2", ca, "lab1.example.test", engine))
     sshd_factory.append(start_sshd(netns, tmp_path / "rogue", "10.231.0.3", other, "lab1.example.test", engine))

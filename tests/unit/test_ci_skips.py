@@ -21,6 +21,9 @@ def test_needs_a_missing_tool():
 def test_needs_the_engine():
     pytest.skip("no pulumi CLI: run tools/toolchain.sh engine")
 
+def test_depends_on_the_repository():
+    pytest.skip("Pulumi.x.yaml holds encrypted values the mocks cannot decrypt")
+
 def test_runs():
     assert True
 '''
@@ -39,13 +42,14 @@ def run_sample(tmp_path: Path, ci: bool) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize("ci", [True, False])
-def test_prerequisite_skip_fails_only_in_ci_and_the_engine_skip_stays_a_skip(tmp_path: Path, ci: bool) -> None:
+def test_prerequisite_skips_fail_only_in_ci_the_engine_included(tmp_path: Path, ci: bool) -> None:
     proc = run_sample(tmp_path, ci)
     last = proc.stdout.strip().splitlines()[-1]
     if ci:
         assert proc.returncode == 1, proc.stdout
-        assert "1 failed, 1 passed, 1 skipped" in last
+        assert "2 failed, 1 passed, 1 skipped" in last
         assert "skipped in CI, where the test command installs every prerequisite: sshd is not installed" in proc.stdout
+        assert "every prerequisite: no pulumi CLI" in proc.stdout
     else:
         assert proc.returncode == 0, proc.stdout
-        assert "1 passed, 2 skipped" in last
+        assert "1 passed, 3 skipped" in last
