@@ -4,8 +4,8 @@ Renders the validated roster into a ConfigMap that the login server mounts at
 /etc/classroom/roster; `apply-roster.sh` in it is the hook rc.local runs at
 boot, which applies the roster once and then keeps it applied with
 `reconcile-roster --loop` (a ConfigMap change reaches the pod without a
-restart). Signs one user certificate per (person, key), each a
-`UserCertificate` resource, so an unchanged roster re-signs nothing.
+restart). Signs one user certificate per (person, key), all held by one
+`CertificateSet` resource, so an unchanged roster re-signs nothing.
 
 UIDs come from a `UidLedger` kept in Pulumi state: derived UIDs are a pure
 function of the set of names, but no pure function can also be stable when
@@ -26,8 +26,15 @@ import pulumi
 import pulumi_kubernetes as k8s
 from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
 
-from components.rosterdata import AccessConfig, allocate_uids, cert_serials, class_and_term_names, roster_document
-from components.sshcert import USER_EXTENSIONS, UserCertificate, UserCertificateArgs
+from components.rosterdata import (
+    AccessConfig,
+    allocate_uids,
+    cert_serials,
+    class_and_term_names,
+    key_fingerprint,
+    roster_document,
+)
+from components.sshcert import USER_EXTENSIONS, CertificateRequest, CertificateSet
 
 SCRIPTS = Path(__file__).parent / "scripts"
 CONFIG_MAP_NAME = "roster"
@@ -134,38 +141,43 @@ class Roster(pulumi.ComponentResource):
         )
         self.config_map_name = self.config_map.metadata.apply(lambda m: str(m.name))
 
-        certificates: dict[str, list[pulumi.Output[str]]] = {}
+        requests: dict[str, CertificateRequest] = {}
         term = access.term
         if term is not None:
             class_name, term_name = class_and_term_names(args.stack, term)
             serials = cert_serials(args.stack, access.people)
             for person in access.people:
-                for index, key in enumerate(person.keys):
-                    cert = UserCertificate(
-                        f"{name}-cert-{person.username}-{index}",
-                        UserCertificateArgs(
-                            ca_private_key=args.ca_private_key,
-                            public_key=key,
-                            principal=person.username,
-                            key_id=f"{class_name}/{term_name}/{person.username}",
-                            serial=serials[(person.username, key)],
-                            valid_after=int(term.start.timestamp()),
-                            valid_before=int(term.access_end.timestamp()),
-                            extensions=USER_EXTENSIONS,
-                        ),
-                        opts=child,
+                for key in person.keys:
+                    requests[certificate_id(person.username, key)] = CertificateRequest(
+                        public_key=key,
+                        principal=person.username,
+                        key_id=f"{class_name}/{term_name}/{person.username}",
+                        serial=serials[(person.username, key)],
+                        valid_after=int(term.start.timestamp()),
+                        valid_before=int(term.access_end.timestamp()),
+                        extensions=USER_EXTENSIONS,
                     )
-                    certificates.setdefault(person.username, []).append(cert.certificate)
-        self.certificates = pulumi.Output.secret(
-            pulumi.Output.all(**{user: pulumi.Output.all(*certs) for user, certs in certificates.items()})
-            if certificates else pulumi.Output.from_input({})
-        )
+        if requests:
+            signed = CertificateSet(f"{name}-certificates", args.ca_private_key, requests, opts=child)
+            order = {
+                p.username: [certificate_id(p.username, key) for key in p.keys] for p in access.people if p.keys
+            }
+            self.certificates = pulumi.Output.secret(
+                signed.certificates.apply(lambda certs: {user: [certs[i] for i in ids] for user, ids in order.items()})
+            )
+        else:
+            self.certificates = pulumi.Output.secret(pulumi.Output.from_input({}))
         # What the instructor CLI needs to show status and write files: no keys, no e-mail.
         self.summary = document.apply(_summary)
         self.register_outputs({
             "config_map_name": self.config_map_name, "uids": self.uids, "revision": self.revision,
             "certificates": self.certificates, "summary": self.summary,
         })
+
+
+def certificate_id(username: str, public_key: str) -> str:
+    """Stable id of one (person, key) certificate: reordering keys re-signs nothing."""
+    return f"{username}/{key_fingerprint(public_key)}"
 
 
 def _summary(doc: dict[str, Any]) -> dict[str, Any]:

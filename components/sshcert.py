@@ -2,7 +2,7 @@
 
 Signing uses `cryptography`'s SSHCertificateBuilder, which draws a fresh
 random nonce per signature: re-signing on every `pulumi up` would change every
-certificate. `UserCertificate` is therefore a dynamic resource whose provider
+certificate. `CertificateSet` is therefore a dynamic resource whose provider
 signs in create/update and whose diff compares only the inputs that matter
 (key, principal, key id, serial, window, extensions, CA public key), so an
 unchanged roster produces no diff and the bytes in state stay the same.
@@ -110,6 +110,12 @@ def certificate_fields(cert_line: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- dynamic provider
+#
+# One resource holds every certificate of the roster. A resource per
+# certificate cost the engine a round trip to the dynamic provider per
+# student on every preview and update (bench/results/engine.md: a 300-student
+# no-op `up` took 2x a 1-student one); one resource keyed by person and key
+# costs one round trip, and its diff still names exactly which entries change.
 
 
 def _plain(props: Mapping[str, Any]) -> dict[str, Any]:
@@ -118,98 +124,106 @@ def _plain(props: Mapping[str, Any]) -> dict[str, Any]:
     return {key: rpc.unwrap_rpc_secret(value) for key, value in props.items()}
 
 
-def _signed_outputs(props: Mapping[str, Any]) -> dict[str, Any]:
-    """Sign and return the outputs stored in state: the inputs that matter plus the certificate.
+def _entry_fields(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The signed inputs of one certificate, normalised (numbers cross the engine as floats)."""
+    fields: dict[str, Any] = {name: entry.get(name) for name in SIGNED_FIELDS}
+    for name in ("serial", "valid_after", "valid_before"):
+        value = fields[name]
+        fields[name] = int(value) if value is not None else None
+    fields["extensions"] = sorted(fields["extensions"] or [])
+    return fields
+
+
+def _sign_entry(ca_pem: str, fields: Mapping[str, Any]) -> str:
+    return sign_user_certificate(
+        ca_pem,
+        str(fields["public_key"]),
+        principal=str(fields["principal"]),
+        key_id=str(fields["key_id"]),
+        serial=int(fields["serial"]),
+        valid_after=int(fields["valid_after"]),
+        valid_before=int(fields["valid_before"]),
+        extensions=list(fields["extensions"]),
+    )
+
+
+def changed_entries(olds: Mapping[str, Any], news: Mapping[str, Any]) -> list[str]:
+    """Entry ids to (re-)sign: new, changed or, when the CA changed, all; removed ones are listed too."""
+    olds, news = _plain(olds), _plain(news)
+    old_entries = {k: _entry_fields(v) for k, v in (olds.get("entries") or {}).items()}
+    new_entries = {k: _entry_fields(v) for k, v in (news.get("entries") or {}).items()}
+    ca_pem = news.get("ca_private_key")
+    if isinstance(ca_pem, str) and olds.get("ca_public_key") != ca_public_key_line(ca_pem):
+        return sorted(set(new_entries) | set(old_entries))
+    return sorted(k for k in set(new_entries) | set(old_entries) if old_entries.get(k) != new_entries.get(k))
+
+
+def _set_outputs(news: Mapping[str, Any], olds: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Sign what changed, keep the bytes of everything else.
 
     The CA private key is deliberately not copied into the outputs; only its
     public half is, so the next diff can notice a CA rotation.
     """
-    props = _plain(props)
-    ca_pem = str(props["ca_private_key"])
-    outs = {name: props[name] for name in SIGNED_FIELDS}
-    outs["serial"] = int(props["serial"])
-    outs["valid_after"] = int(props["valid_after"])
-    outs["valid_before"] = int(props["valid_before"])
-    outs["extensions"] = list(props["extensions"])
-    outs["ca_public_key"] = ca_public_key_line(ca_pem)
-    outs["certificate"] = sign_user_certificate(
-        ca_pem,
-        str(props["public_key"]),
-        principal=str(props["principal"]),
-        key_id=str(props["key_id"]),
-        serial=outs["serial"],
-        valid_after=outs["valid_after"],
-        valid_before=outs["valid_before"],
-        extensions=outs["extensions"],
-    )
-    return outs
+    news = _plain(news)
+    ca_pem = str(news["ca_private_key"])
+    resign = set(changed_entries(olds, news)) if olds is not None else None
+    kept = dict(_plain(olds).get("certificates") or {}) if olds is not None else {}
+    entries = {k: _entry_fields(v) for k, v in (news.get("entries") or {}).items()}
+    certificates = {
+        k: (_sign_entry(ca_pem, fields) if resign is None or k in resign or k not in kept else str(kept[k]))
+        for k, fields in entries.items()
+    }
+    return {"entries": entries, "ca_public_key": ca_public_key_line(ca_pem), "certificates": certificates}
 
 
-def changed_fields(olds: Mapping[str, Any], news: Mapping[str, Any]) -> list[str]:
-    """Which signed inputs differ between the state and the new inputs (numbers compared as ints)."""
-    olds, news = _plain(olds), _plain(news)
-    changed = []
-    for name in SIGNED_FIELDS:
-        old, new = olds.get(name), news.get(name)
-        if name in ("serial", "valid_after", "valid_before"):
-            old = int(old) if old is not None else None
-            new = int(new) if new is not None else None
-        if name == "extensions":
-            old, new = sorted(old or []), sorted(new or [])
-        if old != new:
-            changed.append(name)
-    ca_pem = news.get("ca_private_key")
-    if isinstance(ca_pem, str) and olds.get("ca_public_key") != ca_public_key_line(ca_pem):
-        changed.append("ca_private_key")
-    return changed
-
-
-class UserCertificateProvider(ResourceProvider):
-    """Signs once; re-signs only when a signed input or the CA changes."""
+class CertificateSetProvider(ResourceProvider):
+    """Signs each entry once; re-signs only entries whose signed inputs, or the CA, change."""
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        outs = _signed_outputs(props)
-        return CreateResult(id_=f"{outs['principal']}-{outs['serial']}", outs=outs)
+        return CreateResult(id_="certificates", outs=_set_outputs(props, None))
 
     def diff(self, _id: str, _olds: dict[str, Any], _news: dict[str, Any]) -> DiffResult:
-        changed = changed_fields(_olds, _news)
-        return DiffResult(changes=bool(changed), replaces=[], stables=[], delete_before_replace=False)
+        return DiffResult(changes=bool(changed_entries(_olds, _news)), replaces=[], stables=[],
+                          delete_before_replace=False)
 
     def update(self, _id: str, _olds: dict[str, Any], _news: dict[str, Any]) -> UpdateResult:
-        return UpdateResult(outs=_signed_outputs(_news))
+        return UpdateResult(outs=_set_outputs(_news, _olds))
 
 
 @dataclass
-class UserCertificateArgs:
-    ca_private_key: pulumi.Input[str]  # secret
-    public_key: pulumi.Input[str]
-    principal: pulumi.Input[str]
-    key_id: pulumi.Input[str]
-    serial: pulumi.Input[int]
-    valid_after: pulumi.Input[int]
-    valid_before: pulumi.Input[int]
+class CertificateRequest:
+    """What one certificate says; `CertificateSet` signs it with the class CA."""
+
+    public_key: str
+    principal: str
+    key_id: str
+    serial: int
+    valid_after: int
+    valid_before: int
     extensions: Sequence[str] = USER_EXTENSIONS
 
+    def fields(self) -> dict[str, Any]:
+        return _entry_fields({**self.__dict__, "extensions": list(self.extensions)})
 
-class UserCertificate(pulumi.dynamic.Resource):
-    """One student's user certificate, kept in Pulumi state (the certificate output is secret)."""
 
-    certificate: pulumi.Output[str]
-    serial: pulumi.Output[int]
+def sign_request(ca_private_pem: str, request: CertificateRequest) -> str:
+    """The certificate `CertificateSet` would issue for one request (tests and the CLI use it)."""
+    return _sign_entry(ca_private_pem, request.fields())
+
+
+class CertificateSet(pulumi.dynamic.Resource):
+    """Every user certificate of a roster, kept in Pulumi state (the certificates output is secret)."""
+
+    certificates: pulumi.Output[dict[str, str]]
     ca_public_key: pulumi.Output[str]
 
-    def __init__(self, name: str, args: UserCertificateArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        secret_opts = pulumi.ResourceOptions(additional_secret_outputs=["certificate"])
+    def __init__(self, name: str, ca_private_key: pulumi.Input[str], requests: Mapping[str, CertificateRequest],
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        secret_opts = pulumi.ResourceOptions(additional_secret_outputs=["certificates"])
         props = {
-            "ca_private_key": pulumi.Output.secret(args.ca_private_key),
-            "public_key": args.public_key,
-            "principal": args.principal,
-            "key_id": args.key_id,
-            "serial": args.serial,
-            "valid_after": args.valid_after,
-            "valid_before": args.valid_before,
-            "extensions": list(args.extensions),
-            "certificate": None,
+            "ca_private_key": pulumi.Output.secret(ca_private_key),
+            "entries": {entry_id: request.fields() for entry_id, request in requests.items()},
+            "certificates": None,
             "ca_public_key": None,
         }
-        super().__init__(UserCertificateProvider(), name, props, pulumi.ResourceOptions.merge(opts, secret_opts))
+        super().__init__(CertificateSetProvider(), name, props, pulumi.ResourceOptions.merge(opts, secret_opts))

@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from components.rosterdata import key_fingerprint, parse_access, roster_document
 from components.sshcert import (
     USER_EXTENSIONS,
-    UserCertificateProvider,
+    CertificateRequest,
+    CertificateSetProvider,
     ca_public_key_line,
     known_hosts_line,
 )
@@ -54,15 +55,15 @@ class Lab:
 
     def cert(self, user_key: str, principal: str, *, valid_after: int | None = None,
              valid_before: int | None = None, serial: int = 1000, ca: str | None = None) -> Path:
-        """A certificate signed the way the UserCertificate resource signs it."""
-        props = {
-            "ca_private_key": ca or self.ca, "public_key": self.keys[user_key][1], "principal": principal,
-            "key_id": f"cis90/test/{principal}", "serial": serial,
-            "valid_after": self.now - DAY if valid_after is None else valid_after,
-            "valid_before": self.now + 30 * DAY if valid_before is None else valid_before,
-            "extensions": list(USER_EXTENSIONS),
-        }
-        cert = UserCertificateProvider().create(props).outs["certificate"]
+        """A certificate signed the way the CertificateSet resource signs it."""
+        request = CertificateRequest(
+            public_key=self.keys[user_key][1], principal=principal, key_id=f"cis90/test/{principal}", serial=serial,
+            valid_after=self.now - DAY if valid_after is None else valid_after,
+            valid_before=self.now + 30 * DAY if valid_before is None else valid_before,
+            extensions=USER_EXTENSIONS,
+        )
+        props = {"ca_private_key": ca or self.ca, "entries": {"one": request.fields()}}
+        cert = CertificateSetProvider().create(props).outs["certificates"]["one"]
         path = self.tmp / f"{user_key}-{principal}-{serial}-cert.pub"
         path.write_text(cert + "\n")
         return path

@@ -85,9 +85,9 @@ class ClusterMocks(pulumi.runtime.Mocks):
         if args.typ == "pulumi-python:dynamic:Resource":
             # The roster's dynamic providers are pure Python: run their create.
             from components.roster import UidLedgerProvider
-            from components.sshcert import UserCertificateProvider
+            from components.sshcert import CertificateSetProvider
 
-            provider: Any = UidLedgerProvider() if args.name.endswith("-uids") else UserCertificateProvider()
+            provider: Any = UidLedgerProvider() if args.name.endswith("-uids") else CertificateSetProvider()
             state = dict(provider.create(dict(args.inputs)).outs)
         elif args.typ == "command:local:Command":
             # A lab host's verify step prints the host certificate it accepted.
