@@ -308,17 +308,24 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     keys = list(access.revoked_keys)
     added: list[str] = []
     if args.user:
+        # Revoking a person closes every way in, not only the certificates: each roster key is
+        # revoked as a key too (the KRL refuses it in any form), and reconcile-roster treats a
+        # person whose every roster key is revoked as revoked as a whole: the account is locked,
+        # imported keys are refused as well, and open sessions end.
         doc = roster_document(access, stack=args.stack)
         person = next((p for p in doc["people"] if p["username"] == args.user), None)
         if person is None:
             raise CliError(f"{args.user!r} is not on the roster of {args.stack}")
         if not person["certificates"]:
-            raise CliError(f"{args.user} has no certificate to revoke (no public key on the roster); "
-                           "remove them from the roster to lock the account")
+            raise CliError(f"{args.user} has no roster key to revoke (imported keys only); "
+                           "remove them from the roster to lock the account and refuse every key")
         for cert in person["certificates"]:
             if int(cert["serial"]) not in serials:
                 serials.append(int(cert["serial"]))
                 added.append(f"serial {cert['serial']} ({args.user}, key {cert['fingerprint']})")
+            if cert["fingerprint"] not in keys:
+                keys.append(cert["fingerprint"])
+                added.append(f"key {cert['fingerprint']} ({args.user}: account locked, imported keys refused)")
     for serial in args.serial or []:
         if not 0 < serial < 1 << 64:
             raise CliError(f"--serial {serial}: expected a certificate serial 1 .. 2^64-1")

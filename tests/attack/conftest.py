@@ -32,6 +32,7 @@ import pytest
 
 from components.rosterdata import parse_access, roster_document
 from components.sshcert import ca_public_key_line, known_hosts_line
+from tests.labs.conftest import labd_factory  # noqa: F401  (a fixture)
 from tests.labs.support import Labd, wait_for
 from tests.ssh.sshd import SCRIPTS, Sshd, free_port, new_key, ssh
 from tests.unit.test_images import (  # noqa: F401  (debian_rootfs is a fixture)
@@ -123,13 +124,17 @@ class Server:
     people: list[dict[str, Any]]
     term: dict[str, Any]
     doc: dict[str, Any] = field(default_factory=dict)
+    uids: dict[str, int] = field(default_factory=dict)
     background: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     # ---------------------------------------------------------------- the roster
     def write_roster(self, people: list[dict[str, Any]] | None = None, access_end: int | None = None,
-                     **extra: Any) -> dict[str, Any]:
-        access = parse_access({"roster": people if people is not None else self.people, "term": self.term,
-                               **extra}, base_dir=self.tmp)
+                     raw: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+        """roster.json as the Roster component renders it; `access_end` moves the end of access
+        to that instant (the clock passing it), `raw` gives the stack's access keys verbatim."""
+        if raw is None:
+            raw = {"roster": people if people is not None else self.people, "term": self.term, **extra}
+        access = parse_access(raw, base_dir=self.tmp)
         doc = roster_document(access, stack=STACK)
         if access_end is not None:
             doc["term"]["accessEnd"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(access_end))
@@ -137,6 +142,8 @@ class Server:
         target.mkdir(parents=True, exist_ok=True)
         (target / "roster.json").write_text(json.dumps(doc))
         self.doc = doc
+        for person in doc["people"]:
+            self.uids.setdefault(person["username"], int(person["uid"]))
         lab_users = [p["username"] for p in doc["people"] if p["labs"]]
         Path(self.labd.config["rosterFile"]).write_text("".join(u + "\n" for u in lab_users))
         return doc
@@ -146,7 +153,8 @@ class Server:
                    env=CHROOT_ENV)
 
     def uid(self, user: str) -> int:
-        return int(next(p["uid"] for p in self.doc["people"] if p["username"] == user))
+        """The UID the user's account was first given (kept after they leave the roster)."""
+        return self.uids[user]
 
     def home(self, user: str) -> Path:
         return self.root / "home" / user
@@ -212,8 +220,8 @@ class Server:
                 process.kill()
             process.wait()
         self.sshd.stop()
-        for person in self.doc.get("people", []):
-            kill_all_of(int(person["uid"]))
+        for uid in set(self.uids.values()):
+            kill_all_of(uid)
 
 
 def kill_all_of(uid: int) -> None:

@@ -116,15 +116,18 @@ def test_revoke_user_edits_only_revocations(project: Path, capsys: pytest.Captur
     assert {k: v for k, v in config.items() if k != "classroom:revocations"} == before
     doc = roster_document(parse_access({k.split(":", 1)[1]: v for k, v in before.items()}, base_dir=project),
                           stack=STACK)
-    serial = next(p for p in doc["people"] if p["username"] == "alice")["certificates"][0]["serial"]
-    assert config["classroom:revocations"] == {"serials": [serial]}
+    cert = next(p for p in doc["people"] if p["username"] == "alice")["certificates"][0]
+    serial = cert["serial"]
+    # The person, not only the certificate: the key itself is revoked too (reconcile-roster then
+    # locks someone whose every roster key is revoked, imported keys included).
+    assert config["classroom:revocations"] == {"serials": [serial], "keys": [cert["fingerprint"]]}
     assert "pulumi up --stack" in capsys.readouterr().out
     # Idempotent, and --serial / --key add to the same block.
     assert run(project, "revoke", "--stack", STACK, "alice") == 0
     assert path.read_text() == text
     assert run(project, "revoke", "--stack", STACK, "--serial", "12", "--key", pub(7)) == 0
     config = yaml.safe_load(path.read_text())["config"]
-    assert config["classroom:revocations"] == {"serials": sorted([serial, 12]), "keys": [pub(7)]}
+    assert config["classroom:revocations"] == {"serials": sorted([serial, 12]), "keys": [cert["fingerprint"], pub(7)]}
     assert run(project, "status", "--stack", STACK, "--from-config") == 0
     assert "REVOKED" in capsys.readouterr().out
 
@@ -133,7 +136,7 @@ def test_revoke_user_edits_only_revocations(project: Path, capsys: pytest.Captur
     ("argv", "message"),
     [
         (["revoke", "--stack", STACK, "mallory"], "'mallory' is not on the roster"),
-        (["revoke", "--stack", STACK, "bob"], "no certificate to revoke"),
+        (["revoke", "--stack", STACK, "bob"], "no roster key to revoke"),
         (["revoke", "--stack", STACK, "--serial", "0"], "--serial 0"),
         (["revoke", "--stack", STACK, "--key", "ssh-ed25519 AAAAnope"], "--key"),
         (["status", "--stack", "no-such"], "no stack file"),

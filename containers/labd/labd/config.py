@@ -6,11 +6,13 @@ accepted, and labd exits with status 2 before touching anything.
 
 from __future__ import annotations
 
+import calendar
 import json
 import os
 import re
 import stat
 import string
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +69,8 @@ class LabdConfig:
     init_hook: WebhookConfig | None
     cleanup_hook: WebhookConfig | None
     roster_file: str
+    # End of the term's access (epoch seconds), or None: after it no cluster starts.
+    access_end: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -134,7 +138,7 @@ def parse_config(raw: Mapping[str, Any]) -> LabdConfig:
         "listen", "class", "term", "labDomain", "stateFile", "workDir", "sessionKeyFile", "adminKeyFile",
         "k3dBinary", "k3dTimeout", "clusterPrefix", "idleTimeout", "stopGrace", "sessionTtl", "reaperInterval",
         "maxClockSkew", "portBase", "portLimit", "backendHost", "kubeconfigServer", "traefik", "k3d", "hooks",
-        "rosterFile",
+        "rosterFile", "accessEnd",
     }
     for key in raw:
         if key not in known:
@@ -194,7 +198,15 @@ def parse_config(raw: Mapping[str, Any]) -> LabdConfig:
     for key in hooks:
         if key not in ("init", "cleanup"):
             raise LabdConfigError(f"hooks.{key}", hooks[key], "'init' or 'cleanup'")
+    access_end_text = _get(raw, "accessEnd", str, "", "the end of access as YYYY-MM-DDTHH:MM:SSZ (UTC)")
+    access_end: float | None = None
+    if access_end_text:
+        try:
+            access_end = calendar.timegm(time.strptime(access_end_text, "%Y-%m-%dT%H:%M:%SZ"))
+        except ValueError:
+            raise LabdConfigError("accessEnd", access_end_text, "YYYY-MM-DDTHH:MM:SSZ (UTC)") from None
     return LabdConfig(
+        access_end=access_end,
         listen_host=match.group(1).strip("[]"),
         listen_port=int(match.group(2)),
         class_name=class_name,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -136,6 +137,10 @@ def make_handler(service: LabService, verifier: Verifier) -> type[BaseHTTPReques
 
         def _operate(self, op: str, params: dict[str, str], body: bytes) -> tuple[int, Any, str]:
             user = params.get("user", "")
+            access_end = service.cfg.access_end
+            if op in ("session-open", "ensure") and access_end is not None and time.time() >= access_end:
+                # The term is over: nothing starts again. Stop, status and close still work.
+                raise HttpError(403, "the term's access has ended; no lab cluster starts after it")
             if op in ("session-open", "ensure") and not service.in_roster(user):
                 raise HttpError(403, f"user {user!r} is not on this lab's roster")
             if op == "session-open":
