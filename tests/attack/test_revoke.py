@@ -35,7 +35,7 @@ def test_revoked_student_cannot_come_back_by_any_key(server: Server, tmp_path: P
     doc = server.write_roster(raw=access(project))
     # bob's imported GitHub key, as an earlier online pass cached it (ssh-import-id).
     imported = server.keys["mallory"][1]
-    digest = hashlib.sha256("gh:bob-gh".encode()).hexdigest()
+    digest = hashlib.sha256(b"gh:bob-gh").hexdigest()
     cache = server.root / "var/lib/classroom/imported/bob"
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(f"# {digest}\n{imported}\n")
