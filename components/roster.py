@@ -115,12 +115,20 @@ class Roster(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         access = args.access
 
+        # Every kept home is owned by a UID recorded here: losing the ledger (`pulumi destroy
+        # --exclude-protected`, a stack re-init) would re-derive UIDs and two students whose
+        # derived UIDs collided would swap homes. So it outlives destroy like the homes do.
         ledger = UidLedger(
             f"{name}-uids",
             derived=[p.username for p in access.people if not p.uid_explicit],
             explicit={p.username: p.uid for p in access.people if p.uid_explicit},
-            opts=child,
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(protect=True, retain_on_delete=True)),
         )
+        staff = [f"{p.username} ({p.role})" for p in access.people if p.staff]
+        # Shown by every `pulumi preview`/`up`: who gets passwordless sudo, so a pull request that
+        # changes it says so where reviewers look.
+        pulumi.log.info(f"staff with passwordless sudo on the login server ({len(staff)}): "
+                        + (", ".join(staff) if staff else "none"), resource=self)
         self.uids = ledger.uids
 
         document = ledger.uids.apply(lambda uids: roster_document(access, stack=args.stack, uids=uids))

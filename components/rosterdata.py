@@ -385,8 +385,24 @@ def parse_roster_csv(text: str, *, source: str = "roster.csv",
         for index, field_name in columns.items():
             if index < len(row) and row[index].strip():
                 entry[field_name] = row[index]
+        _refuse_csv_staff(entry, defaults, where)
         rows.append((entry, where))
     return rows
+
+
+def _refuse_csv_staff(entry: Mapping[str, Any], defaults: Mapping[str, Any] | None, where: str) -> None:
+    """A registrar export cannot make anyone staff (passwordless sudo): only the stack file can.
+
+    A `role`/`Type` column may say "student"; a staff role in it is refused
+    unless the stack file's `roster.defaults.role` already gives that role to
+    every row (then the file, reviewed in a pull request, says so).
+    """
+    role = str(entry.get("role") or "").strip().lower()
+    allowed = str((defaults or {}).get("role") or "student").strip().lower()
+    if role in STAFF_ROLES and role != allowed:
+        raise ConfigError("roster.csv role", entry.get("role"),
+                          "student: a CSV column cannot make staff (passwordless sudo); add TAs and "
+                          "instructors in the stack file, not through the export", where=where)
 
 
 def _roster_entries(raw: Any, base_dir: Path) -> list[tuple[dict[str, Any], str, str]]:
@@ -644,6 +660,17 @@ def allocate_uids(derived_names: Iterable[str], explicit: Mapping[str, int],
     and they get it back if they return.
     """
     names = set(derived_names)
+    holders = {int(uid): name for name, uid in ledger.items()}
+    for name, uid in sorted(explicit.items()):
+        # An explicit UID must not take one the ledger holds for someone else: their kept home is
+        # owned by it, so the newcomer would own it; and one's own UID must not move either.
+        holder = holders.get(int(uid))
+        if holder is not None and holder != name:
+            raise ConfigError("roster.uid", uid, f"a UID not recorded for someone else (the UID ledger holds "
+                                                 f"{uid} for {holder}, whose home it owns)", where=f"entry {name}")
+        if name in ledger and int(ledger[name]) != int(uid):
+            raise ConfigError("roster.uid", uid, f"{ledger[name]}, the UID the ledger holds for {name} (their "
+                                                 f"home is owned by it; UIDs never move)", where=f"entry {name}")
     taken = set(explicit.values()) | {uid for name, uid in ledger.items() if name not in names}
     assigned = derive_uids(names, taken=taken, previous={n: u for n, u in ledger.items() if n in names})
     return {**dict(ledger), **assigned, **dict(explicit)}

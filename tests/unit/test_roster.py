@@ -156,9 +156,9 @@ def test_registrar_export_with_aliases_and_extra_columns(tmp_path: Path) -> None
 
 
 def test_csv_semicolon_dialect(tmp_path: Path) -> None:
-    write_csv(tmp_path, "username;uid;role\nprof;5000;instructor\n")
+    write_csv(tmp_path, "username;uid;role\nprof;5000;student\n")
     access = parse({"roster": {"csv": "roster.csv"}, "term": TERM}, tmp_path)
-    assert access.people[0].uid == 5000 and access.people[0].staff
+    assert access.people[0].uid == 5000 and access.people[0].role == "student"
 
 
 @pytest.mark.parametrize(
