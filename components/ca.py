@@ -3,7 +3,8 @@
 Either the stack generates the CA key (`pulumi_tls.PrivateKey`, ED25519 by
 default, RSA 4096 on request) and keeps it in Pulumi state as a secret, or the
 CA lives in an existing Kubernetes Secret with keys `ca_key` / `ca_key_pub`
-(the cloud-server chart's layout).
+(the public key may also be `ca_key.pub`, as the cloud-server chart's own
+Secret spells it).
 
 The private key reaches the cluster only as a Secret that the LoginServer
 mounts into its init container; it is never a plain output. Other components
@@ -35,12 +36,19 @@ class SshCertificateAuthorityArgs:
     labels: dict[str, str] | None = None
 
 
+# The cloud-server chart's Secret spells the public key `ca_key.pub`.
+CHART_CA_KEY_PUB = "ca_key.pub"
+
+
 def _decode(data: Mapping[str, str] | None, key: str) -> str:
-    if not data or key not in data:
+    spellings = (key, CHART_CA_KEY_PUB) if key == CA_KEY_PUB else (key,)
+    found = next((k for k in spellings if data and k in data), None)
+    if data is None or found is None:
         raise pulumi.RunError(
-            f"config key 'ssh.existingSecret': the Secret has no key '{key}'; expected keys ca_key and ca_key_pub"
+            f"config key 'ssh.existingSecret': the Secret has no key '{key}'; expected keys ca_key and ca_key_pub "
+            f"(or the chart's {CHART_CA_KEY_PUB})"
         )
-    return base64.b64decode(data[key]).decode()
+    return base64.b64decode(data[found]).decode()
 
 
 class SshCertificateAuthority(pulumi.ComponentResource):

@@ -213,6 +213,12 @@ def test_existing_ca_secret_is_mounted_and_nothing_is_generated() -> None:
     assert r.outputs["public_key"] == FAKE_CA_PUBLIC
 
 
+def test_an_existing_secret_made_by_the_chart_is_accepted() -> None:
+    # The chart's secrets.yaml stores the public half as `ca_key.pub`.
+    r = render({"ssh": {"existingSecret": "class-ca"}}, existing_secret={"ca_key": "K", "ca_key.pub": FAKE_CA_PUBLIC})
+    assert r.outputs["public_key"] == FAKE_CA_PUBLIC
+
+
 # ------------------------------------------------------------------ pod shape
 
 
@@ -280,13 +286,16 @@ def test_scripts_and_config_files_are_mounted_from_config_maps() -> None:
     assert r.config_map("host-key-script")["data"]["sign-host-keys.sh"] == repo_script
 
 
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMCzQlyG2Us+el5qs4O0ifwlYIyvk49DaRbP7kq4smnw"
+
+
 def test_rc_env_carries_the_chart_variables_and_rc_env_text() -> None:
     r = render(
         {
             "user": "alice",
             "userID": 12345,
             "hostName": "opus",
-            "userSSHKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFake alice@home",
+            "userSSHKey": f"{KEY} alice@home",
             "userSSHImport": "gh:alice",
             "customizeRepo": "https://example.com/setup.git",
             "customizeRepoCommand": "make install",
@@ -295,11 +304,14 @@ def test_rc_env_carries_the_chart_variables_and_rc_env_text() -> None:
         }
     )
     env = r.config_map("rc-env")["data"]["rc.env"]
-    assert "DEFAULT_USER=alice\n" in env and "DEFAULT_UID=12345\n" in env and "SET_HOSTNAME=opus\n" in env
-    assert "DEFAULT_KEY='ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFake alice@home'\n" in env
-    assert "DEFAULT_KEY_IMPORT=gh:alice\n" in env and "CUSTOMIZE_REPO=https://example.com/setup.git\n" in env
-    assert "CUSTOMIZE_REPO_COMMAND='make install'\n" in env
-    assert "CUSTOMIZE_COMMAND='echo '\"'\"'hi there'\"'\"''\n" in env
+    # The chart's names, exported as the chart writes them (DEFAULT_UID: this program's older name).
+    assert "export DEFAULT_USER=alice\n" in env and "export DEFAULT_USER_ID=12345\n" in env
+    assert "export DEFAULT_UID=12345\n" in env and "export SET_HOSTNAME=opus\n" in env
+    assert f"export DEFAULT_KEY='{KEY} alice@home'\n" in env
+    assert "export DEFAULT_KEY_IMPORT=gh:alice\n" in env
+    assert "export CUSTOMIZE_REPO=https://example.com/setup.git\n" in env
+    assert "export CUSTOMIZE_REPO_COMMAND='make install'\n" in env
+    assert "export CUSTOMIZE_COMMAND='echo '\"'\"'hi there'\"'\"''\n" in env
     assert env.endswith("COURSE=cis90\n")
 
 
