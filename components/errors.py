@@ -18,4 +18,9 @@ class ConfigError(ValueError):
         self.accepted = accepted
         self.where = where
         location = f" ({where})" if where else ""
-        super().__init__(f"config key '{key}'{location}: got {value!r}; expected {accepted}")
+        shown = repr(value)
+        if len(shown) > 120:  # an rcLocal script or a CSV cell: the start is enough to find it
+            shown = shown[:100] + "..."
+        # One line whatever the input: a key or an `accepted` built from input cannot break it.
+        message = f"config key '{key}'{location}: got {shown}; expected {accepted}"
+        super().__init__(" ".join(message.splitlines()))

@@ -13,10 +13,9 @@ import io
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -42,7 +41,6 @@ GITHUB_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}\Z")
 LAUNCHPAD_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]{1,63}\Z")
 SERIAL_MASK = (1 << 53) - 1
 FINGERPRINT_RE = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}\Z")
-GRACE_RE = re.compile(r"^\s*(\d{1,4})\s*([wdhm]?)\s*\Z")
 
 # Accounts an image already has (or sshd/PAM treat specially): a roster entry
 # with one of these names would take over a system account.
@@ -474,102 +472,36 @@ def build_people(entries: Sequence[tuple[dict[str, Any], str, str]],
 # --------------------------------------------------------------------------- term
 
 
-def _parse_instant(key: str, value: Any, tz: ZoneInfo, end_of_day: bool) -> datetime:
-    """A date means the start of that day (start) or the end of it (end), in the term's time zone."""
-    if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, date):
-        moment = datetime.combine(value + timedelta(days=1) if end_of_day else value, time(0))
-    elif isinstance(value, str) and value.strip():
-        text = value.strip()
-        try:
-            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-                day = date.fromisoformat(text)
-                moment = datetime.combine(day + timedelta(days=1) if end_of_day else day, time(0))
-            else:
-                moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            raise ConfigError(key, value, "a date YYYY-MM-DD or an ISO 8601 date-time") from None
-    else:
-        raise ConfigError(key, value, "a date YYYY-MM-DD or an ISO 8601 date-time")
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=tz)
-    return moment.astimezone(UTC)
-
-
 def parse_grace(value: Any) -> timedelta:
+    """term.grace in the one duration grammar (components.vocabulary): '7d', '48h', '2w', '0'."""
+    from components.schema import TermModel, validate_section
+
     if value is None:
         return timedelta(0)
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer() and value >= 0:
-        return timedelta(days=int(value))
-    match = GRACE_RE.match(str(value))
-    if not match:
-        raise ConfigError("term.grace", value, "a duration like '7d', '48h', '2w', '30m' or '0'")
-    amount, unit = int(match.group(1)), match.group(2) or "d"
-    return {"w": timedelta(weeks=amount), "d": timedelta(days=amount),
-            "h": timedelta(hours=amount), "m": timedelta(minutes=amount)}[unit]
+    model = validate_section(TermModel, {"start": "2026-01-01", "end": "2026-01-02", "grace": value}, "term")
+    return model.grace
 
 
 def parse_term(raw: Any) -> Term:
-    if not isinstance(raw, Mapping):
-        raise ConfigError("term", raw, "a mapping {start: YYYY-MM-DD, end: YYYY-MM-DD, timezone, grace}")
-    unknown = set(raw) - {"start", "end", "timezone", "grace", "name"}
-    if unknown:
-        key = sorted(unknown)[0]
-        raise ConfigError(f"term.{key}", raw[key], "one of start, end, timezone, grace, name")
-    tz_name = str(raw.get("timezone") or "UTC")
-    try:
-        tz = ZoneInfo(tz_name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError("term.timezone", tz_name, "an IANA time zone like 'America/Los_Angeles' or 'UTC'") from None
-    if raw.get("start") is None:
-        raise ConfigError("term.start", None, "the first day of access, YYYY-MM-DD")
-    if raw.get("end") is None:
-        raise ConfigError("term.end", None, "the last day of access, YYYY-MM-DD")
-    start = _parse_instant("term.start", raw["start"], tz, end_of_day=False)
-    end = _parse_instant("term.end", raw["end"], tz, end_of_day=True)
-    if end <= start:
-        raise ConfigError("term.end", raw["end"], f"a date after term.start ({raw['start']})")
-    name = str(raw.get("name") or "")
-    if name and not re.fullmatch(r"[A-Za-z0-9._-]{1,40}", name):
-        raise ConfigError("term.name", name, "letters, digits, '.', '_' or '-' (e.g. fall2026)")
-    return Term(start=start, end=end, timezone=tz_name, grace=parse_grace(raw.get("grace")), name=name)
+    """The term window from the schema's TermModel (components/schema.py declares its rules)."""
+    from components.schema import TermModel, validate_section
+
+    model = validate_section(TermModel, raw, "term")
+    start, end = model.window()
+    return Term(start=start, end=end, timezone=model.timezone, grace=model.grace, name=model.name)
 
 
 # --------------------------------------------------------------------------- revocations
 
 
 def parse_revocations(raw: Any) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """Revoked serials (sorted, unique) and keys (unique) from the schema's RevocationsModel."""
+    from components.schema import RevocationsModel, validate_section
+
     if raw is None:
         return (), ()
-    if not isinstance(raw, Mapping) or set(raw) - {"serials", "keys"}:
-        raise ConfigError("revocations", raw, "a mapping {serials: [numbers], keys: [public keys or SHA256:...]}")
-    if not isinstance(raw.get("serials") or [], list) or not isinstance(raw.get("keys") or [], list):
-        raise ConfigError("revocations", raw, "lists under 'serials' and 'keys'")
-    serials: list[int] = []
-    for value in raw.get("serials") or []:
-        try:
-            if isinstance(value, bool):
-                raise ValueError
-            serial = int(value) if not isinstance(value, str) else int(value.strip(), 0)
-        except (ValueError, TypeError):
-            raise ConfigError("revocations.serials", value, "certificate serial numbers (1 .. 2^64-1)") from None
-        if not 0 < serial < 1 << 64:
-            raise ConfigError("revocations.serials", value, "certificate serial numbers (1 .. 2^64-1)")
-        if serial not in serials:
-            serials.append(serial)
-    keys: list[str] = []
-    for value in raw.get("keys") or []:
-        text = str(value).strip()
-        if not FINGERPRINT_RE.match(text):
-            try:
-                text = normalize_public_key(text)
-            except ValueError as exc:
-                raise ConfigError("revocations.keys", str(value)[:60],
-                                  f"a public key line or a SHA256:... fingerprint ({exc})") from None
-        if text not in keys:
-            keys.append(text)
-    return tuple(sorted(serials)), tuple(keys)
+    model = validate_section(RevocationsModel, raw, "revocations")
+    return tuple(sorted(set(model.serials))), tuple(dict.fromkeys(model.keys))
 
 
 # --------------------------------------------------------------------------- entry point
@@ -578,6 +510,11 @@ def parse_revocations(raw: Any) -> tuple[tuple[int, ...], tuple[str, ...]]:
 def parse_access(raw: Mapping[str, Any], *, base_dir: Path,
                  previous_uids: Mapping[str, int] | None = None) -> AccessConfig:
     """Validate the ACCESS_KEYS subset of a stack's config."""
+    from components.schema import AccessModel, validate_section
+
+    # Types and key names of every section first (with "did you mean"); the
+    # person rules below are shared with CSV rows.
+    model = validate_section(AccessModel, {k: raw[k] for k in ACCESS_KEYS if k in raw}, "")
     people = build_people(_roster_entries(raw.get("roster"), base_dir), previous_uids)
     term = parse_term(raw["term"]) if raw.get("term") is not None else None
     if people and term is None:
@@ -585,11 +522,8 @@ def parse_access(raw: Mapping[str, Any], *, base_dir: Path,
                           "a term window {start, end, timezone, grace} whenever a roster is given "
                           "(access ends with the term)")
     serials, keys = parse_revocations(raw.get("revocations"))
-    staff_keep = raw.get("staffKeepOwnKeys", True)
-    if not isinstance(staff_keep, bool):
-        staff_keep = _as_bool("staffKeepOwnKeys", staff_keep, "")
     return AccessConfig(people=people, term=term, revoked_serials=serials, revoked_keys=keys,
-                        staff_keep_own_keys=staff_keep)
+                        staff_keep_own_keys=model.staffKeepOwnKeys)
 
 
 # --------------------------------------------------------------------------- rendering

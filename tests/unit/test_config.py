@@ -62,7 +62,7 @@ def test_every_option_is_parsed() -> None:
             "hostName": "opus",
             "user": "mmatera",
             "userID": 20000.0,  # mocks and some YAML paths give floats
-            "userSSHKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFake me@laptop",
+            "userSSHKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMCzQlyG2Us+el5qs4O0ifwlYIyvk49DaRbP7kq4smnw me@laptop",
             "userSSHImport": "gh:octocat lp:someone",
             "customizeRepo": "https://github.com/example/setup.git",
             "customizeRepoCommand": "./install.sh",

@@ -7,11 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from components.errors import ConfigError
 from components.labconfig import DEFAULT_IDLE_TIMEOUT, parse_labs
 
-KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
+# A real key: the schema checks that the engine could log in with it.
+KEY = ed25519.Ed25519PrivateKey.generate().private_bytes(
+    serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()).decode()
 SECRET = "s" * 40
 
 
@@ -193,4 +197,8 @@ def test_pinned_host_key_is_normalised() -> None:
 def test_durations() -> None:
     assert parse(labs(idleTimeout="90s")).idle_timeout == 90
     assert parse(labs(idleTimeout="2h")).idle_timeout == 7200
-    assert parse(labs(idleTimeout=45)).idle_timeout == 45
+    assert parse(labs(idleTimeout="45s")).idle_timeout == 45
+    # One duration grammar for every key, unit required: 45 was seconds here and days in term.grace.
+    with pytest.raises(ConfigError) as err:
+        parse(labs(idleTimeout=45))
+    assert err.value.key == "labs.idleTimeout" and "no unit" in err.value.accepted

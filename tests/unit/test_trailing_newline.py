@@ -7,6 +7,7 @@ or a Traefik rule. The validators anchor with `\\Z`; these cases pin that.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,9 @@ from typing import Any
 import pytest
 
 from components.errors import ConfigError
-from components.labconfig import _ADDRESS, _DNS_NAME, _HOST_NAME, _QUANTITY, _UNIX_NAME
 from components.rosterdata import FINGERPRINT_RE, GITHUB_RE, LAUNCHPAD_RE
+from components.schema import _ADDRESS, _LAB_DNS_NAME, _LAB_HOST_NAME
+from components.vocabulary import _QUANTITY, USERNAME_RE
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "containers" / "labd"))
@@ -23,10 +25,10 @@ sys.path.insert(0, str(ROOT / "containers" / "labd"))
 from labd.render import valid_cluster_label  # noqa: E402
 
 PATTERNS = {
-    "labs host name": (_HOST_NAME, "lab1"),
-    "labs domain": (_DNS_NAME, "lab.example.org"),
-    "labs address": (_ADDRESS, "10.0.0.5"),
-    "labs user": (_UNIX_NAME, "root"),
+    "labs host name": (re.compile(_LAB_HOST_NAME), "lab1"),
+    "labs domain": (_LAB_DNS_NAME, "lab.example.org"),
+    "labs address": (re.compile(_ADDRESS), "10.0.0.5"),
+    "labs user": (USERNAME_RE, "root"),
     "labs quantity": (_QUANTITY, "50Gi"),
     "github handle": (GITHUB_RE, "octocat"),
     "launchpad handle": (LAUNCHPAD_RE, "someone"),
