@@ -263,6 +263,24 @@ class LoginServer(pulumi.ComponentResource):
                 )
             return checked[explicit]
 
+        # What shapes the claims, recorded so a later preview refuses any change
+        # they cannot take in place (storage.refused_claim_changes).
+        shape = {HOME_CLAIM: {"size": cfg.home_size, "storageClassName": cfg.home_storage_class_name,
+                              "key": "homeSize", "classKey": "homeStorageClassName"}}
+        for index, mount in enumerate(cfg.extra_mounts):
+            shape[extra_claim_name(mount.name)] = {
+                "size": mount.size, "storageClassName": mount.storage_class_name,
+                "key": f"extraMounts[{index}].size", "classKey": f"extraMounts[{index}].storageClassName"}
+        guard = storage.ClaimGuard(
+            "claim-guard",
+            namespace=cfg.namespace,
+            claims=shape,
+            managed_class={"provisioner": cfg.storage_provisioner, "parameters": dict(cfg.storage_parameters)}
+            if self.storage_class is not None else None,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        claim_deps = [*args.depends_on, guard]
+
         self.claims = {}
         self.claims[HOME_CLAIM] = storage.persistent_claim(
             "home",
@@ -271,7 +289,7 @@ class LoginServer(pulumi.ComponentResource):
             size=cfg.home_size,
             storage_class_name=class_for(cfg.home_storage_class_name, "homeStorageClassName"),
             labels=labels,
-            depends_on=args.depends_on,
+            depends_on=claim_deps,
             opts=pulumi.ResourceOptions(parent=self),
         )
         for index, mount in enumerate(cfg.extra_mounts):
@@ -282,7 +300,7 @@ class LoginServer(pulumi.ComponentResource):
                 size=mount.size,
                 storage_class_name=class_for(mount.storage_class_name, f"extraMounts[{index}].storageClassName"),
                 labels=labels,
-                depends_on=args.depends_on,
+                depends_on=claim_deps,
                 opts=pulumi.ResourceOptions(parent=self),
             )
 

@@ -44,6 +44,9 @@ from collections.abc import Mapping, Sequence
 
 import pulumi
 import pulumi_kubernetes as k8s
+from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
+
+from components.vocabulary import quantity_value
 
 # Spec fields Kubernetes will not change on an existing claim. A diff on any
 # of them would make the engine plan a replacement; ignoring them keeps the
@@ -152,3 +155,79 @@ def persistent_claim(
             )
         ),
     )
+
+
+# ---------------------------------------------------------------- claim guard
+#
+# `protect` makes the engine refuse a plan that deletes or replaces a claim,
+# but it says only "resource is protected", and a class change hidden by
+# ignoreChanges is silently not applied at all. The guard is a record, in
+# state, of what shapes the claims (namespace, names, classes, sizes, the
+# managed class's provisioner and parameters); its diff runs in every
+# preview before any claim is touched and refuses a change that the claims
+# cannot take in place, naming the config key, the old and new value and the
+# way out. The claims depend on it, so with --skip-preview nothing that holds
+# data is applied either.
+
+RELEASE_HINT = "to really move or drop data, release the homes first (README 'Releasing the homes from the stack')"
+
+
+class ClaimChangeRefused(Exception):
+    """A config change that would replace or delete a claim, or is silently not applied to it."""
+
+
+def refused_claim_changes(olds: Mapping[str, object], news: Mapping[str, object]) -> list[str]:
+    """One sentence per refused change between the recorded shape and the new one."""
+    problems: list[str] = []
+    old_ns, new_ns = olds.get("namespace"), news.get("namespace")
+    if old_ns and old_ns != new_ns:
+        problems.append(f"config key 'namespace': {old_ns!r} -> {new_ns!r} would delete every claim in {old_ns!r} "
+                        f"and create empty ones; keep {old_ns!r}")
+    old_claims = dict(olds.get("claims") or {})  # type: ignore[call-overload]
+    new_claims = dict(news.get("claims") or {})  # type: ignore[call-overload]
+    for claim, old in sorted(old_claims.items()):
+        new = new_claims.get(claim)
+        if new is None:
+            problems.append(f"config key 'extraMounts': the claim {claim!r} is gone from the config (a mount removed "
+                            "or renamed); that would delete it; put the mount back under its old name")
+            continue
+        if old["storageClassName"] != new["storageClassName"]:
+            managed = "(the managed class)"
+            before, after = old["storageClassName"] or managed, new["storageClassName"] or managed
+            problems.append(f"config key '{new['classKey']}': {before!r} -> {after!r}: the class of an existing "
+                            "claim cannot change (it would need a new, empty claim); keep the old class")
+        if quantity_value(str(new["size"])) < quantity_value(str(old["size"])):
+            problems.append(f"config key '{new['key']}': {old['size']} -> {new['size']}: a claim cannot shrink; "
+                            f"keep {old['size']} or more")
+    old_class, new_class = olds.get("managedClass"), news.get("managedClass")
+    if old_class and new_class and old_class != new_class:
+        problems.append(f"config keys 'storageProvisioner'/'storageParameters': {old_class} -> {new_class}: the "
+                        "Retain class's provisioner and parameters are immutable and its claims' volumes were made "
+                        "by the old ones; keep them")
+    return problems
+
+
+class ClaimGuardProvider(ResourceProvider):
+    def create(self, props: dict[str, object]) -> CreateResult:
+        return CreateResult(id_="claim-guard", outs=dict(props))
+
+    def diff(self, _id: str, _olds: dict[str, object], _news: dict[str, object]) -> DiffResult:
+        problems = refused_claim_changes(_olds, _news)
+        if problems:
+            raise ClaimChangeRefused("refused, nothing applied: " + "; ".join(problems) + f"; {RELEASE_HINT}")
+        changed = {k: _olds.get(k) for k in _news} != dict(_news)
+        return DiffResult(changes=changed, replaces=[], stables=[], delete_before_replace=False)
+
+    def update(self, _id: str, _olds: dict[str, object], _news: dict[str, object]) -> UpdateResult:
+        return UpdateResult(outs=dict(_news))
+
+
+class ClaimGuard(pulumi.dynamic.Resource):
+    """The recorded shape of a stack's claims; see refused_claim_changes."""
+
+    def __init__(self, name: str, *, namespace: str, claims: Mapping[str, Mapping[str, str]],
+                 managed_class: Mapping[str, object] | None, opts: pulumi.ResourceOptions | None = None) -> None:
+        props = {"namespace": namespace, "claims": {k: dict(v) for k, v in claims.items()},
+                 "managedClass": dict(managed_class) if managed_class else None}
+        # Protected with the claims: it must outlive an end-of-term destroy as they do.
+        super().__init__(ClaimGuardProvider(), name, props, keep_forever(opts))

@@ -73,6 +73,19 @@ class Registered:
         return str(self.inputs.get("kind", ""))
 
 
+def dynamic_provider_for(resource_name: str) -> Any:
+    """The provider behind one of the program's dynamic resources, by its resource name."""
+    from components.roster import UidLedgerProvider
+    from components.sshcert import CertificateSetProvider
+    from components.storage import ClaimGuardProvider
+
+    if resource_name.endswith("-uids"):
+        return UidLedgerProvider()
+    if resource_name == "claim-guard":
+        return ClaimGuardProvider()
+    return CertificateSetProvider()
+
+
 class ClusterMocks(pulumi.runtime.Mocks):
     """Answers like a cluster would: echo inputs, add what the provider computes."""
 
@@ -83,12 +96,8 @@ class ClusterMocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         state = dict(args.inputs)
         if args.typ == "pulumi-python:dynamic:Resource":
-            # The roster's dynamic providers are pure Python: run their create.
-            from components.roster import UidLedgerProvider
-            from components.sshcert import CertificateSetProvider
-
-            provider: Any = UidLedgerProvider() if args.name.endswith("-uids") else CertificateSetProvider()
-            state = dict(provider.create(dict(args.inputs)).outs)
+            # The program's dynamic providers are pure Python: run their create.
+            state = dict(dynamic_provider_for(args.name).create(dict(args.inputs)).outs)
         elif args.typ == "command:local:Command":
             # A lab host's verify step prints the host certificate it accepted.
             state["stdout"] = "ssh-ed25519-cert-v01@openssh.com AAAAIHNzaC1lZDI1NTE5LWNlcnQtdjAxQG9wZW5zc2guY29t\n"

@@ -17,7 +17,8 @@ sys.path.insert(0, str(ROOT))
 
 from components.roster import UidLedgerProvider  # noqa: E402
 from components.rosterdata import parse_access  # noqa: E402
-from components.sshcert import CertificateSetProvider, certificate_fields  # noqa: E402
+from components.sshcert import certificate_fields  # noqa: E402
+from tests.unit.conftest import dynamic_provider_for  # noqa: E402
 
 pytestmark = pytest.mark.unit
 
@@ -38,8 +39,7 @@ class Mocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         outputs = dict(args.inputs)
         if args.typ == "pulumi-python:dynamic:Resource":
-            provider: Any = UidLedgerProvider() if args.name.endswith("-uids") else CertificateSetProvider()
-            outputs = dict(provider.create(dict(args.inputs)).outs)
+            outputs = dict(dynamic_provider_for(args.name).create(dict(args.inputs)).outs)
         self.resources[args.name] = outputs
         return f"{args.name}-id", outputs
 

@@ -520,7 +520,18 @@ def test_urns_of_data_holding_resources_never_change() -> None:
         "classroom:index:SshCertificateAuthority$tls:index/privateKey:PrivateKey::ssh-ca-key",
         "classroom:index:LoginServer$kubernetes:core/v1:PersistentVolumeClaim::home",
         "classroom:index:LoginServer$kubernetes:core/v1:PersistentVolumeClaim::extra-cis90",
+        "classroom:index:LoginServer$pulumi-python:dynamic:Resource::claim-guard",
     }
+
+
+def test_claims_wait_for_the_claim_guard_that_records_their_shape() -> None:
+    r = render({"extraMounts": [{"name": "cis90", "path": "/home/cis90", "size": "1Gi"}]})
+    guard = next(x for x in r.resources if x.name == "claim-guard")
+    assert guard.protect
+    assert guard.inputs["namespace"] and guard.inputs["claims"]["extra-cis90"]["size"] == "1Gi"
+    assert set(guard.inputs["claims"]) == {"home", "extra-cis90"}
+    claims = [x for x in r.resources if x.type == "kubernetes:core/v1:PersistentVolumeClaim"]
+    assert claims and all(guard.urn in x.dependencies for x in claims)
 
 
 def test_lab_hosts_are_built_when_the_stack_has_labs() -> None:
