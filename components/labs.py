@@ -70,7 +70,12 @@ def tree_hash(directory: Path) -> str:
 
 def public_key_of(private_key: str, password: str = "") -> str:
     """The OpenSSH public key line of the engine's private key (for in-cluster hosts)."""
-    key = serialization.load_ssh_private_key(private_key.encode(), password.encode() or None)
+    # The schema accepts OpenSSH and PEM keys (components/schema.py private_key_problem): load either.
+    secret = password.encode() or None
+    if "BEGIN OPENSSH PRIVATE KEY" in private_key:
+        key: Any = serialization.load_ssh_private_key(private_key.encode(), secret)
+    else:
+        key = serialization.load_pem_private_key(private_key.encode(), secret)
     return key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
 
 

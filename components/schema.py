@@ -643,6 +643,8 @@ def _kubernetes(definition: str, *, many: bool) -> Callable[[Any], Any]:
             raise invalid("a mapping (key: value pairs)")
         items = list(enumerate(value)) if many else [(None, value)]
         for index, item in items:
+            if not isinstance(item, Mapping):  # the schema allows null; a pod spec entry cannot be one
+                raise invalid(f"a mapping (a Kubernetes {definition.rsplit('.', 1)[-1]})", sub=(index,), value=item)
             found = k8sschema.first_error(definition, item, "")
             prefix: tuple[str | int, ...] = () if index is None else (index,)
             if found:
@@ -1145,7 +1147,7 @@ class LabHostModel(Section):
 
 
 def _host_key(value: Any) -> str:
-    if not value:
+    if value == "" or value is None:
         return ""
     return " ".join(_pattern(_PUBKEY, "an OpenSSH public key or host certificate line 'TYPE BASE64'")(value)
                     .split()[:2])
@@ -1168,6 +1170,10 @@ def private_key_problem(text: str, password: str) -> str | None:
     except ValueError:
         return "it does not parse (or the password is wrong)"
     except Exception as exc:  # cryptography raises UnsupportedAlgorithm for DSA and others
+        if "bcrypt" in str(exc) and secret is not None:
+            # An encrypted OpenSSH key: checking it needs the bcrypt module, which the
+            # program does not ship; the engine's ssh client decrypts it with the password.
+            return None
         return f"its type is not supported ({type(exc).__name__})"
     if not isinstance(key, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
         return f"its type is not supported ({type(key).__name__})"
