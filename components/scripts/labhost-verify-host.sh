@@ -10,9 +10,12 @@
 # validity window) and hands the verified certificate to LabHost, which pins
 # it as the `hostKey` of every remote connection to this host.
 #
-# Only certificate host-key algorithms are offered, in the order Go's SSH
-# client prefers them, so the host presents the same certificate to this
-# check as to the provider, and a host with no certificate is refused.
+# Only certificate host-key algorithms are offered, so a host with no
+# certificate is refused. RSA certificates are not among them: pulumi-command
+# 1.2.1 offers exactly the pinned key's type, and for an RSA certificate that
+# is ssh-rsa-cert-v01@openssh.com (SHA-1), which OpenSSH >= 8.8 no longer
+# accepts ("no common algorithm for host key", seen with the real engine).
+# A lab host needs an ed25519 (or ECDSA) host certificate.
 #
 # Environment: LABHOST_ADDRESS LABHOST_PORT LABHOST_USER LABHOST_PRINCIPAL
 #   LABHOST_CA (CA public key line) LABHOST_KEY (private key; secret)
@@ -34,9 +37,8 @@ elif [ -n "${LABHOST_AGENT:-}" ]; then
     identity="-o IdentityAgent=$LABHOST_AGENT"
 fi
 
-algorithms=rsa-sha2-256-cert-v01@openssh.com,rsa-sha2-512-cert-v01@openssh.com
-algorithms=$algorithms,ecdsa-sha2-nistp256-cert-v01@openssh.com,ecdsa-sha2-nistp384-cert-v01@openssh.com
-algorithms=$algorithms,ecdsa-sha2-nistp521-cert-v01@openssh.com,ssh-ed25519-cert-v01@openssh.com
+algorithms=ssh-ed25519-cert-v01@openssh.com,ecdsa-sha2-nistp256-cert-v01@openssh.com
+algorithms=$algorithms,ecdsa-sha2-nistp384-cert-v01@openssh.com,ecdsa-sha2-nistp521-cert-v01@openssh.com
 
 # KnownHostsCommand runs with the presented key before verification and
 # prints nothing, so it adds no trust; it only records what was presented.
@@ -48,7 +50,8 @@ if ! ssh -F none -T -o BatchMode=yes -o StrictHostKeyChecking=yes \
     -o "KnownHostsCommand=/bin/sh -c 'printf \"%%s %%s\\n\" \"\$1\" \"\$2\" >$work/presented' sh %t %K" \
     $identity -p "$LABHOST_PORT" -l "$LABHOST_USER" "$LABHOST_ADDRESS" true 2>"$work/err"; then
     echo "lab host $LABHOST_ADDRESS:$LABHOST_PORT failed host verification against the class CA" \
-        "(principal $LABHOST_PRINCIPAL):" >&2
+        "(principal $LABHOST_PRINCIPAL; an ed25519 or ECDSA host certificate is needed, RSA ones" \
+        "cannot be pinned by pulumi-command):" >&2
     cat "$work/err" >&2
     exit 1
 fi

@@ -102,6 +102,11 @@ class PulumiProject:
         data.setdefault("config", {})[f"classroom:{key}"] = value
         self.stack_file.write_text(yaml.safe_dump(data, sort_keys=False))
 
+    def del_config(self, key: str) -> None:
+        data = yaml.safe_load(self.stack_file.read_text())
+        data.get("config", {}).pop(f"classroom:{key}", None)
+        self.stack_file.write_text(yaml.safe_dump(data, sort_keys=False))
+
     def get_config(self, key: str) -> Any:
         data = yaml.safe_load(self.stack_file.read_text())
         return data.get("config", {}).get(f"classroom:{key}")

@@ -122,6 +122,51 @@ def test_home_growth_is_an_in_place_expansion(project: PulumiProject) -> None:
     assert all(p["status"]["capacity"]["storage"] == "5Gi" for p in homes)
 
 
+def claim_sizes(kubeconfig: str) -> dict[str, tuple[str, str]]:
+    items = kget(kubeconfig, "pvc", "-n", NAMESPACE)["items"]
+    return {i["metadata"]["name"]: (i["metadata"]["uid"], i["spec"]["resources"]["requests"]["storage"]) for i in items}
+
+
+def _renamed_mount(project: PulumiProject) -> list[dict[str, Any]]:
+    mounts = [dict(m) for m in project.get_config("extraMounts")]
+    mounts[-1]["name"] = mounts[-1]["name"] + "2"
+    return mounts
+
+
+def _reclassed_mount(project: PulumiProject) -> list[dict[str, Any]]:
+    mounts = [dict(m) for m in project.get_config("extraMounts")]
+    mounts[0]["storageClassName"] = "local-retain"
+    return mounts
+
+
+@pytest.mark.parametrize(("key", "change", "fragment"), [
+    ("namespace", lambda p: "e2e-program-moved", "config key 'namespace'"),
+    ("extraMounts", _renamed_mount, "config key 'extraMounts'"),
+    ("extraMounts", _reclassed_mount, "config key 'extraMounts[0].storageClassName'"),
+    ("homeSize", lambda p: "1Gi", "config key 'homeSize': 5Gi -> 1Gi"),
+    ("storageProvisioner", lambda p: "example.com/other", "config key"),
+    ("storageParameters", lambda p: {"tier": "fast"}, "storageParameters"),
+])
+def test_a_change_no_claim_can_take_is_refused_at_preview(
+    project: PulumiProject, key: str, change: Any, fragment: str
+) -> None:
+    kc = project.env["KUBECONFIG"]
+    before = claim_sizes(kc)
+    old = project.get_config(key)
+    project.set_config(key, change(project))
+    try:
+        proc = project.run("preview", "--diff", check=False)
+        up = project.run("up", "--yes", check=False)
+    finally:
+        project.set_config(key, old) if old is not None else project.del_config(key)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and up.returncode != 0, text
+    assert "refused, nothing applied" in text and fragment in text, text
+    assert "Traceback" not in text
+    assert claim_sizes(kc) == before
+    project.run("preview", "--expect-no-changes")
+
+
 def test_plain_destroy_refuses_and_deletes_nothing(project: PulumiProject) -> None:
     kc = project.env["KUBECONFIG"]
     ns = namespace(project)

@@ -122,14 +122,17 @@ class Sshd:
 
 
 def start_sshd(ns: Netns, directory: Path, address: str, ca: Ca | None, principals: str,
-               authorized: Path | None, trusted_user_ca: Ca | None = None) -> Sshd:
+               authorized: Path | None, trusted_user_ca: Ca | None = None,
+               key_types: tuple[str, ...] = ("ed25519", "rsa")) -> Sshd:
     """Real /usr/sbin/sshd inside ns, with host keys (ed25519 + RSA, like the login server) signed by ca."""
     directory.mkdir(parents=True)
-    keys = [keygen(directory / "ssh_host_ed25519_key"), keygen(directory / "ssh_host_rsa_key", "rsa")]
+    keys = [keygen(directory / f"ssh_host_{kind}_key", kind) for kind in key_types]
     lines = [f"ListenAddress {address}:22", "Port 22", f"PidFile {directory}/sshd.pid",
              f"AuthorizedKeysFile {directory}/authorized_keys/%u", "PermitRootLogin prohibit-password",
              "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
-             "X11Forwarding no", "LogLevel VERBOSE"]
+             "X11Forwarding no", "LogLevel VERBOSE",
+             # as Debian's own sshd_config has it: CopyToRemote (LabHost) copies over SFTP
+             "Subsystem sftp /usr/lib/openssh/sftp-server"]
     for key in keys:
         lines.append(f"HostKey {key}")
         if ca is not None:

@@ -93,9 +93,9 @@ def test_verify_script_accepts_only_a_host_certified_by_the_class_ca(
     ok = run(*netns.exec("/bin/sh", "-c", script), env={**env, "LABHOST_ADDRESS": good.address}, check=False)
     assert ok.returncode == 0, ok.stderr
     presented = ok.stdout.split()
-    # The certificate algorithm Go's client prefers (RSA-SHA2 certificates first).
-    rsa_cert = (good.directory / "ssh_host_rsa_key-cert.pub").read_text().split()
-    assert presented == rsa_cert[:2]
+    # The ed25519 certificate: pulumi-command can pin it (an RSA one it cannot, see the script).
+    ed25519_cert = (good.directory / "ssh_host_ed25519_key-cert.pub").read_text().split()
+    assert presented == ed25519_cert[:2]
 
     refused = run(*netns.exec("/bin/sh", "-c", script), env={**env, "LABHOST_ADDRESS": rogue.address},
                   check=False)
@@ -107,6 +107,19 @@ def test_verify_script_accepts_only_a_host_certified_by_the_class_ca(
                      env={**env, "LABHOST_ADDRESS": good.address, "LABHOST_PRINCIPAL": "lab2.example.test"},
                      check=False)
     assert wrong_name.returncode == 1 and "not a listed principal" in wrong_name.stderr
+
+
+def test_verify_script_refuses_a_host_with_only_an_rsa_certificate(
+        netns: Netns, pki: tuple[Ca, Ca, Path], sshd_factory: list[Sshd], tmp_path: Path) -> None:
+    # pulumi-command would pin it as ssh-rsa-cert-v01 (SHA-1), which sshd refuses: fail here, clearly.
+    ca, _, engine = pki
+    sshd_factory.append(start_sshd(netns, tmp_path / "rsa", "10.231.0.2", ca, "lab1.example.test", engine,
+                                   key_types=("rsa",)))
+    env = {**os.environ, "LABHOST_ADDRESS": "10.231.0.2", "LABHOST_PORT": "22", "LABHOST_USER": "root",
+           "LABHOST_PRINCIPAL": "lab1.example.test", "LABHOST_CA": ca.public, "LABHOST_KEY": engine.read_text()}
+    refused = run(*netns.exec("/bin/sh", "-c", VERIFY_SCRIPT.read_text()), env=env, check=False)
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert "an ed25519 or ECDSA host certificate is needed" in refused.stderr
 
 
 def test_verify_step_logs_in_with_a_user_certificate_from_an_agent(
@@ -131,7 +144,7 @@ def test_verify_step_logs_in_with_a_user_certificate_from_an_agent(
         script = VERIFY_SCRIPT.read_text()
         ok = run(*netns.exec("/bin/sh", "-c", script), env=env, check=False)
         assert ok.returncode == 0, ok.stderr
-        assert ok.stdout.split()[0] == "ssh-rsa-cert-v01@openssh.com"
+        assert ok.stdout.split()[0] == "ssh-ed25519-cert-v01@openssh.com"
         # Without the agent (and without a key) the same host refuses the login.
         refused = run(*netns.exec("/bin/sh", "-c", script), env={**env, "LABHOST_AGENT": "/nonexistent"},
                       check=False)
