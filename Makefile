@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 STACK ?= dev
 
-.PHONY: help setup up preview destroy term-end term-new term-status test unit ssh labs labhost e2e lint bench cluster-start cluster-stop toolchain clean
+.PHONY: help setup up preview destroy term-end term-new term-status test unit ssh labs attack labhost e2e lint bench cluster-start cluster-stop toolchain clean
 
 help: ## List every task
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z0-9-]+):.*## (.*)/  make \1\t\2/' | expand -t 24
@@ -37,7 +37,7 @@ cluster-start: ## Start the local control plane (etcd, apiserver, kwok) in .stat
 cluster-stop: ## Stop the local control plane
 	tools/up.sh cluster-stop
 
-test: ## Every test tier (unit, ssh, labs, labhost, e2e), installing what is missing first
+test: ## Every test tier (unit, ssh, labs, attack, labhost, e2e), installing what is missing first
 	tools/test.sh all
 
 unit: ## Unit tier only (mocks, manifests, linters)
@@ -48,6 +48,9 @@ ssh: ## SSH tier only (real OpenSSH)
 
 labs: ## Lab tier only (labd, session hook, Traefik; k3d double)
 	tools/test.sh labs
+
+attack: ## Attack tier only (a hostile student against the image's real PAM stack, sshd, hook, reconciler)
+	tools/test.sh attack
 
 labhost: ## Lab-host tier only (sshd in a network namespace, labd, Traefik)
 	tools/test.sh labhost

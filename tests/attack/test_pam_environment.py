@@ -10,6 +10,7 @@ was proxied, and nothing happened to alice.
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import threading
@@ -82,15 +83,28 @@ def test_pythonpath_sitecustomize_does_not_run_as_root(server: Server) -> None:
     assert_alice_untouched(server)
 
 
-def test_ld_preload_does_not_run_as_root(server: Server, tmp_path: Path) -> None:
-    source = tmp_path / "pwn.c"
-    source.write_text(PRELOAD_C)
-    library = tmp_path / "pwn.so"
-    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(library), str(source)], check=True, capture_output=True)
-    server.plant("bob", "pwn.so", library.read_bytes(), mode=0o755)
-    server.plant("bob", ".pam_environment", pam_environment({"LD_PRELOAD": "/home/bob/pwn.so"}))
+def test_loader_variables_reach_no_root_process(server: Server, tmp_path: Path) -> None:
+    """LD_PRELOAD runs code in a root process before Python starts, so only the PAM stack
+    itself can stop it. LD_DEBUG_OUTPUT needs no compiler to show the same thing: the
+    dynamic loader of any process that received it writes a file there, as that process's
+    user. With gcc at hand (this machine has it) a real preloaded library is tried too."""
+    loader = {"LD_DEBUG": "files", "LD_DEBUG_OUTPUT": "/tmp/ld-debug-bob"}
+    if shutil.which("gcc"):
+        source = tmp_path / "pwn.c"
+        source.write_text(PRELOAD_C)
+        library = tmp_path / "pwn.so"
+        subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(library), str(source)], check=True,
+                       capture_output=True)
+        server.plant("bob", "pwn.so", library.read_bytes(), mode=0o755)
+        loader["LD_PRELOAD"] = "/home/bob/pwn.so"
+    server.plant("bob", ".pam_environment", pam_environment(loader))
     bob_logged_in_and_hook_ran(server)
     assert not (server.root / "pwned-preload").exists()
+    written_by_root = [p.name for p in (server.root / "tmp").glob("ld-debug-bob*") if p.stat().st_uid == 0]
+    assert not written_by_root
+    # The probe itself works in this root: the loader honours it for a process that gets it.
+    assert server.login("bob", "LD_DEBUG=files LD_DEBUG_OUTPUT=/tmp/ld-probe-bob /bin/true").returncode == 0
+    assert list((server.root / "tmp").glob("ld-probe-bob*"))
 
 
 def test_path_does_not_reach_root(server: Server) -> None:
