@@ -643,10 +643,10 @@ def _kubernetes(definition: str, *, many: bool) -> Callable[[Any], Any]:
             raise invalid("a mapping (key: value pairs)")
         items = list(enumerate(value)) if many else [(None, value)]
         for index, item in items:
-            if not isinstance(item, Mapping):  # the schema allows null; a pod spec entry cannot be one
-                raise invalid(f"a mapping (a Kubernetes {definition.rsplit('.', 1)[-1]})", sub=(index,), value=item)
-            found = k8sschema.first_error(definition, item, "")
             prefix: tuple[str | int, ...] = () if index is None else (index,)
+            if not isinstance(item, Mapping):  # the schema allows null; a pod spec entry cannot be one
+                raise invalid(f"a mapping (a Kubernetes {definition.rsplit('.', 1)[-1]})", sub=prefix, value=item)
+            found = k8sschema.first_error(definition, item, "")
             if found:
                 path, bad, accepted = found
                 sub = prefix + tuple(_split_path(path))
@@ -1436,7 +1436,7 @@ class StackModel(Section):
         "", **doc("Appended to `/etc/rc.env`, after the chart's variables (`DEFAULT_USER`, `DEFAULT_USER_ID`, "
                   "`DEFAULT_KEY`, `DEFAULT_KEY_IMPORT`, `SET_HOSTNAME`, `CUSTOMIZE_*`), all exported. Set it with "
                   "`pulumi config set --secret` to make rc.env a Secret.", "shell assignments",
-                  example="COURSE=cis90", secret=True))
+                  example="COURSE=cis90"))
     rcLocal: Annotated[str, BeforeValidator(_script)] = Field(
         "", **doc("Replaces `/etc/rc.local`; must start with `#!` and should `touch /ready` (a preview warns when "
                   "it does not: the pod would never become ready).", "a script starting with '#!' or ''",
