@@ -697,6 +697,51 @@ ssh -i /root/user -o CertificateFile=/root/user-cert.pub -o UserKnownHostsFile=/
     assert keys.is_file() and keys.stat().st_uid == 0 and stat.S_IMODE(keys.stat().st_mode) == 0o644
 
 
+# A stack carried over from the cloud-server chart keeps its own rcLocal and
+# rcUser. Written in the chart's style (not copied from it): rc.env sourced
+# without `set -a`, the account made from DEFAULT_USER_ID, rc.user run as a
+# child through `su` - which sees only what rc.env exported.
+CHART_STYLE_RC_LOCAL = """#!/usr/bin/bash
+set -e
+. /etc/rc.env
+groupadd "${DEFAULT_USER}" -g "${DEFAULT_USER_ID}"
+useradd "${DEFAULT_USER}" -u "${DEFAULT_USER_ID}" -g "${DEFAULT_USER}" -m -s /usr/bin/bash
+tempfile=$(mktemp)
+cp /etc/rc.user "$tempfile"
+chown "${DEFAULT_USER}:${DEFAULT_USER}" "$tempfile"
+chmod u+x "$tempfile"
+su "${DEFAULT_USER}" -c "$tempfile"
+rm "$tempfile"
+touch /ready
+"""
+CHART_STYLE_RC_USER = """#!/usr/bin/bash
+set -e
+echo "user=${DEFAULT_USER} id=${DEFAULT_USER_ID} host=${SET_HOSTNAME} cmd=${CUSTOMIZE_COMMAND}" >"$HOME/rc-user.out"
+"""
+
+
+@chroot_tier
+def test_chroot_a_chart_style_rc_local_and_rc_user_work_with_the_programs_rc_env(image_root: Path) -> None:
+    from components.config import parse_config
+    from components.server import render_rc_env
+
+    cfg = parse_config({"user": "chartuser", "userID": 12345, "hostName": "opus", "customizeCommand": "make",
+                        "rcLocal": CHART_STYLE_RC_LOCAL, "rcUser": CHART_STYLE_RC_USER},
+                       stack="dev", base_dir=REPO)
+    assert cfg.warnings == ()  # it touches /ready
+    etc = image_root / "etc"
+    (etc / "rc.env").write_text(render_rc_env(cfg))
+    for name, text in (("rc.local", cfg.rc_local), ("rc.user", cfg.rc_user)):
+        (etc / name).write_text(text)
+        (etc / name).chmod(0o755)
+    ran = in_chroot(image_root, "/etc/rc.local")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert (image_root / "ready").exists()
+    home = image_root / "home" / "chartuser"
+    assert home.stat().st_uid == 12345
+    assert (home / "rc-user.out").read_text() == "user=chartuser id=12345 host=opus cmd=make\n"
+
+
 # ------------------------------------- systemd boot (systemd-nspawn, real) ---
 # systemd-nspawn boots the set-up root with systemd as PID 1, the way the
 # privileged pod runs the image, in a private network namespace (only its own
