@@ -14,6 +14,7 @@ The OpenAPI definitions use a handful of JSON Schema words only (`type`,
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Mapping
 from functools import cache
@@ -111,7 +112,9 @@ def _check(schema: Mapping[str, Any], value: Any, path: str, what: str) -> tuple
                 found = _check(properties[key], item, where, what)
             elif extra is False:
                 known = ", ".join(properties)
-                return where, item, f"one of the fields of a Kubernetes {what}: {known}"
+                match = difflib.get_close_matches(str(key), list(properties), n=1, cutoff=0.6)
+                hint = f"; did you mean '{match[0]}'?" if match else ""
+                return where, item, f"one of the fields of a Kubernetes {what}: {known}{hint}"
             elif isinstance(extra, Mapping):
                 found = _check(extra, item, where, what)
             else:

@@ -1121,8 +1121,8 @@ class LabHostModel(Section):
         "/usr/bin/python3", **doc("python3 (>= 3.11) on the host.", "an absolute path"))
     weight: Annotated[float, BeforeValidator(_weight)] = Field(
         1.0, **doc("Placement share; changing it moves students (capacity does not).", "a number in (0, 100]"))
-    cpu: Annotated[str, BeforeValidator(_pattern(r"^[0-9]+(\.[0-9]+)?m?\Z", "a CPU quantity like '4' or '3500m'"))] \
-        = Field("4", **doc("inCluster: the pod's CPU limit.", "a CPU quantity"))
+    cpu: Annotated[str, BeforeValidator(quantity(accepted="a CPU quantity like '4' or '3500m'"))] = Field(
+        "4", **doc("inCluster: the pod's CPU limit.", "a CPU quantity"))
     memory: Annotated[str, BeforeValidator(quantity(accepted="a memory quantity like '16Gi'"))] = Field(
         "16Gi", **doc("inCluster: the pod's memory limit.", "a memory quantity like '16Gi'"))
 
