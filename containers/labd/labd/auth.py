@@ -52,10 +52,27 @@ def sign(key: bytes, key_id: str, method: str, path: str, user: str, body: bytes
     }
 
 
+HEADER_RESPONSE_SIGNATURE = "X-Labd-Response-Signature"
+RESPONSE_SCHEME = "labd-v1-response"
+
+
+def response_canonical(key_id: str, request_nonce: str, status: int, body: bytes) -> bytes:
+    """What labd signs in an answer: bound to the request (its nonce), so no answer can be replayed
+    to another request, and to the status and exact body bytes. The hook verifies it before it
+    writes anything it got from labd into a student's home."""
+    return "\n".join([RESPONSE_SCHEME, key_id, request_nonce, str(int(status)),
+                      hashlib.sha256(body).hexdigest()]).encode()
+
+
+def sign_response(key: bytes, key_id: str, request_nonce: str, status: int, body: bytes) -> str:
+    return hmac.new(key, response_canonical(key_id, request_nonce, status, body), hashlib.sha256).hexdigest()
+
+
 @dataclass(frozen=True)
 class Caller:
     key_id: str
     user: str
+    nonce: str = ""
 
 
 class AuthError(Exception):
@@ -112,7 +129,11 @@ class Verifier:
             if nonce in self._seen:
                 raise AuthError("replayed request (nonce already used)")
             self._seen[nonce] = now + 2 * self._max_skew
-        return Caller(key_id=key_id, user=user)
+        return Caller(key_id=key_id, user=user, nonce=nonce)
+
+    def sign_response(self, caller: Caller, status: int, body: bytes) -> str:
+        """The answer's signature with the key the caller authenticated with."""
+        return sign_response(self._keys[caller.key_id], caller.key_id, caller.nonce, status, body)
 
     def _prune(self, now: float) -> None:
         if len(self._seen) < 1024:

@@ -28,7 +28,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from labd.auth import AuthError, Caller, Verifier
+from labd.auth import HEADER_RESPONSE_SIGNATURE, AuthError, Caller, Verifier
 from labd.k3d import K3dError
 from labd.service import Conflict, LabService, NotFound
 
@@ -82,15 +82,21 @@ def make_handler(service: LabService, verifier: Verifier) -> type[BaseHTTPReques
         def log_message(self, format: str, *args: Any) -> None:
             log.info("%s %s", self.address_string(), format % args)
 
-        def _send(self, status: int, body: Any, content_type: str = "application/json") -> None:
+        def _send(self, status: int, body: Any, content_type: str = "application/json",
+                  caller: Caller | None = None) -> None:
             data = body.encode() if isinstance(body, str) else json.dumps(body, sort_keys=True).encode() + b"\n"
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
+            if caller is not None:
+                # Signed for the request it answers: the hook writes nothing into a home
+                # (a kubeconfig) that a proxy or an impostor at this address made up.
+                self.send_header(HEADER_RESPONSE_SIGNATURE, verifier.sign_response(caller, status, data))
             self.end_headers()
             self.wfile.write(data)
 
         def _handle(self) -> None:
+            self._caller: Caller | None = None  # one handler serves every request of a keep-alive connection
             try:
                 status, body, ctype = self._dispatch()
             except HttpError as err:
@@ -103,7 +109,7 @@ def make_handler(service: LabService, verifier: Verifier) -> type[BaseHTTPReques
                 status, body, ctype = 409, {"error": str(err)}, "application/json"
             except K3dError as err:
                 status, body, ctype = 502, {"error": str(err)}, "application/json"
-            self._send(status, body, ctype)
+            self._send(status, body, ctype, self._caller)
 
         def _dispatch(self) -> tuple[int, Any, str]:
             length = int(self.headers.get("Content-Length") or 0)
@@ -122,6 +128,7 @@ def make_handler(service: LabService, verifier: Verifier) -> type[BaseHTTPReques
             # Authenticate over the exact bytes received, then authorize, and
             # only then look at the body or any state.
             caller = verifier.verify(self.command, path, {k: v for k, v in self.headers.items()}, body)
+            self._caller = caller
             params = match.groupdict()
             authorize(caller, admin_only, params)
             return self._operate(op, params, body)
