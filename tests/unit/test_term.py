@@ -29,7 +29,7 @@ ROSTER_CSV = """Username,Full Name,Email,Role
 alice,Alice A,alice@example.edu,student
 bob,Bob B,bob@example.edu,student
 carol,Carol C,carol@example.edu,student
-tina,Tina T,tina@example.edu,ta
+tina,Tina T,tina@example.edu,student
 """
 
 
@@ -65,6 +65,15 @@ def new_args(stacks: Path, *extra: str, start: str = "2027-01-25", end: str = "2
 # ------------------------------------------------------------------ new
 
 
+def test_new_refuses_an_export_that_would_make_staff(stacks: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    csv = stacks.parent / "rosters" / "spring.csv"
+    csv.parent.mkdir()
+    csv.write_text(ROSTER_CSV.replace("tina,Tina T,tina@example.edu,student", "tina,Tina T,tina@example.edu,ta"))
+    code, _out, err = run(capsys, *new_args(stacks, "--roster", str(csv)))
+    assert code != 0 and "cannot make staff" in err and "line 5" in err
+    assert not (stacks / f"Pulumi.{NEW}.yaml").exists()
+
+
 def test_new_writes_dates_roster_and_a_fresh_namespace(stacks: Path, capsys: pytest.CaptureFixture[str]) -> None:
     csv = stacks.parent / "rosters" / "spring.csv"
     csv.parent.mkdir()
@@ -84,7 +93,7 @@ def test_new_writes_dates_roster_and_a_fresh_namespace(stacks: Path, capsys: pyt
     }
     if "classroom:term" in old:
         assert config["classroom:term"]["timezone"] == old["classroom:term"]["timezone"]
-    assert "3 student(s)" in out
+    assert "4 student(s)" in out
     assert "namespace classroom-cis90-spring2027" in out
     assert "PyYAML" in out  # says the old file's comments are gone
     assert "PULUMI_K8S_UPSERT_EXISTING_OBJECTS" not in out
@@ -274,7 +283,7 @@ def test_status_counts_students_and_lists_hosts(two_stacks: Path, capsys: pytest
         "2026-12-18",
     )
     assert (fall["students"], fall["staff"]) == (2, 1)
-    assert (spring["students"], spring["staff"]) == (3, 1)  # counted from the CSV
+    assert (spring["students"], spring["staff"]) == (4, 0)  # counted from the CSV
     assert spring["labHosts"] == ["lab1", "lab2"]
     assert fall["labHosts"] == []
     if shutil.which("pulumi") is None:
