@@ -83,6 +83,8 @@ def build(cfg: ClassroomConfig) -> Classroom:
                 ca_public_key=ca.public_key,
                 class_name=class_name,
                 term=term_name,
+                # labd refuses ensure and session opens after it (no term: no end).
+                access_end=cfg.access.term.access_end if cfg.access.term is not None else None,
                 namespace=namespace_name,
                 ca_secret_name=ca.secret_name,
                 opts=in_namespace,

@@ -33,6 +33,7 @@ import hashlib
 import json
 import shlex
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ import pulumi_kubernetes as k8s
 from cryptography.hazmat.primitives import serialization
 
 from components.labconfig import LabHostSpec, LabsConfig
+from components.rosterdata import utc_stamp
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
@@ -93,7 +95,13 @@ def cluster_commands(spec: LabHostSpec, user: str) -> tuple[str, str]:
     return f"{base} create {shlex.quote(user)}", f"{base} delete {shlex.quote(user)}"
 
 
-def labd_config(spec: LabHostSpec, labs: LabsConfig, class_name: str, term: str) -> dict[str, Any]:
+def labd_config(spec: LabHostSpec, labs: LabsConfig, class_name: str, term: str,
+                access_end: datetime | None = None) -> dict[str, Any]:
+    """labd.json. `access_end` (the term's, UTC) makes labd refuse to start clusters after it.
+
+    Without a term there is no accessEnd key: labd then has no end of access
+    (it starts clusters as long as the login server lets the student in).
+    """
     root = spec.install_root
     config: dict[str, Any] = {
         "listen": f"0.0.0.0:{spec.labd_port}",  # the login servers' session hook calls in (HMAC-signed)
@@ -113,6 +121,9 @@ def labd_config(spec: LabHostSpec, labs: LabsConfig, class_name: str, term: str)
         "k3d": {"template": labs.labd_template()},
         "rosterFile": f"{root}/etc/labd/roster",
     }
+    if access_end is not None:
+        # labd's own parser: YYYY-MM-DDTHH:MM:SSZ, the roster's format too.
+        config["accessEnd"] = utc_stamp(access_end)
     hooks = {}
     for event, hook in (("init", labs.init_hook), ("cleanup", labs.cleanup_hook)):
         if hook is not None:
@@ -140,7 +151,7 @@ def systemd_unit(description: str, argv: Sequence[str], env: Mapping[str, str]) 
 
 
 def install_manifest(spec: LabHostSpec, labs: LabsConfig, class_name: str, term: str, stage: str,
-                     students: Sequence[str]) -> dict[str, Any]:
+                     students: Sequence[str], access_end: datetime | None = None) -> dict[str, Any]:
     """What labhost-install.py receives on stdin (holds the keys: always a secret)."""
     root = spec.install_root
     labd_env = {"PYTHONPATH": f"{root}/opt/classroom-lab"}
@@ -152,7 +163,8 @@ def install_manifest(spec: LabHostSpec, labs: LabsConfig, class_name: str, term:
 
     files = [
         file("/etc/labd/labd.json", "0600",
-             json.dumps(labd_config(spec, labs, class_name, term), indent=2, sort_keys=True) + "\n", ["labd"]),
+             json.dumps(labd_config(spec, labs, class_name, term, access_end), indent=2, sort_keys=True) + "\n",
+             ["labd"]),
         file("/etc/labd/session.key", "0600", labs.session_key + "\n", ["labd"]),
         file("/etc/labd/admin.key", "0600", labs.admin_key + "\n", ["labd"]),
         # labd re-reads the roster when it changes: no restart for a new student.
@@ -210,6 +222,7 @@ class LabHost(pulumi.ComponentResource):
         ca_public_key: pulumi.Input[str],
         class_name: str,
         term: str,
+        access_end: datetime | None = None,
         namespace: pulumi.Input[str] | None = None,
         ca_secret_name: pulumi.Input[str] | None = None,
         ca_secret_key: str = "ca_key",
@@ -280,7 +293,8 @@ class LabHost(pulumi.ComponentResource):
             triggers=[code_hash],
             opts=pulumi.ResourceOptions(parent=self, depends_on=verify_deps),
         )
-        manifest = json.dumps(install_manifest(spec, labs, class_name, term, stage, students), sort_keys=True)
+        manifest = json.dumps(install_manifest(spec, labs, class_name, term, stage, students, access_end),
+                              sort_keys=True)
         install_cmd = install_command(spec)
         self.install = command.remote.Command(
             f"{name}-install",

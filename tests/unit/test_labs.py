@@ -310,3 +310,67 @@ def test_in_cluster_manifests_pass_the_policy_pack() -> None:
             rule(args, lambda message, urn=None: findings.append(message))
         checked += 1
     assert checked == 4 and findings == []
+
+
+def labd_json(mocks: Mocks, host: str = "lab1") -> dict[str, Any]:
+    manifest = json.loads(by_type(mocks, "command:remote:Command")[f"{host}-install"].inputs["stdin"])
+    return dict(json.loads({f["path"]: f for f in manifest["files"]}["/etc/labd/labd.json"]["content"]))
+
+
+def parsed_by_labd(rendered: dict[str, Any], tmp_path: Path) -> Any:
+    """labd's own parser reads the rendered file (key files pointed at private temporary ones)."""
+    sys.path.insert(0, str(REPO / "containers" / "labd"))
+    try:
+        from labd.config import parse_config
+    finally:
+        sys.path.remove(str(REPO / "containers" / "labd"))
+    raw = dict(rendered)
+    for key in ("sessionKeyFile", "adminKeyFile"):
+        path = tmp_path / key
+        path.write_text(SECRET + "\n")
+        path.chmod(0o600)
+        raw[key] = str(path)
+    return parse_config(raw)
+
+
+def test_every_lab_host_gets_the_terms_access_end_in_labds_format(tmp_path: Path) -> None:
+    # Through the whole program: the term's accessEnd (end + grace, UTC) reaches
+    # every host's labd.json, so labd answers 403 to ensure/session-open after it.
+    from components.rosterdata import utc_stamp
+    from tests.unit.conftest import render
+    from tests.unit.test_lab_session_wiring import labs_config
+
+    rendered = render(labs_config(), stack="cis90-fall2026")
+    term = rendered.config.access.term
+    assert term is not None
+    installs = {r.name: r for r in rendered.of_type("command:remote:Command") if r.name.endswith("-install")}
+    assert set(installs) == {"lab-lab1-install", "lab-lab2-install"}
+    for install in installs.values():
+        files = {f["path"]: f for f in json.loads(install.inputs["stdin"])["files"]}
+        labd = json.loads(files["/etc/labd/labd.json"]["content"])
+        # TERM ends 2026-12-18 (the whole day, UTC) with 7 days' grace.
+        assert labd["accessEnd"] == utc_stamp(term.access_end) == "2026-12-26T00:00:00Z"
+        assert files["/etc/labd/labd.json"]["restart"] == ["labd"]  # a moved end reaches labd
+        assert parsed_by_labd(labd, tmp_path).access_end == term.access_end.timestamp()
+
+
+def test_lab_host_without_a_term_writes_no_access_end(tmp_path: Path) -> None:
+    # A LabHost given no term writes no key; labd then has no end of access
+    # (the login server's own term is the only one). The program never builds
+    # that: a roster, which labs need, is refused without a term.
+    mocks, _, _ = run(config(PEOPLE))
+    labd = labd_json(mocks)
+    assert "accessEnd" not in labd
+    assert parsed_by_labd(labd, tmp_path).access_end is None
+
+
+def test_access_end_is_written_to_the_second_in_utc(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta, timezone
+
+    end = datetime(2027, 5, 22, 1, 30, 15, 999_000, tzinfo=timezone(timedelta(hours=-7)))
+    mocks, _, _ = run(config(PEOPLE), access_end=end)
+    for host in ("lab1", "lab2"):
+        labd = labd_json(mocks, host)
+        assert labd["accessEnd"] == "2027-05-22T08:30:15Z"
+        # Truncated, never later than the term's end.
+        assert parsed_by_labd(labd, tmp_path).access_end == datetime(2027, 5, 22, 8, 30, 15, tzinfo=UTC).timestamp()
