@@ -44,7 +44,7 @@ from collections.abc import Mapping, Sequence
 
 import pulumi
 import pulumi_kubernetes as k8s
-from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
+from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ResourceProvider, UpdateResult
 
 from components.vocabulary import quantity_value
 
@@ -208,6 +208,13 @@ def refused_claim_changes(olds: Mapping[str, object], news: Mapping[str, object]
 
 
 class ClaimGuardProvider(ResourceProvider):
+    def check(self, _olds: dict[str, object], news: dict[str, object]) -> CheckResult:
+        # Check, not diff, reports the refusal: the engine prints check failures
+        # as plain messages, while a failing diff reaches the user as a traceback.
+        problems = refused_claim_changes(_olds, news) if _olds else []
+        failures = [CheckFailure("claims", f"refused, nothing applied: {p}; {RELEASE_HINT}") for p in problems]
+        return CheckResult(news, failures)
+
     def create(self, props: dict[str, object]) -> CreateResult:
         return CreateResult(id_="claim-guard", outs=dict(props))
 

@@ -51,6 +51,9 @@ STAMPS=$TOOLCHAIN_DIR/stamps
 TIMES=$TOOLCHAIN_DIR/build-times.tsv
 KWOK_STAGES=$TOOLCHAIN_DIR/share/kwok-stages.yaml
 PULUMI_HOME_DIR=$TOOLCHAIN_DIR/pulumi-home
+# Provider plugins are built here, off PATH: the engine then loads the copies
+# installed in PULUMI_HOME at the pinned versions, not whatever is on PATH.
+PLUGIN_BIN=$TOOLCHAIN_DIR/plugins
 
 REFUSED=3   # exit status when the module proxy refuses a module (nothing to retry)
 
@@ -63,7 +66,7 @@ need_go() {
     export GOFLAGS="-trimpath -mod=mod -buildvcs=false"
     export CGO_ENABLED=0          # static binaries; no C toolchain needed
     export GOWORK=off             # k8s.io/kubernetes ships a go.work naming staging/, absent here
-    mkdir -p "$BIN" "$SRC" "$LOGS" "$STAMPS"
+    mkdir -p "$BIN" "$SRC" "$LOGS" "$STAMPS" "$PLUGIN_BIN"
 }
 
 # record NAME SECONDS KIND MAXRSS_KB -> build-times.tsv (bench/results/toolchain.md is made from it)
@@ -129,15 +132,16 @@ PY
     fi
 }
 
-# go_build NAME DIR PKG LDFLAGS -> $BIN/NAME, log in $LOGS/NAME.log
+# go_build NAME DIR PKG LDFLAGS [FLAGS...] -> $BIN/NAME ($PLUGIN_BIN for pulumi-resource-*), log in $LOGS/NAME.log
 go_build() {
-    local name=$1 dir=$2 pkg=$3 ldflags=$4 start rc
+    local name=$1 dir=$2 pkg=$3 ldflags=$4 start rc out=$BIN
+    [[ $1 == pulumi-resource-* ]] && out=$PLUGIN_BIN
     shift 4   # anything else: extra `go build` flags (-tags ...)
     local log=$LOGS/$name.log
     start=$(date +%s)
     rc=0
     (cd "$dir" && nice -n 10 /usr/bin/time -f 'maxrss_kb=%M' -o "$LOGS/$name.rss" \
-        "$GO" build -p "$JOBS" "$@" -ldflags="-s -w $ldflags" -o "$BIN/$name" "$pkg") >"$log" 2>&1 || rc=$?
+        "$GO" build -p "$JOBS" "$@" -ldflags="-s -w $ldflags" -o "$out/$name" "$pkg") >"$log" 2>&1 || rc=$?
     if [[ $rc -ne 0 ]]; then
         say "build of $name FAILED (exit $rc); last lines of $log:"
         tail -n 25 "$log" >&2
@@ -147,7 +151,7 @@ go_build() {
 }
 
 # stamped NAME [VERSION]: built, at that version (default: the tool's own pin)
-stamped() { [[ -x $BIN/$1 && -f $STAMPS/$1 && $(cat "$STAMPS/$1") == "${2:-$(pin_of "$1")}" ]]; }
+stamped() { [[ ( -x $BIN/$1 || -x $PLUGIN_BIN/$1 ) && -f $STAMPS/$1 && $(cat "$STAMPS/$1") == "${2:-$(pin_of "$1")}" ]]; }
 stamp() { printf '%s\n' "${2:-$(pin_of "$1")}" >"$STAMPS/$1"; }
 pin_of() {
     case $1 in
@@ -418,7 +422,7 @@ pulumi_cmd() { if [[ -n $(foreign_pulumi) ]]; then foreign_pulumi; else printf '
 # Plugins go into the toolchain's own PULUMI_HOME, at exactly the versions
 # requirements.txt pins, so the engine never looks for them anywhere else.
 install_plugin() {
-    local name=$1 ver=$2 file=$BIN/pulumi-resource-$1
+    local name=$1 ver=$2 file=$PLUGIN_BIN/pulumi-resource-$1
     local home=$PULUMI_HOME_DIR dest=$PULUMI_HOME_DIR/plugins/resource-$1-v$2
     if [[ -x $dest/pulumi-resource-$name ]] && cmp -s "$file" "$dest/pulumi-resource-$name"; then
         return
