@@ -168,8 +168,8 @@ def test_violating_program_is_refused_with_readable_messages(project: tuple[Path
     result = preview(workdir, env, True, "--diff")
     out = result.stdout + result.stderr
     assert result.returncode != 0, out
-    # CLI 3.274 lists them under "Policies:", each marked with its enforcement level
-    assert "Policies:" in out and "[mandatory]" in out, out
+    # CLI 3.274 prints each violation inline under its resource (with --diff), marked with pack and level
+    assert "classroom-policies@v0.1.0 [mandatory]" in out, out
     for fragment in (
         "student-data-protected",
         "PersistentVolumeClaim 'policy-e2e/home' holds student home directories but is not protected",
