@@ -56,7 +56,7 @@ DEFAULT_PROVISIONER = "rancher.io/local-path"
 # Every key of a stack file, in the order of the schema (components/schema.py).
 TOP_LEVEL_KEYS = tuple(StackModel.model_fields)
 # The access and labs keys, which components.rosterdata and components.labconfig turn into typed values.
-ACCESS_KEYS = ("roster", "term", "revocations", "staffKeepOwnKeys")
+ACCESS_KEYS = ("roster", "term", "revocations", "staffKeepOwnKeys", "adoptedUids")
 LAB_KEYS = ("labs",)
 
 

@@ -26,6 +26,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
 
+from components.errors import ConfigError
 from components.rosterdata import (
     AccessConfig,
     allocate_uids,
@@ -63,17 +64,36 @@ class UidLedgerProvider(ResourceProvider):
     """Keeps every UID ever assigned in this stack; see rosterdata.allocate_uids."""
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        uids = allocate_uids(props["derived"], _int_map(props["explicit"]), {})
+        # A stack that adopts kept homes starts from the previous term's ledger (`adopted`).
+        uids = allocate_uids(props["derived"], _int_map(props["explicit"]), _int_map(props.get("adopted") or {}))
         return CreateResult(id_="uid-ledger", outs={**props, "uids": uids})
 
     def diff(self, _id: str, _olds: dict[str, Any], _news: dict[str, Any]) -> DiffResult:
         changed = sorted(_olds.get("derived") or []) != sorted(_news.get("derived") or []) or \
-            _int_map(_olds.get("explicit") or {}) != _int_map(_news.get("explicit") or {})
+            _int_map(_olds.get("explicit") or {}) != _int_map(_news.get("explicit") or {}) or \
+            _int_map(_olds.get("adopted") or {}) != _int_map(_news.get("adopted") or {})
         return DiffResult(changes=changed, replaces=[], stables=[], delete_before_replace=False)
 
     def update(self, _id: str, _olds: dict[str, Any], _news: dict[str, Any]) -> UpdateResult:
-        uids = allocate_uids(_news["derived"], _int_map(_news["explicit"]), _int_map(_olds.get("uids") or {}))
+        ledger = with_adopted(_int_map(_olds.get("uids") or {}), _int_map(_news.get("adopted") or {}))
+        uids = allocate_uids(_news["derived"], _int_map(_news["explicit"]), ledger)
         return UpdateResult(outs={**_news, "uids": uids})
+
+
+def with_adopted(ledger: Mapping[str, int], adopted: Mapping[str, int]) -> dict[str, int]:
+    """The ledger plus adopted assignments it lacks; one that contradicts it is refused, never applied."""
+    merged = dict(ledger)
+    holders = {uid: name for name, uid in ledger.items()}
+    for name, uid in sorted(adopted.items()):
+        if name in merged and merged[name] != uid:
+            raise ConfigError("adoptedUids", uid, f"{merged[name]}, the UID this stack's ledger holds for {name} "
+                                                  "(their home is owned by it; UIDs never move)", where=name)
+        if holders.get(uid, name) != name:
+            raise ConfigError("adoptedUids", uid, f"a UID this stack's ledger does not hold for someone else "
+                                                  f"(it holds {uid} for {holders[uid]})", where=name)
+        merged[name] = uid
+        holders[uid] = name
+    return merged
 
 
 def _int_map(value: Mapping[str, Any]) -> dict[str, int]:
@@ -85,9 +105,11 @@ class UidLedger(pulumi.dynamic.Resource):
     uids: pulumi.Output[dict[str, int]]
 
     def __init__(self, name: str, derived: list[str], explicit: dict[str, int],
-                 opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__(UidLedgerProvider(), name,
-                         {"derived": sorted(derived), "explicit": explicit, "uids": None}, opts)
+                 opts: pulumi.ResourceOptions | None = None, adopted: Mapping[str, int] | None = None) -> None:
+        props: dict[str, Any] = {"derived": sorted(derived), "explicit": explicit, "uids": None}
+        if adopted:  # absent otherwise: a stack that adopts nothing keeps its ledger's inputs as they were
+            props["adopted"] = dict(adopted)
+        super().__init__(UidLedgerProvider(), name, props, opts)
 
 
 @dataclass
@@ -122,6 +144,7 @@ class Roster(pulumi.ComponentResource):
             f"{name}-uids",
             derived=[p.username for p in access.people if not p.uid_explicit],
             explicit={p.username: p.uid for p in access.people if p.uid_explicit},
+            adopted=access.adopted_uids,
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(protect=True, retain_on_delete=True)),
         )
         staff = [f"{p.username} ({p.role})" for p in access.people if p.staff]

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from components.errors import ConfigError
 
 # Stack-config keys (under the `classroom:` namespace) this module parses.
-ACCESS_KEYS = ("roster", "term", "revocations", "staffKeepOwnKeys")
+ACCESS_KEYS = ("roster", "term", "revocations", "staffKeepOwnKeys", "adoptedUids")
 
 ROLES = ("student", "ta", "instructor")
 STAFF_ROLES = frozenset({"ta", "instructor"})
@@ -121,6 +121,8 @@ class AccessConfig:
     revoked_serials: tuple[int, ...] = ()
     revoked_keys: tuple[str, ...] = ()
     staff_keep_own_keys: bool = True
+    # username -> UID from the previous term's ledger (classroom:adoptedUids): they own kept homes.
+    adopted_uids: Mapping[str, int] = field(default_factory=dict)
 
     def person(self, username: str) -> Person | None:
         return next((p for p in self.people if p.username == username), None)
@@ -459,8 +461,15 @@ def build_people(entries: Sequence[tuple[dict[str, Any], str, str]],
                                   f"a UID not already used (by {seen_uids[fields['uid']]})", where=where)
             seen_uids[fields["uid"]] = name
         validated.append((fields, where, key))
-    derived = derive_uids([f["username"] for f, _, _ in validated if f["uid"] is None],
-                          taken=seen_uids, previous=previous_uids)
+    derived_names = [f["username"] for f, _, _ in validated if f["uid"] is None]
+    if previous_uids:
+        # Assignments that own homes (the previous term's ledger): the same rules as the ledger
+        # itself, so what the preview shows is what the ledger will record, and a contradicting
+        # explicit UID is refused here already.
+        explicit_uids = {f["username"]: f["uid"] for f, _, _ in validated if f["uid"] is not None}
+        derived = allocate_uids(derived_names, explicit_uids, previous_uids)
+    else:
+        derived = derive_uids(derived_names, taken=seen_uids)
     people = []
     for fields, _, _ in validated:
         explicit = fields["uid"] is not None
@@ -515,7 +524,8 @@ def parse_access(raw: Mapping[str, Any], *, base_dir: Path,
     # Types and key names of every section first (with "did you mean"); the
     # person rules below are shared with CSV rows.
     model = validate_section(AccessModel, {k: raw[k] for k in ACCESS_KEYS if k in raw}, "")
-    people = build_people(_roster_entries(raw.get("roster"), base_dir), previous_uids)
+    adopted = dict(model.adoptedUids)
+    people = build_people(_roster_entries(raw.get("roster"), base_dir), {**adopted, **(previous_uids or {})})
     term = parse_term(raw["term"]) if raw.get("term") is not None else None
     if people and term is None:
         raise ConfigError("term", None,
@@ -523,7 +533,7 @@ def parse_access(raw: Mapping[str, Any], *, base_dir: Path,
                           "(access ends with the term)")
     serials, keys = parse_revocations(raw.get("revocations"))
     return AccessConfig(people=people, term=term, revoked_serials=serials, revoked_keys=keys,
-                        staff_keep_own_keys=model.staffKeepOwnKeys)
+                        staff_keep_own_keys=model.staffKeepOwnKeys, adopted_uids=adopted)
 
 
 # --------------------------------------------------------------------------- rendering

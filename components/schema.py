@@ -1029,6 +1029,38 @@ StaffKeepOwnKeysField = Annotated[bool, BeforeValidator(boolean), Field(True, **
     example=False))]
 
 
+_UID_MAP_ACCEPTED = "a mapping of usernames to UIDs (integers from 1000 to 65533), each UID once"
+
+
+def _uid_map(value: Any) -> dict[str, int]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise invalid(_UID_MAP_ACCEPTED)
+    out: dict[str, int] = {}
+    holders: dict[int, str] = {}
+    for name, raw in value.items():
+        if not isinstance(name, str) or not _is_unix_name(name):
+            raise invalid(USERNAME_ACCEPTED, sub=(str(name),), value=name)
+        # `pulumi config set --path` stores a number as text: accept digits too.
+        uid = raw if isinstance(raw, int) and not isinstance(raw, bool) else \
+            int(raw) if isinstance(raw, str) and raw.strip().isdigit() else None
+        if uid is None or not 1000 <= uid <= 65533:
+            raise invalid("an integer from 1000 to 65533", sub=(name,), value=raw)
+        if uid in holders:
+            raise invalid(f"a UID not already given to {holders[uid]}", sub=(name,), value=raw)
+        holders[uid] = name
+        out[name] = uid
+    return out
+
+
+AdoptedUidsField = Annotated[dict[str, int], BeforeValidator(_uid_map), Field(default_factory=dict, **doc(
+    "UIDs that own kept homes, from the previous term's UID ledger; `ops.term new --adopt-homes` writes it. The "
+    "UID ledger starts from them: a returning person keeps their UID (so their home), nobody else gets one of "
+    "them, and an explicit `uid` that contradicts them is refused.", _UID_MAP_ACCEPTED, default_text="{}",
+    example={"alice": 41234, "bob": 27001}))]
+
+
 class AccessModel(Section):
     """The roster, term and revocations keys of a stack."""
 
@@ -1036,6 +1068,7 @@ class AccessModel(Section):
     term: TermField
     revocations: RevocationsField
     staffKeepOwnKeys: StaffKeepOwnKeysField
+    adoptedUids: AdoptedUidsField
 
 
 # ============================================================== labs
@@ -1510,6 +1543,7 @@ class StackModel(Section):
     term: TermField
     revocations: RevocationsField
     staffKeepOwnKeys: StaffKeepOwnKeysField
+    adoptedUids: AdoptedUidsField
     # ---- labs
     labs: Annotated[LabsModel | None, BeforeValidator(_labs)] = Field(None, **doc(
         "Lab hosts and per-student k3d clusters; see the labs table.", "a mapping", default_text="none"))

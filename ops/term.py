@@ -441,6 +441,65 @@ def new_term(old_term: Any, start: date, end: date, notes: list[str]) -> dict[st
     return term
 
 
+# The Roster component's UID ledger (components/roster.py): `roster` + `-uids`, a dynamic resource.
+LEDGER_TYPE = "pulumi-python:dynamic:Resource"
+LEDGER_NAME = "roster-uids"
+RELEASED_HINT = (
+    "run `ops.term new --adopt-homes` before the old stack's homes are released (`pulumi state unprotect` + "
+    "`pulumi destroy`: the ledger goes with them), or, if they already were, set each kept home's owner by hand: "
+    "`pulumi config set --path 'classroom:adoptedUids.USER' UID` (the UID is `ls -ln` of the home)"
+)
+
+
+def old_uid_ledger(stack: str, project: Path) -> dict[str, int] | None:
+    """username -> UID from the old stack's UID ledger in Pulumi state; None if the state has no ledger.
+
+    The ledger, not the `roster` output: it also holds the people who left (their kept homes are
+    owned by their UIDs too, and no newcomer may get one), and it is protected, so it is still in
+    the state after `ops.term end` (`destroy --exclude-protected`). Any failure to read it is an
+    error (exit 1): a stack that adopts homes without their UIDs would lock the returning people out.
+    """
+    pulumi = shutil.which("pulumi")
+    if pulumi is None:
+        raise TermError(
+            f"--adopt-homes: pulumi is not on PATH, so the UIDs that own {stack}'s kept homes cannot be read from "
+            "its state; nothing written (install pulumi, or use the machine that deploys the stack)",
+            status=1,
+        )
+    argv = [pulumi, "stack", "export", "--stack", stack, "--non-interactive"]
+    print("$ pulumi " + " ".join(argv[1:]), flush=True)
+    try:
+        proc = subprocess.run(argv, cwd=project, capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "timed out after 300s"
+        raise TermError(f"--adopt-homes: cannot run pulumi stack export ({reason}); nothing written", status=1) \
+            from None
+    if proc.returncode != 0:
+        tail = " ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+        raise TermError(
+            f"--adopt-homes: pulumi stack export --stack {stack} failed (exit {proc.returncode}): {tail}; the UIDs "
+            "that own its kept homes cannot be read, nothing written (log in to the stack's backend, check the "
+            "stack name)",
+            status=1,
+        )
+    try:
+        resources = (json.loads(proc.stdout).get("deployment") or {}).get("resources") or []
+    except (json.JSONDecodeError, AttributeError):
+        raise TermError(f"--adopt-homes: pulumi stack export --stack {stack} did not print a state (JSON); "
+                        "nothing written", status=1) from None
+    ledgers = [r for r in resources if isinstance(r, dict) and r.get("type") == LEDGER_TYPE
+               and str(r.get("urn", "")).endswith("::" + LEDGER_NAME)]
+    if not ledgers:
+        return None
+    uids = (ledgers[0].get("outputs") or {}).get("uids")
+    if not isinstance(uids, dict) or not all(
+        isinstance(u, int | float) and not isinstance(u, bool) and float(u).is_integer() for u in uids.values()
+    ):
+        raise TermError(f"--adopt-homes: {stack}'s UID ledger in its state has no username -> UID map "
+                        f"(outputs.uids is {uids!r}); nothing written", status=1)
+    return {str(name): int(uid) for name, uid in sorted(uids.items())}
+
+
 def validation_error_is_secret(error: ConfigError, dropped: Sequence[str]) -> bool:
     return any(error.key == p or error.key.startswith(p + ".") or p.startswith(error.key + ".") for p in dropped)
 
@@ -491,10 +550,30 @@ def cmd_new(args: argparse.Namespace) -> int:
     else:
         config[prefix + "roster"] = roster
     old_namespace = stack_namespace(old, args.from_stack)
+    # Only an adopting stack has homes whose owners it must keep; its own list comes from the state.
+    config.pop(prefix + "adoptedUids", None)
     if args.adopt_homes:
         # The claims are named inside the namespace; keeping it keeps their names, so the
         # new stack's first `up` finds and adopts them instead of creating empty homes.
         config[prefix + "namespace"] = old_namespace
+        # And each kept home is owned by a UID from the old stack's ledger: the new ledger starts
+        # from them, or the reconciler refuses the returning people their homes (it checks st_uid).
+        ledger = old_uid_ledger(args.from_stack, project)
+        if ledger is None:
+            if old["config"].get(prefix + "roster") is not None:
+                raise TermError(
+                    f"--adopt-homes: {args.from_stack}'s state holds no UID ledger ({LEDGER_NAME}), so the UIDs "
+                    f"that own its kept homes are unknown; nothing written. Was it ever deployed? "
+                    + RELEASED_HINT,
+                    status=1,
+                )
+            notes.append(f"{args.from_stack} had no roster and its state no UID ledger: no UIDs to carry over")
+        elif ledger:
+            config[prefix + "adoptedUids"] = ledger
+            notes.append(
+                f"carried {len(ledger)} UID(s) from {args.from_stack}'s UID ledger into classroom:adoptedUids: "
+                "returning people keep their UID and so their home; nobody new gets one of them"
+            )
     else:
         config.pop(prefix + "namespace", None)
         if f"classroom-{args.to_stack}".lower() == old_namespace:
@@ -505,7 +584,7 @@ def cmd_new(args: argparse.Namespace) -> int:
         stale = [
             p
             for key, value in config.items()
-            if key not in (prefix + "term", prefix + "roster", prefix + "namespace")
+            if key not in (prefix + "term", prefix + "roster", prefix + "namespace", prefix + "adoptedUids")
             for p in mentions(value, old_term_name, key)
         ]
         if stale:

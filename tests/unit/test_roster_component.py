@@ -108,3 +108,68 @@ def test_uid_ledger_provider_keeps_assignments() -> None:
     updated = provider.update("id", created, news).outs["uids"]
     assert updated["alice"] == created["uids"]["alice"] and updated["bob"] == created["uids"]["bob"]
     assert updated["prof"] == 5000 and "carol" in updated
+
+
+def test_uid_ledger_starts_from_adopted_uids_and_never_contradicts_them() -> None:
+    from components.errors import ConfigError
+    from components.rosterdata import _uid_hash
+
+    provider = UidLedgerProvider()
+    # The previous term's ledger: alice off her hash slot, dave (who left) on the newcomer's.
+    adopted = {"alice": _uid_hash("alice") + 1, "dave": _uid_hash("zoe")}
+    created = provider.create({"derived": ["alice", "zoe"], "explicit": {}, "adopted": adopted}).outs["uids"]
+    assert created["alice"] == adopted["alice"] and created["dave"] == adopted["dave"]
+    assert created["zoe"] not in adopted.values()
+    # A stack made before the key: no `adopted` in its state, none in its inputs, no change.
+    plain = provider.create({"derived": ["alice"], "explicit": {}}).outs
+    assert provider.diff("id", plain, {"derived": ["alice"], "explicit": {}}).changes is False
+    # The key added later: merged into the ledger it has, where it agrees.
+    grown = {"derived": ["alice"], "explicit": {}, "adopted": {"dave": 30123}}
+    assert provider.diff("id", plain, grown).changes is True
+    assert provider.update("id", plain, grown).outs["uids"] == {**plain["uids"], "dave": 30123}
+    # Where it contradicts the stack's own ledger, the update fails and nothing moves.
+    with pytest.raises(ConfigError, match="UIDs never move"):
+        provider.update("id", plain, {**grown, "adopted": {"alice": plain["uids"]["alice"] + 7}})
+    with pytest.raises(ConfigError, match="holds"):
+        provider.update("id", plain, {**grown, "adopted": {"dave": plain["uids"]["alice"]}})
+
+
+@pytest.mark.parametrize("value, message", [
+    ({"alice": 30000, "bob": 30000}, "already given to alice"),
+    ({"alice": 999}, "1000 to 65533"),
+    ({"Alice!": 30000}, "adoptedUids"),
+    ({"alice": True}, "1000 to 65533"),
+    (["alice"], "mapping of usernames to UIDs"),
+])
+def test_adopted_uids_are_checked(value: Any, message: str) -> None:
+    from components.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        parse_access({"roster": ["alice"], "term": TERM, "adoptedUids": value}, base_dir=ROOT)
+
+
+def test_adopted_uids_as_pulumi_config_set_path_stores_them_are_accepted() -> None:
+    access = parse_access({"roster": ["alice"], "term": TERM, "adoptedUids": {"alice": "41234", "left": 41235}},
+                          base_dir=ROOT)
+    assert dict(access.adopted_uids) == {"alice": 41234, "left": 41235}
+    assert access.people[0].uid == 41234
+
+
+@pulumi.runtime.test
+def test_roster_hands_adopted_uids_to_its_ledger(mocks: Mocks) -> pulumi.Output[Any]:
+    from components.roster import Roster, RosterArgs
+
+    access = parse_access({"roster": ["alice", "bob"], "term": TERM,
+                           "adoptedUids": {"alice": 41234, "carol": 41235}}, base_dir=ROOT)
+    roster = Roster("roster", RosterArgs(access=access, namespace="classroom-cis90",
+                                         ca_private_key=pulumi.Output.secret(CA_PEM), stack="cis90-spring2027"))
+
+    def check(values: list[Any]) -> None:
+        uids = values[0]
+        assert mocks.resources["roster-uids"]["adopted"] == {"alice": 41234, "carol": 41235}
+        assert uids["alice"] == 41234 and uids["carol"] == 41235 and uids["bob"] not in (41234, 41235)
+        people = {p["username"]: p for p in json.loads(mocks.resources["roster-configmap"]["data"]["roster.json"])
+                  ["people"]}
+        assert people["alice"]["uid"] == 41234 and "carol" not in people
+
+    return pulumi.Output.all(roster.uids, roster.config_map_name).apply(check)

@@ -62,6 +62,58 @@ def new_args(stacks: Path, *extra: str, start: str = "2027-01-25", end: str = "2
     return ["new", "--stacks-dir", str(stacks), "--from", OLD, "--to", NEW, "--start", start, "--end", end, *extra]
 
 
+def without_pulumi_on_path(monkeypatch: pytest.MonkeyPatch, *keep: Path) -> None:
+    dirs = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d and not shutil.which("pulumi", path=d)]
+    monkeypatch.setenv("PATH", os.pathsep.join([*map(str, keep), *dirs]))
+
+
+def ledger_state(uids: dict[str, int], stack: str = OLD) -> dict[str, Any]:
+    """What `pulumi stack export` prints for a stack whose homes were kept (trimmed to what matters)."""
+    base = f"urn:pulumi:{stack}::classroom::"
+    return {"version": 3, "deployment": {"resources": [
+        {"urn": f"{base}pulumi:pulumi:Stack::classroom-{stack}", "type": "pulumi:pulumi:Stack"},
+        {"urn": f"{base}classroom:index:Roster::roster", "type": "classroom:index:Roster"},
+        {"urn": f"{base}classroom:index:Roster$pulumi-python:dynamic:Resource::roster-uids",
+         "type": "pulumi-python:dynamic:Resource", "protect": True,
+         "outputs": {"derived": sorted(uids), "explicit": {}, "uids": {k: float(v) for k, v in uids.items()}}},
+    ]}}
+
+
+@pytest.fixture()
+def fake_pulumi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A `pulumi` first on PATH that answers `stack export` from a file and logs its argv.
+
+    Only the stack-export call is faked here; tests/e2e/test_term_apiserver.py::
+    test_end_and_adopt_with_the_engine runs `ops.term new --adopt-homes` against the real engine.
+    """
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    state, log = tmp_path / "state.json", tmp_path / "pulumi-argv.log"
+    script = bin_dir / "pulumi"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> "{log}"\n'
+        f'if [ -f "{tmp_path}/fail" ]; then cat "{tmp_path}/fail" >&2; exit 255; fi\n'
+        f'cat "{state}"\n'
+    )
+    script.chmod(0o755)
+    without_pulumi_on_path(monkeypatch, bin_dir)
+
+    class Fake:
+        def answer(self, uids: dict[str, int] | None = None, *, fail: str = "") -> None:
+            state.write_text(json.dumps(ledger_state(uids or {}) if uids is not None else
+                                        {"version": 3, "deployment": {"resources": []}}))
+            if fail:
+                (tmp_path / "fail").write_text(fail)
+
+        def calls(self) -> list[str]:
+            return log.read_text().splitlines() if log.exists() else []
+
+    fake = Fake()
+    fake.answer({})
+    return fake
+
+
 # ------------------------------------------------------------------ new
 
 
@@ -103,7 +155,9 @@ def test_new_writes_dates_roster_and_a_fresh_namespace(stacks: Path, capsys: pyt
     assert cfg.access.term is not None and cfg.access.term.start.date() == date(2027, 1, 25)
 
 
-def test_new_with_adopt_homes_keeps_the_old_namespace(stacks: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_new_with_adopt_homes_keeps_the_old_namespace(
+    stacks: Path, capsys: pytest.CaptureFixture[str], fake_pulumi: Any
+) -> None:
     code, out, err = run(capsys, *new_args(stacks, "--adopt-homes"))
     assert code == 0, err
     config = load(stacks / f"Pulumi.{NEW}.yaml")
@@ -111,12 +165,12 @@ def test_new_with_adopt_homes_keeps_the_old_namespace(stacks: Path, capsys: pyte
     cfg = parse_config(raw_of(config), stack=NEW, base_dir=stacks.parent)
     assert cfg.namespace == f"classroom-{OLD}"
     # The claims are named inside the namespace: same namespace, same claim names.
-    assert f"PULUMI_K8S_UPSERT_EXISTING_OBJECTS=true pulumi up --stack {NEW}" in out
+    assert f"PULUMI_K8S_UPSERT_EXISTING_OBJECTS=true PULUMI_K8S_ENABLE_PATCH_FORCE=true pulumi up --stack {NEW}" in out
     assert f"pulumi state unprotect --all --yes --stack {OLD}" in out
 
 
 def test_new_keeps_timezone_and_grace_and_drops_salt_revocations_and_old_students(
-    stacks: Path, capsys: pytest.CaptureFixture[str]
+    stacks: Path, capsys: pytest.CaptureFixture[str], fake_pulumi: Any
 ) -> None:
     old_path = stacks / f"Pulumi.{OLD}.yaml"
     data = yaml.safe_load(old_path.read_text())
@@ -154,6 +208,102 @@ def test_new_keeps_timezone_and_grace_and_drops_salt_revocations_and_old_student
     assert config["classroom:namespace"] == "cis90"
     assert "rcLocal" in out and "pulumi config set --secret" in out
     assert "dropped its students" in out
+
+
+SPRING_CSV = """Username,Full Name,Email,Role
+jlopez,Jordan Lopez,jlopez@example.edu,student
+achen,Avery Chen,achen@example.edu,student
+newbie,New B,newbie@example.edu,student
+"""
+
+
+def spring_roster(stacks: Path, text: str = SPRING_CSV) -> Path:
+    csv = stacks.parent / "rosters" / "spring.csv"
+    csv.parent.mkdir(exist_ok=True)
+    csv.write_text(text)
+    return csv
+
+
+def test_adopt_homes_carries_the_old_ledgers_uids_so_returning_people_keep_their_homes(
+    stacks: Path, capsys: pytest.CaptureFixture[str], fake_pulumi: Any
+) -> None:
+    from components.roster import UidLedgerProvider
+    from components.rosterdata import _uid_hash
+
+    # jlopez was moved off his hash slot in the fall (a collision), and bokafor, who left, holds the
+    # slot the newcomer would hash to: neither follows from the names alone, only the ledger knows.
+    ledger = {"jlopez": _uid_hash("jlopez") + 1, "achen": _uid_hash("achen"), "bokafor": _uid_hash("newbie")}
+    fake_pulumi.answer(ledger)
+    code, out, err = run(capsys, *new_args(stacks, "--adopt-homes", "--roster", str(spring_roster(stacks))))
+    assert code == 0, err
+    assert fake_pulumi.calls() == [f"stack export --stack {OLD} --non-interactive"]
+    config = load(stacks / f"Pulumi.{NEW}.yaml")
+    assert config["classroom:adoptedUids"] == ledger  # the whole ledger, the people who left included
+    assert "carried 3 UID(s)" in out
+    cfg = parse_config(raw_of(config), stack=NEW, base_dir=stacks.parent)
+    uids = {p.username: p.uid for p in cfg.access.people}
+    assert uids["jlopez"] == ledger["jlopez"] and uids["achen"] == ledger["achen"]
+    assert uids["newbie"] not in ledger.values()  # bokafor's kept home is not handed to the newcomer
+    assert dict(cfg.access.adopted_uids) == ledger
+    # The new stack's ledger, created on its first `up`, starts from them (what the Roster passes it).
+    created = UidLedgerProvider().create({
+        "derived": sorted(p.username for p in cfg.access.people if not p.uid_explicit),
+        "explicit": {}, "adopted": dict(cfg.access.adopted_uids), "uids": None,
+    }).outs["uids"]
+    assert {u: created[u] for u in ("jlopez", "achen", "newbie")} == {u: uids[u] for u in ("jlopez", "achen", "newbie")}
+    assert created["bokafor"] == ledger["bokafor"]
+
+
+def test_adopt_homes_without_pulumi_says_so_and_writes_nothing(
+    stacks: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    without_pulumi_on_path(monkeypatch)
+    code, _out, err = run(capsys, *new_args(stacks, "--adopt-homes"))
+    assert code == 1 and "pulumi is not on PATH" in err and "UIDs" in err and "nothing written" in err
+    assert not (stacks / f"Pulumi.{NEW}.yaml").exists()
+
+
+def test_adopt_homes_with_an_unreachable_state_says_so_and_writes_nothing(
+    stacks: Path, capsys: pytest.CaptureFixture[str], fake_pulumi: Any
+) -> None:
+    fake_pulumi.answer(fail="error: no stack named 'cis90-fall2026' found")
+    code, _out, err = run(capsys, *new_args(stacks, "--adopt-homes"))
+    assert code == 1 and "pulumi stack export --stack cis90-fall2026 failed (exit 255)" in err
+    assert "no stack named" in err and "nothing written" in err and "Traceback" not in err
+    assert not (stacks / f"Pulumi.{NEW}.yaml").exists()
+
+
+def test_adopt_homes_from_a_state_without_a_ledger_refuses(
+    stacks: Path, capsys: pytest.CaptureFixture[str], fake_pulumi: Any
+) -> None:
+    # A released (or never deployed) old stack: its ledger is gone, so its homes' owners are unknown.
+    fake_pulumi.answer(None)
+    code, _out, err = run(capsys, *new_args(stacks, "--adopt-homes"))
+    assert code == 1 and "holds no UID ledger" in err and "classroom:adoptedUids" in err
+    assert not (stacks / f"Pulumi.{NEW}.yaml").exists()
+
+
+def test_adopt_homes_refuses_a_new_explicit_uid_that_owns_a_kept_home(
+    stacks: Path, capsys: pytest.CaptureFixture[str], fake_pulumi: Any
+) -> None:
+    fake_pulumi.answer({"bokafor": 31000, "jlopez": 31001})
+    csv = spring_roster(stacks, "Username,Full Name,Email,Role,uid\nnewbie,New B,newbie@example.edu,student,31000\n")
+    code, _out, err = run(capsys, *new_args(stacks, "--adopt-homes", "--roster", str(csv)))
+    assert code == 2 and "31000" in err and "bokafor" in err and "nothing written" in err
+    assert not (stacks / f"Pulumi.{NEW}.yaml").exists()
+
+
+def test_a_new_namespace_carries_no_uids_and_asks_pulumi_nothing(
+    stacks: Path, capsys: pytest.CaptureFixture[str], fake_pulumi: Any
+) -> None:
+    old_path = stacks / f"Pulumi.{OLD}.yaml"
+    data = yaml.safe_load(old_path.read_text())
+    data["config"]["classroom:adoptedUids"] = {"someone": 30000}  # from a term before
+    old_path.write_text(yaml.safe_dump(data))
+    code, _out, err = run(capsys, *new_args(stacks))
+    assert code == 0, err
+    assert "classroom:adoptedUids" not in load(stacks / f"Pulumi.{NEW}.yaml")  # fresh homes, no owners to keep
+    assert fake_pulumi.calls() == []
 
 
 def test_new_refuses_to_overwrite_an_existing_stack(stacks: Path, capsys: pytest.CaptureFixture[str]) -> None:
