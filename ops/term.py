@@ -15,7 +15,10 @@ the protected and retained homes stay) and then writes what was kept and where:
 every claim in the stack's namespace with its size, class, bound volume, the
 volume's reclaim policy and the disk behind it. `new` writes the next term's
 stack file from the last one and validates it with the program's own config
-parser, so a broken stack is caught before anyone runs `up`. `status` shows
+parser, so a broken stack is caught before anyone runs `up`; with
+`--adopt-homes` it keeps the namespace and carries the old stack's UID ledger
+(read with `pulumi stack export`) as `classroom:adoptedUids`, so each kept
+home stays with the UID that owns it. `status` shows
 class, term, dates, students, server address, lab hosts and whether the term
 has started or ended.
 
