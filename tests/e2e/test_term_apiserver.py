@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
+from components.rosterdata import _uid_hash
 from ops import term
 from tests.e2e.project import PulumiProject, kget, kubectl
 from tests.e2e.test_apiserver import REPO, stack_config, wait_for
@@ -118,7 +119,13 @@ def test_kept_homes_are_listed_and_adopted_by_the_next_term(
     assert f"hostPath {home_dir}" in out_md.read_text()
     assert json.loads(out_md.with_suffix(".json").read_text())["namespace"] == NAMESPACE
 
-    # The next term, adopting the homes: same namespace, so the same claim names.
+    # The next term, adopting the homes: same namespace, so the same claim names. This test has
+    # no engine state to read the UID ledger from (test_end_and_adopt_with_the_engine reads it
+    # for real): the applied roster's UIDs stand in for it.
+    applied = json.loads(next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "roster")
+                         ["data"]["roster.json"])
+    ledger = {p["username"]: p["uid"] for p in applied["people"]}
+    monkeypatch.setattr(term, "old_uid_ledger", lambda stack, project: ledger)
     code = term.main(
         ["new", "--stacks-dir", str(project), "--from", OLD, "--to", NEW,
          "--start", "2027-01-25", "--end", "2027-05-28", "--adopt-homes"]
@@ -126,6 +133,7 @@ def test_kept_homes_are_listed_and_adopted_by_the_next_term(
     assert code == 0
     raw_new = term.classroom_raw(term.load_stack(project / f"Pulumi.{NEW}.yaml"))
     assert raw_new["namespace"] == NAMESPACE
+    assert raw_new["adoptedUids"] == ledger
     apply_stack(kc, raw_new, NEW, tmp_path)
     wait_for("the next term's StatefulSet", lambda: bool(kget(kc, "statefulset", "-n", NAMESPACE)["items"]))
     again = kget(kc, "pvc", "home", "-n", NAMESPACE)
@@ -162,6 +170,7 @@ def test_end_and_adopt_with_the_engine(
     proj.set_config("storageProvisioner", LOCAL_PROVISIONER)
     proj.up()
     kc, ns = proj.env["KUBECONFIG"], f"classroom-{ENGINE_OLD}"
+    old_uids = {p["username"]: p["uid"] for p in proj.outputs()["roster"]["people"]}
     home = kget(kc, "pvc", "home", "-n", ns)
     home_dir = Path(kget(kc, "pv", home["spec"]["volumeName"])["spec"]["hostPath"]["path"])
     (home_dir / "kept.txt").write_text("kept\n")
@@ -176,11 +185,23 @@ def test_end_and_adopt_with_the_engine(
     assert kget(kc, "statefulset", "-n", ns)["items"] == []
     assert (home_dir / "kept.txt").read_text() == "kept\n"
 
+    # The next term's export: jlopez left (his home stays, owned by his UID) and a newcomer whose name
+    # hashes to exactly that UID arrives; everyone else returns and must keep their UID and home.
+    leaver = "jlopez"
+    newcomer = next(f"n{i}" for i in range(10**6) if _uid_hash(f"n{i}") == old_uids[leaver])
+    old_csv = (proj.workdir / "stacks" / f"{OLD}-roster.csv").read_text().splitlines()
+    spring = tmp_path / "spring.csv"
+    spring.write_text("\n".join([old_csv[0], *(r for r in old_csv[1:] if not r.startswith(leaver + ",")),
+                                 f"{newcomer},New Comer,{newcomer}@students.example.edu,,,student,90-01"]) + "\n")
     proc = ops_term(
         proj, "new", "--from", ENGINE_OLD, "--to", ENGINE_NEW, "--start", "2027-01-25", "--end", "2027-05-28",
-        "--adopt-homes",
+        "--adopt-homes", "--roster", str(spring),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+    # Read from the real engine's state after `end` (destroy --exclude-protected): the protected ledger.
+    assert f"stack export --stack {ENGINE_OLD}" in proc.stdout
+    new_file = yaml.safe_load((proj.workdir / "stacks" / f"Pulumi.{ENGINE_NEW}.yaml").read_text())
+    assert new_file["config"]["classroom:adoptedUids"] == old_uids
     # Release the homes from the old stack (retainOnDelete keeps them in the cluster), as `new` prints.
     proj.run("state", "unprotect", "--all", "--yes")
     proj.run("destroy", "--yes")
@@ -191,4 +212,7 @@ def test_end_and_adopt_with_the_engine(
     assert nxt.outputs()["namespace"] == ns
     assert kget(kc, "pvc", "home", "-n", ns)["metadata"]["uid"] == home["metadata"]["uid"]
     assert (home_dir / "kept.txt").read_text() == "kept\n"
+    new_uids = {p["username"]: p["uid"] for p in nxt.outputs()["roster"]["people"]}
+    assert {u: new_uids[u] for u in old_uids if u != leaver} == {u: old_uids[u] for u in old_uids if u != leaver}
+    assert leaver not in new_uids and new_uids[newcomer] != old_uids[leaver]  # the kept home is not handed over
     nxt.run("preview", "--expect-no-changes")
