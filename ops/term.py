@@ -50,6 +50,10 @@ STACK_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 # Per-stack secret material: a new stack gets its own key, so these never carry over.
 PER_STACK_TOP_KEYS = ("encryptionsalt", "encryptedkey")
 UPSERT_VARIABLE = "PULUMI_K8S_UPSERT_EXISTING_OBJECTS"
+# The kept objects' fields belong to the old stack's field manager (and carry its
+# classroom/stack label): the adopting run must take them over, not conflict.
+PATCH_FORCE_VARIABLE = "PULUMI_K8S_ENABLE_PATCH_FORCE"
+ADOPT_ENV = f"{UPSERT_VARIABLE}=true {PATCH_FORCE_VARIABLE}=true"
 
 
 class TermError(Exception):
@@ -622,7 +626,7 @@ def cmd_new(args: argparse.Namespace) -> int:
         print(f"  pulumi state unprotect --all --yes --stack {args.from_stack}  # release the homes from the old stack")
         print(f"  pulumi destroy --yes --stack {args.from_stack}  # retainOnDelete: they stay in the cluster")
         print(f"  pulumi stack init {args.to_stack}")
-        print(f"  {UPSERT_VARIABLE}=true pulumi up --stack {args.to_stack}   # first up only: adopts {namespace}")
+        print(f"  {ADOPT_ENV} pulumi up --stack {args.to_stack}   # first up only: adopts {namespace}")
     else:
         print(f"  pulumi stack init {args.to_stack}")
         print(f"  pulumi up --stack {args.to_stack}")

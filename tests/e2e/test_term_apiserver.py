@@ -202,13 +202,14 @@ def test_end_and_adopt_with_the_engine(
     assert f"stack export --stack {ENGINE_OLD}" in proc.stdout
     new_file = yaml.safe_load((proj.workdir / "stacks" / f"Pulumi.{ENGINE_NEW}.yaml").read_text())
     assert new_file["config"]["classroom:adoptedUids"] == old_uids
+    assert term.ADOPT_ENV in proc.stdout
     # Release the homes from the old stack (retainOnDelete keeps them in the cluster), as `new` prints.
     proj.run("state", "unprotect", "--all", "--yes")
     proj.run("destroy", "--yes")
     assert kget(kc, "pvc", "home", "-n", ns)["metadata"]["uid"] == home["metadata"]["uid"]
     nxt = PulumiProject(workdir=proj.workdir, stack=ENGINE_NEW, env=proj.env)
     nxt.run("stack", "select", "--create", ENGINE_NEW)
-    nxt.up(env={term.UPSERT_VARIABLE: "true"})
+    nxt.up(env={term.UPSERT_VARIABLE: "true", term.PATCH_FORCE_VARIABLE: "true"})
     assert nxt.outputs()["namespace"] == ns
     assert kget(kc, "pvc", "home", "-n", ns)["metadata"]["uid"] == home["metadata"]["uid"]
     assert (home_dir / "kept.txt").read_text() == "kept\n"
