@@ -61,7 +61,7 @@ say() { printf '[toolchain] %s\n' "$*" >&2; }
 die() { printf '[toolchain] ERROR: %s\n' "$*" >&2; exit 1; }
 
 need_go() {
-    [[ -n $GO && -x $GO ]] || die "no Go toolchain found (looked for /usr/local/go/bin/go and go on PATH); install Go >= 1.24"
+    [[ -n $GO && -x $GO ]] || die "no Go toolchain found (looked for /usr/local/go/bin/go and go on PATH); install Go >= 1.26.6 (the Pulumi engine modules require it)"
     export GOTOOLCHAIN=local      # never let go.mod's toolchain line download another Go
     export GOFLAGS="-trimpath -mod=mod -buildvcs=false"
     export CGO_ENABLED=0          # static binaries; no C toolchain needed
