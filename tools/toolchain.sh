@@ -62,6 +62,12 @@ die() { printf '[toolchain] ERROR: %s\n' "$*" >&2; exit 1; }
 
 need_go() {
     [[ -n $GO && -x $GO ]] || die "no Go toolchain found (looked for /usr/local/go/bin/go and go on PATH); install Go >= 1.26.6 (the Pulumi engine modules require it)"
+    local have
+    have=$("$GO" env GOVERSION 2>/dev/null || true)
+    # sort -V: the smaller of the two first; anything below 1.26.6 cannot build the engine's modules
+    if [[ $(printf '%s\n%s\n' "${have#go}" 1.26.6 | sort -V | head -n1) != 1.26.6 ]]; then
+        die "$GO is ${have:-of unknown version}; the engine's modules need Go >= 1.26.6 (set GO=/path/to/go)"
+    fi
     export GOTOOLCHAIN=local      # never let go.mod's toolchain line download another Go
     export GOFLAGS="-trimpath -mod=mod -buildvcs=false"
     export CGO_ENABLED=0          # static binaries; no C toolchain needed
