@@ -343,8 +343,8 @@ def _normalize_header(text: str) -> str:
     return " ".join(re.sub(r"[_\-.]", " ", text.strip().lower()).split())
 
 
-def parse_roster_csv(text: str, *, source: str = "roster.csv",
-                     defaults: Mapping[str, Any] | None = None) -> list[tuple[dict[str, Any], str]]:
+def parse_roster_csv(text: str, *, source: str = "roster.csv", defaults: Mapping[str, Any] | None = None,
+                     staff: Mapping[str, str] | None = None) -> list[tuple[dict[str, Any], str]]:
     """Rows of a registrar/LMS export as (entry, where) pairs; unknown columns are ignored."""
     lines = text.splitlines()
     if not lines or not lines[0].strip():
@@ -385,8 +385,16 @@ def parse_roster_csv(text: str, *, source: str = "roster.csv",
         for index, field_name in columns.items():
             if index < len(row) and row[index].strip():
                 entry[field_name] = row[index]
-        _refuse_csv_staff(entry, defaults, where)
+        named = (staff or {}).get(str(entry.get("username") or "").strip())
+        if named:
+            entry["role"] = named  # the stack file says so (roster.staff)
+        else:
+            _refuse_csv_staff(entry, defaults, where)
         rows.append((entry, where))
+    missing = sorted(set(staff or {}) - {str(e.get("username") or "").strip() for e, _ in rows})
+    if missing:
+        raise ConfigError(f"roster.staff.{missing[0]}", (staff or {})[missing[0]],
+                          f"a username of a row in {source} (there is no such row)")
     return rows
 
 
@@ -401,8 +409,9 @@ def _refuse_csv_staff(entry: Mapping[str, Any], defaults: Mapping[str, Any] | No
     allowed = str((defaults or {}).get("role") or "student").strip().lower()
     if role in STAFF_ROLES and role != allowed:
         raise ConfigError("roster.csv role", entry.get("role"),
-                          "student: a CSV column cannot make staff (passwordless sudo); add TAs and "
-                          "instructors in the stack file, not through the export", where=where)
+                          "student: a CSV column cannot make staff (passwordless sudo); name TAs and "
+                          "instructors in the stack file (roster.staff: {USER: ta}), not through the export",
+                          where=where)
 
 
 def _roster_entries(raw: Any, base_dir: Path) -> list[tuple[dict[str, Any], str, str]]:
@@ -420,9 +429,9 @@ def _roster_entries(raw: Any, base_dir: Path) -> list[tuple[dict[str, Any], str,
             out.append((dict(item), "", key))
         return out
     if isinstance(raw, Mapping) and "csv" in raw:
-        extra = set(raw) - {"csv", "defaults"}
+        extra = set(raw) - {"csv", "defaults", "staff"}
         if extra:
-            raise ConfigError(f"roster.{sorted(extra)[0]}", raw[sorted(extra)[0]], "only 'csv' and 'defaults'")
+            raise ConfigError(f"roster.{sorted(extra)[0]}", raw[sorted(extra)[0]], "only 'csv', 'defaults' and 'staff'")
         path = Path(str(raw["csv"]))
         if not path.is_absolute():
             # Relative to the project directory, or to stacks/ where the stack files live.
@@ -438,7 +447,12 @@ def _roster_entries(raw: Any, base_dir: Path) -> list[tuple[dict[str, Any], str,
         defaults = raw.get("defaults") or {}
         if not isinstance(defaults, Mapping) or set(defaults) - {"role", "labs"}:
             raise ConfigError("roster.defaults", defaults, "a mapping with 'role' and/or 'labs'")
-        return [(e, w, "roster") for e, w in parse_roster_csv(text, source=path.name, defaults=defaults)]
+        staff = raw.get("staff") or {}
+        if not isinstance(staff, Mapping) or any(str(r).lower() not in STAFF_ROLES for r in staff.values()):
+            raise ConfigError("roster.staff", staff, "a mapping username: ta | instructor")
+        staff = {str(k): str(v).lower() for k, v in staff.items()}
+        return [(e, w, "roster") for e, w in parse_roster_csv(text, source=path.name, defaults=defaults,
+                                                              staff=staff)]
     raise ConfigError("roster", raw, "a list of people or {csv: path/to/export.csv}")
 
 

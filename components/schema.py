@@ -29,7 +29,7 @@ import re
 import string
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -855,6 +855,10 @@ class RosterCsvModel(Section):
         **doc("Path relative to the project or to stacks/.", "a path to a CSV file", example="students.csv"))
     defaults: RosterDefaults | None = Field(None, **doc("Values for rows that have none.",
                                                         "a mapping with 'role' and/or 'labs'"))
+    staff: dict[str, Literal["ta", "instructor"]] | None = Field(None, **doc(
+        "The export's rows that are staff (passwordless sudo), by username: the stack file, reviewed in a "
+        "pull request, is the only place that can make someone staff; a staff role in the CSV itself is refused.",
+        "a mapping username: ta | instructor", example={"jlopez": "ta"}))
 
 
 def _roster_kind(value: Any) -> str | None:

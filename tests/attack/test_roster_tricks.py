@@ -47,6 +47,21 @@ def test_staff_come_only_from_the_stack_file(tmp_path: Path) -> None:
     assert not any(p.staff for p in access.people)
 
 
+def test_the_stack_file_names_staff_of_an_export_one_by_one(tmp_path: Path) -> None:
+    # roster.staff: only the named rows become staff, whatever the export's column says of them
+    access = csv_roster(tmp_path, "username,role\nted,ta\nalice,student\nbob,\n", staff={"ted": "ta"})
+    assert [(p.username, p.role) for p in access.people] == [("alice", "student"), ("bob", "student"),
+                                                             ("ted", "ta")]
+    # a column still cannot add anyone the stack file does not name
+    with pytest.raises(ConfigError, match="cannot make staff"):
+        csv_roster(tmp_path, "username,role\nted,ta\nmallory,instructor\n", staff={"ted": "ta"})
+    # a name the export lacks, or a role that is not staff, is a named error, not a silent no-op
+    with pytest.raises(ConfigError, match=r"roster\.staff\.tedd.*no such row"):
+        csv_roster(tmp_path, "username\nted\n", staff={"tedd": "ta"})
+    with pytest.raises(ConfigError, match=r"roster\.staff"):
+        csv_roster(tmp_path, "username\nted\n", staff={"ted": "root"})
+
+
 def test_explicit_csv_uid_cannot_take_a_ledger_uid_of_someone_else(tmp_path: Path) -> None:
     ledger = allocate_uids(["alice"], {}, {})
     alice_uid = ledger["alice"]
