@@ -36,19 +36,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 
 import localcluster  # noqa: E402
 
+from tests.e2e.project import toolchain_env  # noqa: E402
+
 CHART = REPO.parent / "shared" / "anchors" / "cloud-server-chart" / "cloud-server"
 RESULTS = REPO / "bench" / "results" / "engine.md"
 LOCAL_PROVISIONER = "classroom.local/hostpath"
-
-
-def toolchain_env() -> dict[str, str]:
-    out = subprocess.run(["bash", "-c", f'eval "$(bash {REPO}/tools/toolchain.sh env)" && env -0'],
-                         check=True, capture_output=True, text=True).stdout
-    return dict(item.split("=", 1) for item in out.split("\0") if "=" in item)
 
 
 def public_key() -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,8 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
 
 import localcluster  # noqa: E402  (lives in tools/, not a package)
+
+from tests.e2e.project import toolchain_env as read_toolchain_env  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -39,14 +40,7 @@ def _missing(reason: str) -> None:
 @pytest.fixture(scope="session")
 def toolchain_env() -> dict[str, str]:
     """Variables `eval "$(tools/toolchain.sh env)"` would set, as a dict."""
-    script = REPO / "tools" / "toolchain.sh"
-    out = subprocess.run(
-        ["bash", "-c", f'eval "$({script} env)" && env -0'],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    after = dict(item.split("=", 1) for item in out.split("\0") if "=" in item)
+    after = read_toolchain_env()
     return {k: v for k, v in after.items() if os.environ.get(k) != v and k not in ("_", "SHLVL", "PWD")}
 
 

@@ -120,6 +120,15 @@ class PulumiProject:
         return "\n".join(f.read_text() for f in files)
 
 
+def toolchain_env() -> dict[str, str]:
+    """The whole environment after `eval "$(tools/toolchain.sh env)"` (PATH, PULUMI_HOME, ...)."""
+    out = subprocess.run(
+        ["bash", "-c", f'eval "$(bash {REPO / "tools" / "toolchain.sh"} env)" && env -0'],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    return dict(item.split("=", 1) for item in out.split("\0") if "=" in item)
+
+
 def kubectl(kubeconfig: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
         ["kubectl", "--kubeconfig", kubeconfig, *args], text=True, capture_output=True, timeout=120

@@ -23,6 +23,7 @@ import pytest
 
 from components.labconfig import LabHostSpec, parse_labs
 from components.labs import LABD_PACKAGE, VERIFY_SCRIPT, cluster_commands, install_command, install_manifest
+from tests.e2e.project import toolchain_env
 from tests.labhost.conftest import Ca, Netns, Sshd, k3d_double, run, start_sshd
 
 REPO = Path(__file__).resolve().parents[2]
@@ -276,9 +277,7 @@ class _Person:
 
 def engine_env() -> dict[str, str] | None:
     """The toolchain's environment (pulumi on PATH, its PULUMI_HOME), or None without the command plugin."""
-    toolchain = REPO / "tools" / "toolchain.sh"
-    out = run("bash", "-c", f'eval "$(bash {toolchain} env)" && env -0', check=False).stdout
-    env = {**os.environ, **dict(item.split("=", 1) for item in out.split("\0") if "=" in item)}
+    env = {**os.environ, **toolchain_env()}
     if not shutil.which("pulumi", path=env["PATH"]):
         return None
     plugins = run("pulumi", "plugin", "ls", "--json", env=env, check=False)
