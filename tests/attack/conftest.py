@@ -302,5 +302,5 @@ def server(image_layer: list[Path], tmp_path: Path) -> Iterator[Server]:
             labd.stop()
 
 
-def wait_until(predicate: Any, what: str, timeout: float = 20.0) -> Any:
+def wait_until(predicate: Any, what: str, timeout: float = 60.0) -> Any:
     return wait_for(predicate, timeout=timeout, what=what)
