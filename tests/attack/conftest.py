@@ -302,5 +302,13 @@ def server(image_layer: list[Path], tmp_path: Path) -> Iterator[Server]:
             labd.stop()
 
 
-def wait_until(predicate: Any, what: str, timeout: float = 60.0) -> Any:
-    return wait_for(predicate, timeout=timeout, what=what)
+def wait_until(predicate: Any, what: str, timeout: float = 60.0, server: Server | None = None) -> Any:
+    """wait_for, and on a timeout say what the hook and labd logged (the only witnesses of a detached hook)."""
+    try:
+        return wait_for(predicate, timeout=timeout, what=what)
+    except AssertionError as err:
+        if server is None:
+            raise
+        labd_log = server.labd.root / "labd.log"
+        tail = labd_log.read_text(errors="replace")[-4000:] if labd_log.exists() else "(no labd log)"
+        raise AssertionError(f"{err}\n--- hook log ---\n{server.hook_log()}\n--- labd log (tail) ---\n{tail}") from None

@@ -54,7 +54,7 @@ def bob_logged_in_and_hook_ran(server: Server) -> None:
     assert result.returncode == 0, result.stderr + server.sshd.new_log()
     # The hook is detached: wait until it has done bob's (legitimate) open.
     wait_until(lambda: "for bob: HTTP" in server.hook_log() or "doing nothing" in server.hook_log()
-               or list(server.root.glob("pwned-*")), "the session hook's open for bob (or its refusal)")
+               or list(server.root.glob("pwned-*")), "the session hook's open for bob (or its refusal)", server=server)
 
 
 def assert_alice_untouched(server: Server) -> None:
@@ -151,7 +151,7 @@ def test_proxy_variables_are_not_honoured(server: Server, variable: str) -> None
         server.plant("bob", ".pam_environment", pam_environment({variable: f"http://127.0.0.1:{proxy.port}"}))
         bob_logged_in_and_hook_ran(server)
         wait_until(lambda: "kubeconfig for bob written" in server.hook_log() or proxy.connections,
-                   "bob's kubeconfig or a proxied request")
+                   "bob's kubeconfig or a proxied request", server=server)
         assert proxy.connections == 0
     finally:
         proxy.stop()
