@@ -149,12 +149,18 @@ def test_proxy_variables_are_not_honoured(server: Server, variable: str) -> None
     proxy = CountingProxy()
     try:
         server.plant("bob", ".pam_environment", pam_environment({variable: f"http://127.0.0.1:{proxy.port}"}))
-        bob_logged_in_and_hook_ran(server)
-        wait_until(lambda: "kubeconfig for bob written" in server.hook_log() or proxy.connections,
-                   "bob's kubeconfig or a proxied request", server=server)
+        # The session stays open until the kubeconfig is written: a session
+        # that ends first stops its cluster, and then no kubeconfig comes
+        # (CI met exactly that race with a one-command login).
+        session = server.session("bob", "sleep 120")
+        wait_until(lambda: "kubeconfig for bob written" in server.hook_log() or proxy.connections
+                   or session.poll() is not None, "bob's kubeconfig or a proxied request", server=server)
+        assert session.poll() is None, session.stderr.read().decode() if session.stderr else ""
         assert proxy.connections == 0
+        assert (server.home("bob") / ".kube" / "config").exists()
     finally:
         proxy.stop()
+
 
 
 @pytest.mark.parametrize("injected", [
