@@ -162,7 +162,6 @@ def test_proxy_variables_are_not_honoured(server: Server, variable: str) -> None
         proxy.stop()
 
 
-
 @pytest.mark.parametrize("injected", [
     {"PAM_USER": "alice"},
     {"PAM_USER": "alice", "PAM_TYPE": "open_session"},
