@@ -51,7 +51,6 @@ def build(cfg: ClassroomConfig) -> Classroom:
             algorithm=cfg.ssh.ca_algorithm,
             existing_secret=cfg.ssh.existing_secret,
             known_hosts_patterns=cfg.ssh.known_hosts_patterns,
-            labels=labels,
         ),
         opts=in_namespace,
     )
@@ -86,7 +85,7 @@ def build(cfg: ClassroomConfig) -> Classroom:
                 # labd refuses ensure and session opens after it (no term: no end).
                 access_end=cfg.access.term.access_end if cfg.access.term is not None else None,
                 namespace=namespace_name,
-                ca_secret_name=ca.secret_name,
+                ca_private_key=ca.private_key_openssh,
                 opts=in_namespace,
             )
     lab_urls = (
@@ -97,7 +96,7 @@ def build(cfg: ClassroomConfig) -> Classroom:
         LoginServerArgs(
             config=cfg,
             ca_public_key=ca.public_key,
-            ca_secret_name=ca.secret_name,
+            ca_private_key=ca.private_key_openssh,
             ssh_service_name=SSH_SERVICE_NAME,
             labels=labels,
             depends_on=namespace_deps,

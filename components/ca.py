@@ -6,10 +6,10 @@ CA lives in an existing Kubernetes Secret with keys `ca_key` / `ca_key_pub`
 (the public key may also be `ca_key.pub`, as the cloud-server chart's own
 Secret spells it).
 
-The private key reaches the cluster only as a Secret that the LoginServer
-mounts into its init container; it is never a plain output. Other components
-(the roster) sign user certificates with `private_key_openssh`, which is a
-Pulumi secret.
+The private key never reaches the cluster from this program: the roster signs
+user certificates and hostkeys.py signs host certificates with
+`private_key_openssh` (a Pulumi secret) in the engine's process, and pods get
+only certificates. It is never a plain output.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_tls as tls
 
+from components.sshcert import ca_public_key_line
+
 CA_KEY = "ca_key"
 CA_KEY_PUB = "ca_key_pub"
-CA_ROLE_LABEL = "classroom/role"
 
 
 @dataclass
@@ -33,7 +34,6 @@ class SshCertificateAuthorityArgs:
     algorithm: str = "ed25519"  # "ed25519" or "rsa"
     existing_secret: str = ""  # name of a Secret in `namespace` holding ca_key / ca_key_pub
     known_hosts_patterns: Sequence[str] = ("*",)
-    labels: dict[str, str] | None = None
 
 
 # The cloud-server chart's Secret spells the public key `ca_key.pub`.
@@ -51,10 +51,28 @@ def _decode(data: Mapping[str, str] | None, key: str) -> str:
     return base64.b64decode(data[found]).decode()
 
 
+def _existing_private_key(data: Mapping[str, str] | None) -> str:
+    """The Secret's `ca_key`, checked: a usable private key whose public half is the Secret's public key."""
+    private = _decode(data, CA_KEY)
+    public = _decode(data, CA_KEY_PUB)
+    try:
+        derived = ca_public_key_line(private)
+    except ValueError as err:
+        raise pulumi.RunError(
+            f"config key 'ssh.existingSecret': the Secret's '{CA_KEY}' is not a usable private key ({err}); "
+            "expected an unencrypted OpenSSH or PEM ed25519, ECDSA or RSA key"
+        ) from None
+    if derived.split()[:2] != public.split()[:2]:
+        raise pulumi.RunError(
+            f"config key 'ssh.existingSecret': the Secret's {CA_KEY_PUB} is not the public half of '{CA_KEY}'; "
+            "host certificates signed with that key would not match the known_hosts line students get"
+        )
+    return private
+
+
 class SshCertificateAuthority(pulumi.ComponentResource):
     """The SSH certificate authority that signs host and user certificates."""
 
-    secret_name: pulumi.Output[str]
     public_key: pulumi.Output[str]
     known_hosts_line: pulumi.Output[str]
     private_key_openssh: pulumi.Output[str]
@@ -71,11 +89,10 @@ class SshCertificateAuthority(pulumi.ComponentResource):
                 pulumi.Output.concat(args.namespace, "/", args.existing_secret),
                 opts=child,
             )
-            self.secret_name = existing.metadata.apply(lambda m: m.name or args.existing_secret)
             # The provider marks all Secret data secret; the public half is
             # public by definition (it goes into every known_hosts file).
             public_key = pulumi.Output.unsecret(existing.data.apply(lambda d: _decode(d, CA_KEY_PUB).strip()))
-            self.private_key_openssh = pulumi.Output.secret(existing.data.apply(lambda d: _decode(d, CA_KEY)))
+            self.private_key_openssh = pulumi.Output.secret(existing.data.apply(_existing_private_key))
         else:
             algorithm = args.algorithm.lower()
             key = tls.PrivateKey(
@@ -91,29 +108,12 @@ class SshCertificateAuthority(pulumi.ComponentResource):
             )
             public_key = key.public_key_openssh.apply(lambda k: k.strip())
             self.private_key_openssh = pulumi.Output.secret(key.private_key_openssh)
-            secret = k8s.core.v1.Secret(
-                f"{name}-secret",
-                # The policy pack finds the CA Secret by this label and checks
-                # that only init containers mount it.
-                metadata=k8s.meta.v1.ObjectMetaArgs(
-                    name="ssh-ca",
-                    namespace=args.namespace,
-                    labels={**(args.labels or {}), CA_ROLE_LABEL: "ssh-ca"},
-                ),
-                type="Opaque",
-                # Secret outputs are already secret (the provider marks data),
-                # and the private key input is a secret Output as well.
-                string_data={CA_KEY: self.private_key_openssh, CA_KEY_PUB: public_key},
-                opts=child,
-            )
-            self.secret_name = secret.metadata.apply(lambda m: m.name or "ssh-ca")
 
         self.public_key = public_key
         patterns = ",".join(args.known_hosts_patterns)
         self.known_hosts_line = public_key.apply(lambda k: f"@cert-authority {patterns} {k}")
         self.register_outputs(
             {
-                "secret_name": self.secret_name,
                 "public_key": self.public_key,
                 "known_hosts_line": self.known_hosts_line,
                 "private_key_openssh": self.private_key_openssh,

@@ -103,8 +103,9 @@ class Resources:
 # A login server for a class: modest requests so it schedules on small nodes,
 # limits that leave room for compilers and editors.
 DEFAULT_RESOURCES = Resources(requests={"cpu": "250m", "memory": "512Mi"}, limits={"cpu": "2", "memory": "2Gi"})
-# The init container only generates and signs two host keys.
-DEFAULT_INIT_RESOURCES = Resources(requests={"cpu": "50m", "memory": "32Mi"}, limits={"cpu": "500m", "memory": "128Mi"})
+# What `initResources` was checked against when a host-key init container existed; the key is
+# still validated the same way, so a value that was accepted before stays accepted.
+FORMER_INIT_RESOURCES = Resources(requests={"cpu": "50m", "memory": "32Mi"}, limits={"cpu": "500m", "memory": "128Mi"})
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,6 @@ class ClassroomConfig:
     extra_ports: tuple[Port, ...] = ()
     image: Image = field(default_factory=Image)
     resources: Resources = field(default_factory=lambda: DEFAULT_RESOURCES)
-    init_resources: Resources = field(default_factory=lambda: DEFAULT_INIT_RESOURCES)
     node_selector: Mapping[str, str] = field(default_factory=dict)
     tolerations: tuple[Mapping[str, Any], ...] = ()
     affinity: Mapping[str, Any] = field(default_factory=dict)
@@ -225,6 +225,14 @@ def rc_local_warnings(rc_local: str) -> tuple[str, ...]:
     return ()
 
 
+def unused_key_warnings(raw: Mapping[str, Any]) -> tuple[str, ...]:
+    """Keys still accepted (stack files and chart values carry them) that no longer change anything."""
+    if "initResources" in raw:
+        return ("config key 'initResources' has no effect and can be removed: the login pod has no init "
+                "container (host certificates are signed by the program at deploy time)",)
+    return ()
+
+
 # ---------------------------------------------------------------- entry points
 
 
@@ -233,6 +241,8 @@ def parse_config(
 ) -> ClassroomConfig:
     """Validate `raw` (keys without the `classroom:` prefix) into a ClassroomConfig."""
     model = schema.validate_stack(raw)
+    # Still checked (a wrong value is still a mistake worth one clear line), then unused.
+    _resources_at("initResources", model.initResources, FORMER_INIT_RESOURCES)
     namespace = _namespace(model, stack)
     # Roster/term (components.rosterdata) and labs (components.labconfig)
     # turn their validated sections into what the components consume.
@@ -274,7 +284,6 @@ def parse_config(
             pull_secrets=model.image.pullSecrets,
         ),
         resources=_resources_at("resources", model.resources, DEFAULT_RESOURCES),
-        init_resources=_resources_at("initResources", model.initResources, DEFAULT_INIT_RESOURCES),
         node_selector=dict(model.nodeSelector),
         tolerations=model.tolerations,
         affinity=dict(model.affinity),
@@ -296,7 +305,7 @@ def parse_config(
         ),
         access=access,
         labs=labs_from_model(model.labs, people=access.people),
-        warnings=rc_local_warnings(model.rcLocal),
+        warnings=rc_local_warnings(model.rcLocal) + unused_key_warnings(raw),
     )
 
 def decode_raw(values: Mapping[str, str]) -> dict[str, Any]:

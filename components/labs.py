@@ -42,6 +42,7 @@ import pulumi_command as command
 import pulumi_kubernetes as k8s
 from cryptography.hazmat.primitives import serialization
 
+from components.hostkeys import HOST_KEY_TYPES, HostKeySet, host_key_secret, host_key_volume, key_file
 from components.labconfig import LabHostSpec, LabsConfig
 from components.rosterdata import utc_stamp
 
@@ -51,7 +52,9 @@ LABD_PACKAGE = REPO / "containers" / "labd" / "labd"
 VERIFY_SCRIPT = SCRIPTS / "labhost-verify-host.sh"
 INSTALL_SCRIPT = SCRIPTS / "labhost-install.py"
 CLUSTER_SCRIPT = SCRIPTS / "labhost-cluster.py"
-SIGN_SCRIPT = SCRIPTS / "sign-host-keys.sh"
+# An in-cluster lab host's sshd reads the host keys the program made from here.
+LABHOST_KEY_DIR = "/etc/ssh/host"
+HOST_PRINCIPALS_ANNOTATION = "classroom/host-principals-checksum"
 
 # Reads the manifest from stdin and runs the installer it carries, so one
 # resource ships the installer, the files and the secrets together.
@@ -224,8 +227,7 @@ class LabHost(pulumi.ComponentResource):
         term: str,
         access_end: datetime | None = None,
         namespace: pulumi.Input[str] | None = None,
-        ca_secret_name: pulumi.Input[str] | None = None,
-        ca_secret_key: str = "ca_key",
+        ca_private_key: pulumi.Input[str] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("classroom:labs:LabHost", name, None, opts)
@@ -238,9 +240,9 @@ class LabHost(pulumi.ComponentResource):
         students = labs.students_on(spec.name)
         self.stateful_set = self.volume = self.service = None
         if spec.in_cluster:
-            if namespace is None or ca_secret_name is None:
-                raise ValueError("an inCluster lab host needs the stack's namespace and CA secret name")
-            self._declare_pod(name, spec, labs, namespace, ca_secret_name, ca_secret_key, child)
+            if namespace is None or ca_private_key is None:
+                raise ValueError("an inCluster lab host needs the stack's namespace and the CA private key")
+            self._declare_pod(name, spec, labs, namespace, ca_private_key, child)
 
         private_key = pulumi.Output.secret(labs.private_key) if labs.private_key else None
         if spec.host_key:
@@ -328,8 +330,7 @@ class LabHost(pulumi.ComponentResource):
                                "students": list(students)})
 
     def _declare_pod(self, name: str, spec: LabHostSpec, labs: LabsConfig, namespace: pulumi.Input[str],
-                     ca_secret_name: pulumi.Input[str], ca_secret_key: str,
-                     child: pulumi.ResourceOptions) -> None:
+                     ca_private_key: pulumi.Input[str], child: pulumi.ResourceOptions) -> None:
         """A privileged Docker-in-Docker pod with sshd: StatefulSet of 1 and its own protected volume.
 
         The volume is a PVC declared here (not a volumeClaimTemplate, which
@@ -357,27 +358,23 @@ class LabHost(pulumi.ComponentResource):
                                         ignore_changes=["spec.storageClassName"]),
         )
         # Every name the engine or a login server may use for this pod.
-        principals = pulumi.Output.from_input(namespace).apply(lambda ns: ",".join(dict.fromkeys([
+        principals = pulumi.Output.from_input(namespace).apply(lambda ns: list(dict.fromkeys([
             spec.cert_principal, base, f"{base}.{ns}", f"{base}.{ns}.svc", f"{base}.{ns}.svc.cluster.local"])))
+        # Signed here, at deploy time: the pod gets its host keys and certificates, never the CA key.
+        self.host_keys = HostKeySet(f"{name}-host-keys", ca_private_key=ca_private_key, principals=principals,
+                                    key_id=f"host:{spec.cert_principal}", opts=pulumi.ResourceOptions(parent=self))
+        host_keys_secret = host_key_secret(f"{name}-host-key-secret", secret_name=f"{base}-host-keys",
+                                           namespace=namespace, keys=self.host_keys, labels=labels, opts=child)
+        # sshd reads its certificates only at start: new principals roll the pod.
+        template_annotations = principals.apply(lambda names: {
+            **privileged, HOST_PRINCIPALS_ANNOTATION: hashlib.sha256(json.dumps(names).encode()).hexdigest()})
         scripts = k8s.core.v1.ConfigMap(
             f"{name}-scripts",
             metadata=meta(name=f"{base}-scripts", namespace=namespace, labels=labels),
             data={
-                "sign-host-keys.sh": SIGN_SCRIPT.read_text(),
-                # Sign once per set of principals: re-signing on every boot
-                # would change the certificate the engine has pinned.
-                "init.sh": (
-                    "set -eu\n"
-                    "mkdir -p /data/ssh-host /data/docker /data/var\n"
-                    "if [ \"$(cat /data/ssh-host/principals 2>/dev/null)\" != \"$PRINCIPALS\" ] || "
-                    "[ ! -f /data/ssh-host/ssh_host_ed25519_key-cert.pub ]; then\n"
-                    "  sh /scripts/sign-host-keys.sh /ca/ca_key /data/ssh-host \"$PRINCIPALS\"\n"
-                    "  printf '%s' \"$PRINCIPALS\" > /data/ssh-host/principals\n"
-                    "fi\n"
-                ),
                 "start.sh": (
                     "set -eu\n"
-                    "mkdir -p /run/sshd\n"
+                    "mkdir -p /run/sshd /data/docker /data/var\n"
                     "/usr/sbin/sshd -f /etc/ssh/classroom/sshd_config -e\n"
                     # labd and Traefik were installed onto the volume by the engine;
                     # bring them back after a pod restart without waiting for `pulumi up`.
@@ -389,11 +386,10 @@ class LabHost(pulumi.ComponentResource):
                 ),
                 "sshd_config": (
                     "Port 22\n"
-                    "HostKey /data/ssh-host/ssh_host_ed25519_key\n"
-                    "HostCertificate /data/ssh-host/ssh_host_ed25519_key-cert.pub\n"
-                    "HostKey /data/ssh-host/ssh_host_rsa_key\n"
-                    "HostCertificate /data/ssh-host/ssh_host_rsa_key-cert.pub\n"
-                    "AuthorizedKeysFile /etc/ssh/classroom/authorized_keys\n"
+                    + "".join(f"HostKey {LABHOST_KEY_DIR}/{key_file(kind)}\n"
+                              f"HostCertificate {LABHOST_KEY_DIR}/{key_file(kind)}-cert.pub\n"
+                              for kind in HOST_KEY_TYPES)
+                    + "AuthorizedKeysFile /etc/ssh/classroom/authorized_keys\n"
                     "PermitRootLogin prohibit-password\n"
                     "PasswordAuthentication no\n"
                     "KbdInteractiveAuthentication no\n"
@@ -428,27 +424,10 @@ class LabHost(pulumi.ComponentResource):
                 service_name=base,
                 selector=k8s.meta.v1.LabelSelectorArgs(match_labels=labels),
                 template=k8s.core.v1.PodTemplateSpecArgs(
-                    metadata=meta(labels=labels, annotations=privileged),
+                    metadata=meta(labels=labels, annotations=template_annotations),
                     spec=k8s.core.v1.PodSpecArgs(
                         automount_service_account_token=False,
                         enable_service_links=False,
-                        init_containers=[k8s.core.v1.ContainerArgs(
-                            name="hostkeys",  # the one container the policy pack lets read the CA key
-                            image=spec.image,
-                            command=["/bin/sh", "/scripts/init.sh"],
-                            env=[k8s.core.v1.EnvVarArgs(name="PRINCIPALS", value=principals)],
-                            resources=k8s.core.v1.ResourceRequirementsArgs(
-                                requests={"cpu": "50m", "memory": "32Mi"},
-                                limits={"cpu": "500m", "memory": "128Mi"}),
-                            # The CA key is mounted here only, never in the container the engine logs into.
-                            volume_mounts=[mounts(name="data", mount_path="/data"),
-                                           mounts(name="scripts", mount_path="/scripts", read_only=True),
-                                           mounts(name="ca", mount_path="/ca", read_only=True)],
-                            security_context=k8s.core.v1.SecurityContextArgs(
-                                privileged=False, allow_privilege_escalation=False, read_only_root_filesystem=True,
-                                capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"],
-                                                                          add=["CHOWN", "DAC_OVERRIDE", "FOWNER"])),
-                        )],
                         containers=[k8s.core.v1.ContainerArgs(
                             name="labhost",
                             image=spec.image,
@@ -465,7 +444,8 @@ class LabHost(pulumi.ComponentResource):
                                 limits={"cpu": spec.cpu, "memory": spec.memory}),
                             volume_mounts=[mounts(name="data", mount_path="/data"),
                                            mounts(name="scripts", mount_path="/scripts", read_only=True),
-                                           mounts(name="sshd", mount_path="/etc/ssh/classroom", read_only=True)],
+                                           mounts(name="sshd", mount_path="/etc/ssh/classroom", read_only=True),
+                                           mounts(name="host-keys", mount_path=LABHOST_KEY_DIR, read_only=True)],
                             readiness_probe=k8s.core.v1.ProbeArgs(
                                 tcp_socket=k8s.core.v1.TCPSocketActionArgs(port=22), period_seconds=10),
                         )],
@@ -475,17 +455,16 @@ class LabHost(pulumi.ComponentResource):
                             k8s.core.v1.VolumeArgs(name="scripts", config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(
                                 name=scripts.metadata.name,
                                 items=[k8s.core.v1.KeyToPathArgs(key=k, path=k)
-                                       for k in ("sign-host-keys.sh", "init.sh", "start.sh")])),
+                                       for k in ("start.sh",)])),
                             k8s.core.v1.VolumeArgs(name="sshd", config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(
                                 name=scripts.metadata.name, default_mode=0o644,
                                 items=[k8s.core.v1.KeyToPathArgs(key=k, path=k)
                                        for k in ("sshd_config", "authorized_keys")])),
-                            k8s.core.v1.VolumeArgs(name="ca", secret=k8s.core.v1.SecretVolumeSourceArgs(
-                                secret_name=ca_secret_name, default_mode=0o400,
-                                items=[k8s.core.v1.KeyToPathArgs(key=ca_secret_key, path="ca_key")])),
+                            host_key_volume("host-keys", host_keys_secret.metadata.apply(
+                                lambda m: m.name or f"{base}-host-keys")),
                         ],
                     ),
                 ),
             ),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.volume, scripts]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.volume, scripts, host_keys_secret]),
         )

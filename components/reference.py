@@ -41,7 +41,7 @@ BLOCKS: dict[str, list[tuple[str, str, type[BaseModel], tuple[str, ...] | None]]
         ("`extraMounts[]`", "", schema.MountModel, None),
         ("`extraPorts[]`", "", schema.PortModel, None),
         ("`image`", "image.", schema.ImageModel, None),
-        ("`resources` / `initResources`", "", schema.ResourcesModel, None),
+        ("`resources`", "", schema.ResourcesModel, None),
         ("`service`", "service.", schema.ServiceModel, None),
         ("`ssh`", "ssh.", schema.SshModel, None),
     ],

@@ -490,7 +490,7 @@ class PortModel(Section):
 
 
 class ImageModel(Section):
-    """The login image (also runs the host-key init container)."""
+    """The login image."""
 
     repository: Annotated[str, BeforeValidator(_pattern(r"^[a-z0-9]+([._/:-][a-z0-9]+)*\Z",
                                                           "an image repository such as ghcr.io/owner/name"))] = Field(
@@ -1503,7 +1503,7 @@ class StackModel(Section):
                   "No duplicate names or numbers, and not the SSH port.", "a list of ports",
                   example=[{"name": "http", "port": 80, "protocol": "TCP"}]))
     image: ImageModel = Field(default_factory=lambda: ImageModel.model_validate({}), **doc(
-        "Login image; it also runs the host-key init container.", "a mapping",
+        "Login image.", "a mapping",
         default_text="{repository: ghcr.io/mike-matera/cloud-native-server, tag: jammy-2022070801, "
                      "pullPolicy: IfNotPresent, pullSecrets: []}",
         example={"repository": "ghcr.io/ORG/REPO", "tag": "noble-2026112301"}))
@@ -1512,7 +1512,9 @@ class StackModel(Section):
         default_text="requests cpu 250m / memory 512Mi, limits cpu 2 / memory 2Gi",
         example={"limits": {"memory": "8Gi"}}))
     initResources: ResourcesModel = Field(default_factory=lambda: ResourcesModel.model_validate({}), **doc(
-        "Host-key init container.", "a mapping", default_text="requests 50m / 32Mi, limits 500m / 128Mi"))
+        "No effect (warned): the login pod has no init container since host certificates are signed at deploy "
+        "time. Still validated, so stack files and chart values that carry it keep working.", "a mapping",
+        default_text="unused"))
     nodeSelector: Annotated[dict[str, str], BeforeValidator(string_map(
         is_qualified_name, QUALIFIED_NAME_ACCEPTED, is_label_value, LABEL_VALUE_ACCEPTED))] = Field(
         default_factory=dict, **doc("Pod node selector (label keys and values).", "a mapping of labels",

@@ -1,12 +1,11 @@
 """LoginServer: the class's shared login server as a one-replica StatefulSet.
 
-Layout inside the pod:
-  init container `hostkeys`  mounts the CA private key (Secret, read-only) and
-      runs sign-host-keys.sh, writing host keys + certificates into an
-      in-memory emptyDir. It is the ONLY container that sees the CA key.
-  container `login`          mounts that emptyDir read-only at /etc/ssh/host,
-      the CA public key (and the revocation list) at /etc/ssh/classroom,
-      sshd_config, rc.env/rc.local/rc.user, /home and every extra mount.
+Layout inside the pod (one container, `login`; no init container):
+  /etc/ssh/host        the Secret `ssh-host-keys`: host keys (0400) and their
+                       certificates, made and signed by the program at deploy
+                       time (hostkeys.py). No pod ever mounts the CA private key.
+  /etc/ssh/classroom   the CA public key (and the revocation list);
+  sshd_config, rc.env/rc.local/rc.user, /home and every extra mount.
 
 Storage: the claims are declared by the program and referenced by name
 (see storage.py) - never volumeClaimTemplates, which cannot change after the
@@ -26,8 +25,7 @@ session hook, its PAM snippet and install-lab-session.sh) mounted at
 /etc/classroom/lab-session, which rc.local installs; and a Secret
 `lab-session` (config.json: user -> labd URL from the placement, hostId;
 session.key: the class's labd session key) mounted read-only, mode 0400, at
-/etc/lab-session-hook in the login container only - never in the init
-container, and root-only on disk, so students cannot sign requests.
+/etc/lab-session-hook in the login container, root-only on disk, so students cannot sign requests.
 
 A checksum over every script, config file and the CA public key is a pod
 annotation, so changing any of them rolls the pod. The lab session Secret is
@@ -51,6 +49,7 @@ import pulumi_kubernetes as k8s
 
 from components import storage
 from components.config import ClassroomConfig
+from components.hostkeys import HostKeySet, host_key_secret, host_key_volume
 from components.services import ALLOWED_PORTS_ANNOTATION, allowed_ports
 
 SCRIPTS = Path(__file__).parent / "scripts"
@@ -64,8 +63,7 @@ ENTRYPOINT_PATH = "/usr/local/sbin/classroom-entrypoint"
 ROSTER_MOUNT = "/etc/classroom/roster"
 CA_PUBLIC_DIR = "/etc/ssh/classroom"
 HOST_KEY_DIR = "/etc/ssh/host"
-CA_PRIVATE_DIR = "/etc/ssh/ca-private"
-HOST_KEY_SCRIPT_DIR = "/etc/classroom/hostkeys"
+HOST_KEYS_SECRET = "ssh-host-keys"
 # sshd_config's RevokedKeys. The roster reconciler (re)builds it; rc.local
 # creates an empty one first, because sshd refuses every key while it is
 # missing and an empty file revokes nothing.
@@ -155,7 +153,6 @@ def pod_files(cfg: ClassroomConfig) -> dict[str, str]:
         "rc-local": cfg.rc_local or (SCRIPTS / "rc.local").read_text(),
         "rc-user": cfg.rc_user or (SCRIPTS / "rc.user").read_text(),
         "sshd-config": (SCRIPTS / "sshd_config").read_text(),
-        "host-key-script": (SCRIPTS / "sign-host-keys.sh").read_text(),
     }
     if not cfg.privileged:
         files["entrypoint"] = (SCRIPTS / "entrypoint-unprivileged.sh").read_text()
@@ -201,7 +198,8 @@ def config_checksum(files: Mapping[str, str], *extra: str) -> str:
 class LoginServerArgs:
     config: ClassroomConfig
     ca_public_key: pulumi.Input[str]
-    ca_secret_name: pulumi.Input[str]
+    # Signs the host certificates in the program (a Pulumi secret); it never reaches the cluster.
+    ca_private_key: pulumi.Input[str]
     ssh_service_name: str = "ssh"
     labels: Mapping[str, str] = field(default_factory=dict)
     # Resources the claims must wait for (the namespace the stack creates).
@@ -336,7 +334,22 @@ class LoginServer(pulumi.ComponentResource):
         )
         self.pod_config.append(ca_config_map)
 
-        checksum_files = dict(files)
+        # ---- host keys and certificates, signed here; the pod mounts only them.
+        principals = host_principals(cfg, args.ssh_service_name)
+        self.host_keys = HostKeySet(
+            "host-keys",
+            ca_private_key=args.ca_private_key,
+            principals=principals,
+            key_id=f"host:{principals[0]}",
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.pod_config.append(
+            host_key_secret(HOST_KEYS_SECRET, secret_name=HOST_KEYS_SECRET, namespace=ns, keys=self.host_keys,
+                            labels=labels, opts=child)
+        )
+
+        # sshd reads its host certificates only at start: new principals roll the pod.
+        checksum_files = {**files, "host-principals": json.dumps(principals)}
         self.lab_session_secret: k8s.core.v1.Secret | None = None
         if args.lab_urls is not None:
             if not cfg.labs.session_key:
@@ -401,7 +414,7 @@ class LoginServer(pulumi.ComponentResource):
             opts=child,
         )
 
-        pod_spec = build_pod_spec(cfg, args, ssh_service_name=args.ssh_service_name)
+        pod_spec = build_pod_spec(cfg, args)
         self.stateful_set = k8s.apps.v1.StatefulSet(
             "statefulset",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=STATEFULSET_NAME, namespace=ns, labels=labels),
@@ -440,7 +453,6 @@ def _file_key(cm_name: str) -> str:
         "rc-local": "rc.local",
         "rc-user": "rc.user",
         "sshd-config": "sshd_config",
-        "host-key-script": "sign-host-keys.sh",
         "entrypoint": "classroom-entrypoint",
     }[cm_name]
 
@@ -456,8 +468,8 @@ def _file_mount(volume: str, path: str) -> k8s.core.v1.VolumeMountArgs:
     return k8s.core.v1.VolumeMountArgs(name=volume, mount_path=path, sub_path=_file_key(volume), read_only=True)
 
 
-def build_pod_spec(cfg: ClassroomConfig, args: LoginServerArgs, *, ssh_service_name: str) -> k8s.core.v1.PodSpecArgs:
-    """The pod: init container `hostkeys` plus container `login`."""
+def build_pod_spec(cfg: ClassroomConfig, args: LoginServerArgs) -> k8s.core.v1.PodSpecArgs:
+    """The pod: one container, `login`."""
     volumes = [
         k8s.core.v1.VolumeArgs(
             name="home",
@@ -472,22 +484,10 @@ def build_pod_spec(cfg: ClassroomConfig, args: LoginServerArgs, *, ssh_service_n
             )
             for m in cfg.extra_mounts
         ],
-        # In memory: the host private keys never touch the node's disk.
-        k8s.core.v1.VolumeArgs(
-            name="host-keys",
-            empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(medium="Memory", size_limit="1Mi"),
-        ),
-        k8s.core.v1.VolumeArgs(
-            name="ca-private",
-            secret=k8s.core.v1.SecretVolumeSourceArgs(
-                secret_name=args.ca_secret_name,
-                default_mode=0o400,
-                items=[k8s.core.v1.KeyToPathArgs(key="ca_key", path="ca_key")],
-            ),
-        ),
+        # A Secret volume is tmpfs on the node: the host private keys never touch its disk.
+        host_key_volume("host-keys", HOST_KEYS_SECRET),
         _ca_public_volume(args),
         _config_map_volume("sshd-config", 0o444),
-        _config_map_volume("host-key-script", 0o555),
         _config_map_volume("rc-local", 0o755),
         _config_map_volume("rc-user", 0o755),
     ]
@@ -540,30 +540,6 @@ def build_pod_spec(cfg: ClassroomConfig, args: LoginServerArgs, *, ssh_service_n
             k8s.core.v1.VolumeMountArgs(name=LAB_SCRIPTS_CONFIG_MAP, mount_path=LAB_SCRIPTS_DIR, read_only=True),
         ]
 
-    principals = ",".join(host_principals(cfg, ssh_service_name))
-    init = k8s.core.v1.ContainerArgs(
-        name="hostkeys",
-        image=cfg.image.reference,
-        image_pull_policy=cfg.image.pull_policy,
-        command=[
-            "/bin/sh",
-            f"{HOST_KEY_SCRIPT_DIR}/sign-host-keys.sh",
-            f"{CA_PRIVATE_DIR}/ca_key",
-            HOST_KEY_DIR,
-            principals,
-        ],
-        volume_mounts=[
-            k8s.core.v1.VolumeMountArgs(name="ca-private", mount_path=CA_PRIVATE_DIR, read_only=True),
-            k8s.core.v1.VolumeMountArgs(name="host-keys", mount_path=HOST_KEY_DIR),
-            k8s.core.v1.VolumeMountArgs(name="host-key-script", mount_path=HOST_KEY_SCRIPT_DIR, read_only=True),
-        ],
-        resources=_resources(cfg.init_resources.requests, cfg.init_resources.limits),
-        # Root (the key files must belong to the uid sshd runs as) but with no
-        # capabilities at all: it only reads its own 0400 secret and writes
-        # into the emptyDir.
-        security_context=_confined_root(read_only_root=True),
-    )
-
     ports = [k8s.core.v1.ContainerPortArgs(name="ssh", container_port=22, protocol="TCP")]
     ports += [
         k8s.core.v1.ContainerPortArgs(name=p.name, container_port=p.port, protocol=p.protocol) for p in cfg.extra_ports
@@ -610,7 +586,6 @@ def build_pod_spec(cfg: ClassroomConfig, args: LoginServerArgs, *, ssh_service_n
     )
 
     return k8s.core.v1.PodSpecArgs(
-        init_containers=[init],
         containers=[login],
         volumes=volumes,
         # Students must not get a Kubernetes API token.

@@ -118,7 +118,7 @@ def certificate_fields(cert_line: str) -> dict[str, Any]:
 # costs one round trip, and its diff still names exactly which entries change.
 
 
-def _plain(props: Mapping[str, Any]) -> dict[str, Any]:
+def plain_props(props: Mapping[str, Any]) -> dict[str, Any]:
     """The engine strips secrets before calling a dynamic provider (acceptSecrets=False), but
     mocks pass them wrapped; accept both."""
     return {key: rpc.unwrap_rpc_secret(value) for key, value in props.items()}
@@ -149,7 +149,7 @@ def _sign_entry(ca_pem: str, fields: Mapping[str, Any]) -> str:
 
 def changed_entries(olds: Mapping[str, Any], news: Mapping[str, Any]) -> list[str]:
     """Entry ids to (re-)sign: new, changed or, when the CA changed, all; removed ones are listed too."""
-    olds, news = _plain(olds), _plain(news)
+    olds, news = plain_props(olds), plain_props(news)
     old_entries = {k: _entry_fields(v) for k, v in (olds.get("entries") or {}).items()}
     new_entries = {k: _entry_fields(v) for k, v in (news.get("entries") or {}).items()}
     ca_pem = news.get("ca_private_key")
@@ -164,10 +164,10 @@ def _set_outputs(news: Mapping[str, Any], olds: Mapping[str, Any] | None) -> dic
     The CA private key is deliberately not copied into the outputs; only its
     public half is, so the next diff can notice a CA rotation.
     """
-    news = _plain(news)
+    news = plain_props(news)
     ca_pem = str(news["ca_private_key"])
     resign = set(changed_entries(olds, news)) if olds is not None else None
-    kept = dict(_plain(olds).get("certificates") or {}) if olds is not None else {}
+    kept = dict(plain_props(olds).get("certificates") or {}) if olds is not None else {}
     entries = {k: _entry_fields(v) for k, v in (news.get("entries") or {}).items()}
     certificates = {
         k: (_sign_entry(ca_pem, fields) if resign is None or k in resign or k not in kept else str(kept[k]))

@@ -63,14 +63,14 @@ service_ports = ResourceValidationPolicy(
     ),
 )
 
-ca_key_only_in_init = StackValidationPolicy(
-    name="ssh-ca-key-only-in-init-container",
+ca_key_not_mounted = StackValidationPolicy(
+    name="ssh-ca-key-not-mounted",
     description=(
-        f"The SSH CA private key Secret (label {rules.CA_ROLE_LABEL}={rules.CA_ROLE_VALUE}) is mounted "
-        "only into the host-key signing init container, never into the login container."
+        f"No pod mounts the SSH CA private key Secret (label {rules.CA_ROLE_LABEL}={rules.CA_ROLE_VALUE}, or a "
+        f"'{rules.CA_KEY_ENTRY}' entry): host certificates are signed at deploy time."
     ),
     enforcement_level=EnforcementLevel.MANDATORY,
-    validate=rules.validate_ca_key_only_in_init_container,
+    validate=rules.validate_ca_key_not_mounted,
     config_schema=PolicyConfigSchema(properties={"initContainers": {"type": "array", "items": {"type": "string"}}}),
 )
 
@@ -82,6 +82,6 @@ PolicyPack(
         privileged_only_when_configured,
         requests_and_limits,
         service_ports,
-        ca_key_only_in_init,
+        ca_key_not_mounted,
     ],
 )

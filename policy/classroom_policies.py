@@ -5,7 +5,9 @@ the pack; every rule here is mandatory there.
 
 Contract with the program (labels and annotations it sets):
 
-- a Secret holding the SSH CA private key carries the label   `classroom/role: ssh-ca`
+- a Secret holding the SSH CA private key carries the label   `classroom/role: ssh-ca`, or has a
+  `ca_key` entry (the cloud-server chart's spelling); the program itself creates none: it signs
+  host and user certificates at deploy time, so no pod needs the key
 - a pod template (or its workload) that may run privileged carries the annotation
   `classroom/privileged: "true"` (only when the stack says `privileged: true`)
 - every Service carries `classroom/allowed-ports: "22,8080"`, the ports the stack configured
@@ -14,7 +16,7 @@ Policy config (`pulumi preview --policy-pack policy --policy-pack-config cfg.jso
 annotations when a deployment wants the check independent of the program:
 `{"privileged-only-when-configured": {"privileged": false},
   "services-expose-configured-ports-only": {"allowedPorts": [22]},
-  "ssh-ca-key-only-in-init-container": {"initContainers": ["hostkeys"]},
+  "ssh-ca-key-not-mounted": {"initContainers": []},
   "containers-have-requests-and-limits": {"resources": ["cpu", "memory"]}}`
 
 Known gap: the analyzer protocol (pulumirpc.AnalyzerResourceOptions) carries `protect` but not
@@ -33,7 +35,10 @@ CA_ROLE_LABEL = "classroom/role"
 CA_ROLE_VALUE = "ssh-ca"
 PRIVILEGED_ANNOTATION = "classroom/privileged"
 ALLOWED_PORTS_ANNOTATION = "classroom/allowed-ports"
-DEFAULT_CA_INIT_CONTAINERS = ("hostkeys",)
+CA_KEY_ENTRY = "ca_key"
+# No container may mount the CA key by default; a deployment that signs in an init container
+# anyway can name it in the policy config (and accepts that a node's root can then read the key).
+DEFAULT_CA_INIT_CONTAINERS: tuple[str, ...] = ()
 DEFAULT_REQUIRED_RESOURCES = ("cpu", "memory")
 
 PVC = "kubernetes:core/v1:PersistentVolumeClaim"
@@ -319,17 +324,20 @@ def validate_service_ports(args: Any, report: Report) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# ssh-ca-key-only-in-init-container (a stack policy: it needs the Secrets and the workloads)
+# ssh-ca-key-not-mounted (a stack policy: it needs the Secrets and the workloads)
 
 
 def _ca_secrets(resources: Sequence[Any]) -> tuple[set[tuple[str | None, str]], set[str]]:
-    """(namespace, name) of every CA Secret, and their URNs."""
+    """(namespace, name) of every CA Secret (by label, or by a `ca_key` entry), and their URNs."""
     names: set[tuple[str | None, str]] = set()
     urns: set[str] = set()
     for resource in resources:
         if resource.resource_type != SECRET:
             continue
-        if get(dig(resource.props, "metadata", "labels"), CA_ROLE_LABEL) != CA_ROLE_VALUE:
+        labelled = get(dig(resource.props, "metadata", "labels"), CA_ROLE_LABEL) == CA_ROLE_VALUE
+        entries = [get(resource.props, field) for field in ("data", "stringData")]
+        has_key = any(isinstance(e, Mapping) and CA_KEY_ENTRY in e for e in entries)
+        if not (labelled or has_key):
             continue
         urns.add(resource.urn)
         name = dig(resource.props, "metadata", "name")
@@ -346,7 +354,7 @@ def _is_ca_name(name: Any, namespace: str | None, ca_names: set[tuple[str | None
     return any(n == name and (ns is None or namespace is None or ns == namespace) for ns, n in ca_names)
 
 
-def validate_ca_key_only_in_init_container(args: Any, report: Report) -> None:
+def validate_ca_key_not_mounted(args: Any, report: Report) -> None:
     config = args.get_config() or {}
     allowed_init = {str(n) for n in _config_list(config, "initContainers", DEFAULT_CA_INIT_CONTAINERS)}
     ca_names, ca_urns = _ca_secrets(args.resources)
@@ -402,9 +410,10 @@ def validate_ca_key_only_in_init_container(args: Any, report: Report) -> None:
                 kind = "init container" if is_init else "container"
                 report(
                     f"{what}: {kind} '{name}' gets the SSH CA private key Secret "
-                    f"(label {CA_ROLE_LABEL}={CA_ROLE_VALUE}): {'; '.join(leaks)}. Only the init "
-                    f"container{'s' if len(allowed_init) != 1 else ''} "
-                    f"{', '.join(sorted(repr(n) for n in allowed_init))} may mount it, to sign host keys; "
-                    "the container students log into must never see the key.",
+                    f"(label {CA_ROLE_LABEL}={CA_ROLE_VALUE} or a '{CA_KEY_ENTRY}' entry): {'; '.join(leaks)}. "
+                    "No pod may hold the CA key: sign host certificates at deploy time and mount only them "
+                    "(root on a node reads every Secret its pods mount)"
+                    + (f"; allowed init containers: {', '.join(sorted(repr(n) for n in allowed_init))}"
+                       if allowed_init else "") + ".",
                     resource.urn,
                 )

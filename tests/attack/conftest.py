@@ -32,6 +32,7 @@ import pytest
 
 from components.rosterdata import parse_access, roster_document
 from components.sshcert import ca_public_key_line, known_hosts_line
+from tests.hostkeys import install_host_keys
 from tests.labs.conftest import labd_factory  # noqa: F401  (a fixture)
 from tests.labs.support import Labd, wait_for
 from tests.ssh.sshd import SCRIPTS, Sshd, free_port, new_key, ssh
@@ -272,8 +273,7 @@ def server(image_layer: list[Path], tmp_path: Path) -> Iterator[Server]:
         del ca
         ca_pem = (tmp_path / "ca").read_text()
         (root / "etc/ssh/classroom/ca.pub").write_text(ca_public_key_line(ca_pem) + "\n")
-        subprocess.run(["sh", str(SCRIPTS / "sign-host-keys.sh"), str(tmp_path / "ca"), str(root / "etc/ssh/host"),
-                        "127.0.0.1,localhost"], check=True, capture_output=True)
+        install_host_keys(ca_pem, root / "etc/ssh/host", ["127.0.0.1", "localhost"])
         sshd = Sshd(root=root, port=free_port(), log=tmp_path / "sshd.log")
         (tmp_path / "known_hosts").write_text(
             known_hosts_line(ca_public_key_line(ca_pem), [f"[127.0.0.1]:{sshd.port}"]) + "\n")

@@ -57,12 +57,6 @@ PROGRAM = textwrap.dedent(
     }
     if not bad:
         login["resources"] = res
-    hostkeys = {
-        "name": "hostkeys",
-        "image": "busybox",
-        "resources": res,
-        "volume_mounts": [{"name": "ca", "mount_path": "/run/ca"}],
-    }
     k8s.apps.v1.StatefulSet(
         "login",
         metadata={"name": "login", "namespace": NS},
@@ -73,7 +67,6 @@ PROGRAM = textwrap.dedent(
             "template": {
                 "metadata": {"labels": {"app": "login"}},
                 "spec": {
-                    "init_containers": [hostkeys],
                     "containers": [login],
                     "volumes": [{"name": "ca", "secret": {"secret_name": "ssh-ca"}}],
                 },
@@ -180,7 +173,7 @@ def test_violating_program_is_refused_with_readable_messages(project: tuple[Path
         "container 'login' has no resources.requests.cpu",
         "services-expose-configured-ports-only",
         "exposes port 8080 (web)",
-        "ssh-ca-key-only-in-init-container",
+        "ssh-ca-key-not-mounted",
         "container 'login' gets the SSH CA private key Secret",
     ):
         assert fragment in out, f"{fragment!r} missing from:\n{out}"
@@ -213,7 +206,7 @@ def test_json_preview_and_event_log_feed_the_comment(project: tuple[Path, dict[s
         "privileged-only-when-configured",
         "containers-have-requests-and-limits",
         "services-expose-configured-ports-only",
-        "ssh-ca-key-only-in-init-container",
+        "ssh-ca-key-not-mounted",
     }
     assert all(v.level == "mandatory" and v.pack == "classroom-policies" for v in violations)
     body = comment.build_comment("dev", parsed, violations, preview_exit_code=result.returncode)

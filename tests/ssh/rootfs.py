@@ -64,7 +64,7 @@ def ensure_rootfs() -> Path:
             policy.chmod(0o755)
             _run(["chroot", str(ROOTFS), "apt-get", "install", "-y", "-q", *PACKAGES], log)
             _run(["chroot", str(ROOTFS), "apt-get", "clean"], log)
-        # Packages generate host keys at install time; tests make their own with sign-host-keys.sh.
+        # Packages generate host keys at install time; tests install their own with tests/hostkeys.py.
         for key in (ROOTFS / "etc" / "ssh").glob("ssh_host_*"):
             key.unlink()
         marker.write_text(wanted + "\n")

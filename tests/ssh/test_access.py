@@ -1,5 +1,5 @@
 """The access model against real OpenSSH 9.2: the project's sshd_config, host keys from
-sign-host-keys.sh, certificates from components/sshcert.py, accounts, authorized keys and
+components/hostkeys.py (as the pod mounts them), certificates from components/sshcert.py, accounts, authorized keys and
 the KRL from reconcile-roster, all inside a throwaway Debian chroot; the real ssh client
 connects over loopback trusting the server through one @cert-authority line only."""
 
@@ -27,6 +27,7 @@ from components.sshcert import (
     ca_public_key_line,
     known_hosts_line,
 )
+from tests.hostkeys import install_host_keys
 from tests.ssh.conftest import install_reconciler
 from tests.ssh.rootfs import chroot, overlay_root
 from tests.ssh.sshd import SCRIPTS, Sshd, free_port, new_key, ssh
@@ -88,9 +89,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory, rootfs: Path) -> Iterator[Lab]
         (tmp / "ca").chmod(0o600)
         (root / "etc/ssh/classroom").mkdir(parents=True)
         (root / "etc/ssh/classroom/ca.pub").write_text(ca_public_key_line(ca) + "\n")
-        # Host keys and certificate exactly as the init container makes them.
-        subprocess.run(["sh", str(SCRIPTS / "sign-host-keys.sh"), str(tmp / "ca"), str(root / "etc/ssh/host"),
-                        "127.0.0.1,localhost"], check=True, capture_output=True)
+        # Host keys and certificates exactly as the program signs them and the pod mounts them.
+        install_host_keys(ca, root / "etc/ssh/host", ["127.0.0.1", "localhost"])
         shutil.copy(SCRIPTS / "sshd_config", root / "etc/ssh/sshd_config")
 
         access = parse_access({

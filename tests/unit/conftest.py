@@ -75,6 +75,7 @@ class Registered:
 
 def dynamic_provider_for(resource_name: str) -> Any:
     """The provider behind one of the program's dynamic resources, by its resource name."""
+    from components.hostkeys import HostKeySetProvider
     from components.roster import UidLedgerProvider
     from components.sshcert import CertificateSetProvider
     from components.storage import ClaimGuardProvider
@@ -83,6 +84,8 @@ def dynamic_provider_for(resource_name: str) -> Any:
         return UidLedgerProvider()
     if resource_name == "claim-guard":
         return ClaimGuardProvider()
+    if resource_name.endswith("host-keys"):
+        return HostKeySetProvider()
     return CertificateSetProvider()
 
 
@@ -230,7 +233,6 @@ def render(
             "host": room.ports.host,
             "known_hosts_line": room.ca.known_hosts_line,
             "public_key": room.ca.public_key,
-            "secret_name": room.ca.secret_name,
         }
         return pulumi.Output.all(**collected).apply(outputs.update)
 

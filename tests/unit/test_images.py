@@ -28,12 +28,13 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.hostkeys import install_host_keys, new_ca
+
 REPO = Path(__file__).resolve().parents[2]
 CONTAINERS = REPO / "containers"
 COMMON = CONTAINERS / "common"
 SETUP_SCRIPT = COMMON / "setup-image.sh"
 SSHD_CONFIG = REPO / "components" / "scripts" / "sshd_config"
-SIGN_HOST_KEYS = REPO / "components" / "scripts" / "sign-host-keys.sh"
 
 # Ubuntu releases the project ships login images for, by directory suffix.
 UBUNTU_RELEASES = {"jammy": "22.04", "noble": "24.04", "resolute": "26.04"}
@@ -594,23 +595,22 @@ def test_chroot_no_ready_until_the_boot_script_runs(image_root: Path) -> None:
     boot = in_chroot(image_root, "/etc/rc.local")
     assert boot.returncode == 0, boot.stdout + boot.stderr
     assert (image_root / "ready").exists()
-    # Standalone (no init container): the default script made unsigned host keys.
+    # Standalone (no host-key Secret mounted): the default script made unsigned host keys.
     assert list((image_root / "etc" / "ssh").glob("ssh_host_ed25519_key"))
 
 
 @chroot_tier
 def test_chroot_project_sshd_config_works_with_signed_host_keys(image_root: Path) -> None:
-    """The pod's sshd_config, host keys signed like the init container does, sshd -t."""
+    """The pod's sshd_config, host keys signed as the program signs them, sshd -t."""
     shutil.copy(SSHD_CONFIG, image_root / "etc" / "ssh" / "sshd_config")
-    shutil.copy(SIGN_HOST_KEYS, image_root / "tmp" / "sign-host-keys.sh")
     paths = sshd_key_paths()
     (host_dir,) = {str(Path(p).parent) for p in paths["hostkey"]}
     (ca_pub,) = paths["trustedusercakeys"]
     (krl,) = paths["revokedkeys"]
+    install_host_keys(new_ca(image_root / "root" / "ca"), image_root / host_dir.lstrip("/"), ["login.example.edu"])
     prepare = in_chroot(
         image_root,
-        "set -e; ssh-keygen -q -t ed25519 -N '' -C class-ca -f /root/ca;"
-        f" sh /tmp/sign-host-keys.sh /root/ca {host_dir} login.example.edu;"
+        "set -e;"
         f" cp /root/ca.pub {ca_pub};"
         f" ssh-keygen -q -k -f {krl};"
         " mkdir -p /run/sshd",
@@ -644,7 +644,7 @@ def test_chroot_unprivileged_pod_boots_and_a_certificate_logs_in(image_root: Pat
     """The image with the pod's own files, run like unprivileged mode runs it.
 
     The project's sshd_config, rc.local, rc.user and rc.env go where the pod
-    mounts them, host keys are signed like the init container signs them, and
+    mounts them, host keys are signed as the program signs them, and
     the entry point runs with no_new_privs and only the capabilities
     components/server.py grants - in a network and PID namespace this test
     creates, so sshd listens on nothing outside it and dies with it.  A user
@@ -657,15 +657,14 @@ def test_chroot_unprivileged_pod_boots_and_a_certificate_logs_in(image_root: Pat
         shutil.copy(scripts / name, etc / name)
         (etc / name).chmod(0o755)
     (etc / "rc.env").write_text("DEFAULT_USER=human\nDEFAULT_UID=10000\n")
-    shutil.copy(SIGN_HOST_KEYS, image_root / "tmp" / "sign-host-keys.sh")
     paths = sshd_key_paths()
     (host_dir,) = {str(Path(p).parent) for p in paths["hostkey"]}
     (ca_pub,) = paths["trustedusercakeys"]
+    install_host_keys(new_ca(image_root / "root" / "ca"), image_root / host_dir.lstrip("/"),
+                      ["localhost", "127.0.0.1"])
     bounding = ",".join(["-all", *(f"+{cap.lower()}" for cap in unprivileged_capabilities())])
     script = f"""
 set -eu
-ssh-keygen -q -t ed25519 -N '' -C class-ca -f /root/ca
-sh /tmp/sign-host-keys.sh /root/ca {host_dir} localhost,127.0.0.1
 cp /root/ca.pub {ca_pub}
 ssh-keygen -q -t ed25519 -N '' -f /root/user
 ssh-keygen -q -s /root/ca -I human-test -n human -V -5m:+1h /root/user.pub
@@ -749,7 +748,7 @@ def test_chroot_a_chart_style_rc_local_and_rc_user_work_with_the_programs_rc_env
 
 
 def install_pod_files(root: Path, rc_local: str | None = None) -> None:
-    """Put the pod's ConfigMap files and init-container host keys into the root."""
+    """Put the pod's ConfigMap files and its Secret's host keys into the root."""
     scripts = REPO / "components" / "scripts"
     etc = root / "etc"
     shutil.copy(scripts / "sshd_config", etc / "ssh" / "sshd_config")
@@ -761,14 +760,13 @@ def install_pod_files(root: Path, rc_local: str | None = None) -> None:
         (etc / "rc.local").write_text(rc_local)
     (etc / "rc.local").chmod(0o755)
     (etc / "rc.env").write_text("DEFAULT_USER=human\nDEFAULT_UID=10000\n")
-    shutil.copy(SIGN_HOST_KEYS, root / "tmp" / "sign-host-keys.sh")
     paths = sshd_key_paths()
     (host_dir,) = {str(Path(p).parent) for p in paths["hostkey"]}
     (ca_pub,) = paths["trustedusercakeys"]
+    install_host_keys(new_ca(root / "root" / "ca"), root / host_dir.lstrip("/"), ["localhost", "127.0.0.1"])
     made = in_chroot(
         root,
-        "set -e; ssh-keygen -q -t ed25519 -N '' -C class-ca -f /root/ca;"
-        f" sh /tmp/sign-host-keys.sh /root/ca {host_dir} localhost,127.0.0.1;"
+        "set -e;"
         f" cp /root/ca.pub {ca_pub};"
         " ssh-keygen -q -t ed25519 -N '' -f /root/user;"
         " ssh-keygen -q -s /root/ca -I human-test -n human -V -5m:+1h /root/user.pub;"

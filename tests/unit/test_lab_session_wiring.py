@@ -114,11 +114,10 @@ def test_secret_is_mounted_root_only_in_the_login_container_only(labs: Rendered)
     assert mount["name"] == "lab-session" and mount["readOnly"] is True
     # A directory mount (no subPath): the kubelet updates it in place.
     assert "subPath" not in mount
-    init_volumes = {m["name"] for m in labs.container("hostkeys")["volumeMounts"]}
-    assert "lab-session" not in init_volumes and "lab-session-scripts" not in init_volumes
+    assert "initContainers" not in labs.pod
     users = [
         m
-        for c in labs.pod["containers"] + labs.pod["initContainers"]
+        for c in labs.pod["containers"]
         for m in c.get("volumeMounts", [])
         if m["name"] == "lab-session"
     ]
@@ -313,4 +312,4 @@ def test_the_policy_pack_accepts_a_labs_stack(labs: Rendered) -> None:
         rules.validate_service_ports,
     ):
         assert run_resource_rule(rule, labs) == [], rule.__name__
-    assert run_stack_rule(rules.validate_ca_key_only_in_init_container, labs) == []
+    assert run_stack_rule(rules.validate_ca_key_not_mounted, labs) == []

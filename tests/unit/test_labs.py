@@ -15,6 +15,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from components.hostkeys import HostKeySetProvider
 from components.labconfig import LabsConfig, parse_labs
 from components.labs import LabHost, cluster_commands
 
@@ -22,6 +23,8 @@ REPO = Path(__file__).resolve().parents[2]
 CA_PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHRlc3RjYQ class-ca"
 PRESENTED = "ssh-ed25519-cert-v01@openssh.com AAAAIHNzaC1lZDI1NTE5LWNlcnQtdjAxQG9wZW5zc2guY29t"
 PRIVATE_KEY = ed25519.Ed25519PrivateKey.generate().private_bytes(
+    serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()).decode()
+CA_PRIVATE = ed25519.Ed25519PrivateKey.generate().private_bytes(
     serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()).decode()
 SECRET = "k" * 48
 IMAGE = "registry.example.edu/classroom/labhost:2026.1"
@@ -63,6 +66,8 @@ class Mocks(pulumi.runtime.Mocks):
         outputs = dict(args.inputs)
         if args.typ == "command:local:Command":
             outputs["stdout"] = PRESENTED + "\n"  # what the verify script prints
+        elif args.typ == "pulumi-python:dynamic:Resource":
+            outputs = dict(HostKeySetProvider().create(unwrap(dict(args.inputs), "", set())).outs)
         secrets: set[str] = set()
         inputs = unwrap(dict(args.inputs), "", secrets)
         self.resources.append(Registered(args.typ, args.name, inputs, secrets))
@@ -224,7 +229,7 @@ def test_the_double_free_program_never_mounts_a_docker_socket() -> None:
     # The login server side (everything but the lab host pod) must never see
     # a Docker socket or a hostPath; the DinD pod runs its own dockerd.
     labs = config(PEOPLE, hosts=[{"name": "lab1", "inCluster": True, "capacity": 100, "image": IMAGE}])
-    mocks, _, _ = run(labs, namespace="classroom", ca_secret_name="ssh-ca")
+    mocks, _, _ = run(labs, namespace="classroom", ca_private_key=CA_PRIVATE)
     dumped = json.dumps([r.inputs for r in mocks.resources], default=str)
     assert "docker.sock" not in dumped and "hostPath" not in dumped
     for path in (REPO / "components").rglob("*"):
@@ -235,7 +240,7 @@ def test_the_double_free_program_never_mounts_a_docker_socket() -> None:
 def in_cluster_manifests() -> tuple[Mocks, dict[str, pulumi.ResourceOptions]]:
     labs = config(PEOPLE, hosts=[{"name": "lab1", "inCluster": True, "capacity": 100, "storageSize": "80Gi",
                                   "image": IMAGE}])
-    mocks, _, options = run(labs, with_namespace=True, namespace="classroom", ca_secret_name="ssh-ca")
+    mocks, _, options = run(labs, with_namespace=True, namespace="classroom", ca_private_key=CA_PRIVATE)
     mocks.resources = [r for r in mocks.resources if r.name != "ns"]
     return mocks, options
 
@@ -245,17 +250,23 @@ def test_in_cluster_host_is_a_privileged_dind_statefulset_with_a_protected_volum
     sts = by_type(mocks, "kubernetes:apps/v1:StatefulSet")["lab1-pod"].inputs
     assert sts["spec"]["replicas"] == 1 and "volumeClaimTemplates" not in sts["spec"]
     pod = sts["spec"]["template"]["spec"]
-    privileged = {c["name"]: c.get("securityContext", {}).get("privileged", False)
-                  for c in pod["containers"] + pod["initContainers"]}
-    assert privileged == {"labhost": True, "hostkeys": False}
-    assert {c["image"] for c in pod["containers"] + pod["initContainers"]} == {IMAGE}
-    principals = next(e["value"] for e in pod["initContainers"][0]["env"] if e["name"] == "PRINCIPALS")
-    assert principals.split(",") == ["labhost-lab1", "labhost-lab1.classroom", "labhost-lab1.classroom.svc",
-                                     "labhost-lab1.classroom.svc.cluster.local"]
-    # The CA key is mounted only into the init container.
-    ca_mounts = {c["name"] for c in pod["containers"] + pod["initContainers"]
-                 if any(m["name"] == "ca" for m in c["volumeMounts"])}
-    assert ca_mounts == {"hostkeys"}
+    privileged = {c["name"]: c.get("securityContext", {}).get("privileged", False) for c in pod["containers"]}
+    assert privileged == {"labhost": True} and "initContainers" not in pod
+    assert {c["image"] for c in pod["containers"]} == {IMAGE}
+    # Host keys and certificates were signed by the program; the pod mounts only them, never the CA key.
+    files = by_type(mocks, "kubernetes:core/v1:Secret")["lab1-host-key-secret"].inputs["stringData"]
+    assert CA_PRIVATE not in json.dumps(files)
+    cert: Any = serialization.load_ssh_public_identity(
+        " ".join(files["ssh_host_ed25519_key-cert.pub"].split()[:2]).encode())
+    cert.verify_cert_signature()
+    assert cert.type == serialization.SSHCertificateType.HOST
+    assert [p.decode() for p in cert.valid_principals] == [
+        "labhost-lab1", "labhost-lab1.classroom", "labhost-lab1.classroom.svc",
+        "labhost-lab1.classroom.svc.cluster.local"]
+    secret_volumes = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    assert secret_volumes == {"host-keys": "labhost-lab1-host-keys"}
+    host_mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "host-keys")
+    assert host_mount["mountPath"] == "/etc/ssh/host" and host_mount["readOnly"] is True
     claim = by_type(mocks, "kubernetes:core/v1:PersistentVolumeClaim")["lab1-data"].inputs
     assert claim["spec"]["resources"]["requests"]["storage"] == "80Gi"
     assert [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v] == [
@@ -270,7 +281,7 @@ def test_in_cluster_host_is_a_privileged_dind_statefulset_with_a_protected_volum
     # The engine's public key is what the pod authorizes.
     config_map = by_type(mocks, "kubernetes:core/v1:ConfigMap")["lab1-scripts"].inputs
     assert config_map["data"]["authorized_keys"].startswith("ssh-ed25519 ")
-    assert "HostCertificate" in config_map["data"]["sshd_config"]
+    assert "HostCertificate /etc/ssh/host/ssh_host_ed25519_key-cert.pub" in config_map["data"]["sshd_config"]
     # An in-cluster host installs onto its volume and has no systemd.
     install = json.loads(by_type(mocks, "command:remote:Command")["lab1-install"].inputs["stdin"])
     assert install["root"] == "/data" and install["serviceManager"] == "none"
@@ -309,7 +320,8 @@ def test_in_cluster_manifests_pass_the_policy_pack() -> None:
                      rules.validate_requests_and_limits, rules.validate_service_ports):
             rule(args, lambda message, urn=None: findings.append(message))
         checked += 1
-    assert checked == 4 and findings == []
+    # StatefulSet, claim, Service, scripts ConfigMap and the host-key Secret.
+    assert checked == 5 and findings == []
 
 
 def labd_json(mocks: Mocks, host: str = "lab1") -> dict[str, Any]:

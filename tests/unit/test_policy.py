@@ -268,7 +268,7 @@ def test_policy_config_ports_override_annotation() -> None:
     assert len(found) == 1 and "8080" in found[0] and "policy config" in found[0]
 
 
-# --- ssh-ca-key-only-in-init-container --------------------------------------------------------
+# --- ssh-ca-key-not-mounted --------------------------------------------------------
 
 
 def policy_resource(resource_type: str, name: str, props: Mapping[str, Any], deps: list[Any] | None = None) -> Any:
@@ -299,19 +299,35 @@ def stack_args(*resources: Any, config: Mapping[str, Any] | None = None) -> Stac
     return StackValidationArgs(list(resources), config)
 
 
-def test_ca_mounted_only_in_init_container_passes() -> None:
+def test_ca_mounted_in_an_init_container_is_refused_unless_the_config_names_it() -> None:
+    # The program signs host keys at deploy time: by default no container, init or not, may hold the key.
     sts = statefulset([container("login")], init=[HOSTKEYS], volumes=[CA_VOLUME])
     args = stack_args(policy_resource(rules.SECRET, "ca", CA_SECRET), policy_resource(rules.STATEFUL_SET, "sts", sts))
-    assert run(rules.validate_ca_key_only_in_init_container, args) == []
+    found = run(rules.validate_ca_key_not_mounted, args)
+    assert len(found) == 1 and "init container 'hostkeys'" in found[0] and "deploy time" in found[0]
+    configured = stack_args(*args.resources, config={"initContainers": ["hostkeys"]})
+    assert run(rules.validate_ca_key_not_mounted, configured) == []
+
+
+def test_a_secret_with_a_ca_key_entry_is_the_ca_even_without_the_label() -> None:
+    # The cloud-server chart's Secret (keys ca_key / ca_key.pub) carries no classroom label.
+    chart: dict[str, Any] = copy.deepcopy(CA_SECRET)
+    chart["metadata"]["labels"] = {}
+    chart["stringData"] = {"ca_key": "[secret]", "ca_key.pub": "ssh-ed25519 AAAA"}
+    login = container("login", volumeMounts=[{"name": "ca", "mountPath": "/etc/ssh/ca"}])
+    sts = statefulset([login], volumes=[CA_VOLUME])
+    args = stack_args(policy_resource(rules.SECRET, "ca", chart), policy_resource(rules.STATEFUL_SET, "sts", sts))
+    found = run(rules.validate_ca_key_not_mounted, args)
+    assert len(found) == 1 and "container 'login'" in found[0] and "'ca_key' entry" in found[0]
 
 
 def test_ca_mounted_in_main_container_is_refused() -> None:
     login = container("login", volumeMounts=[{"name": "ca", "mountPath": "/etc/ssh/ca"}])
     sts = statefulset([login], init=[HOSTKEYS], volumes=[CA_VOLUME])
     args = stack_args(policy_resource(rules.SECRET, "ca", CA_SECRET), policy_resource(rules.STATEFUL_SET, "sts", sts))
-    found = run(rules.validate_ca_key_only_in_init_container, args)
+    found = [f for f in run(rules.validate_ca_key_not_mounted, args) if "container 'login'" in f]
     assert len(found) == 1
-    assert "container 'login'" in found[0] and "/etc/ssh/ca" in found[0] and "'hostkeys'" in found[0]
+    assert "/etc/ssh/ca" in found[0] and "deploy time" in found[0]
 
 
 def test_ca_in_env_or_projected_volume_of_main_container_is_refused() -> None:
@@ -324,7 +340,7 @@ def test_ca_in_env_or_projected_volume_of_main_container_is_refused() -> None:
     projected = {"name": "bundle", "projected": {"sources": [{"secret": {"name": "cis90-ssh-ca"}}]}}
     sts = statefulset([login], volumes=[projected])
     args = stack_args(policy_resource(rules.SECRET, "ca", CA_SECRET), policy_resource(rules.STATEFUL_SET, "sts", sts))
-    found = run(rules.validate_ca_key_only_in_init_container, args)
+    found = run(rules.validate_ca_key_not_mounted, args)
     assert len(found) == 1
     assert "CA_KEY" in found[0] and "envFrom" in found[0] and "/bundle" in found[0]
 
@@ -333,10 +349,11 @@ def test_other_init_container_may_not_mount_ca() -> None:
     sidecar = container("copier", volumeMounts=[{"name": "ca", "mountPath": "/ca"}])
     sts = statefulset([container("login")], init=[HOSTKEYS, sidecar], volumes=[CA_VOLUME])
     args = stack_args(policy_resource(rules.SECRET, "ca", CA_SECRET), policy_resource(rules.STATEFUL_SET, "sts", sts))
-    found = run(rules.validate_ca_key_only_in_init_container, args)
+    only_hostkeys = stack_args(*args.resources, config={"initContainers": ["hostkeys"]})
+    found = run(rules.validate_ca_key_not_mounted, only_hostkeys)
     assert len(found) == 1 and "init container 'copier'" in found[0]
     configured = stack_args(*args.resources, config={"initContainers": ["hostkeys", "copier"]})
-    assert run(rules.validate_ca_key_only_in_init_container, configured) == []
+    assert run(rules.validate_ca_key_not_mounted, configured) == []
 
 
 def test_unlabelled_secret_is_not_the_ca() -> None:
@@ -345,7 +362,7 @@ def test_unlabelled_secret_is_not_the_ca() -> None:
     login = container("login", volumeMounts=[{"name": "ca", "mountPath": "/etc/ssh/ca"}])
     sts = statefulset([login], volumes=[CA_VOLUME])
     args = stack_args(policy_resource(rules.SECRET, "ca", plain), policy_resource(rules.STATEFUL_SET, "sts", sts))
-    assert run(rules.validate_ca_key_only_in_init_container, args) == []
+    assert run(rules.validate_ca_key_not_mounted, args) == []
 
 
 def test_unknown_secret_name_is_treated_as_the_ca_when_the_workload_depends_on_it() -> None:
@@ -355,19 +372,20 @@ def test_unknown_secret_name_is_treated_as_the_ca_when_the_workload_depends_on_i
     sts = policy_resource(
         rules.STATEFUL_SET, "sts", statefulset([login], init=[HOSTKEYS], volumes=[unknown_volume]), [ca]
     )
-    found = run(rules.validate_ca_key_only_in_init_container, stack_args(ca, sts))
+    allow_init = {"initContainers": ["hostkeys"]}
+    found = run(rules.validate_ca_key_not_mounted, stack_args(ca, sts, config=allow_init))
     assert len(found) == 1 and "unknown during preview" in found[0]
-    # The init container mounting it is fine, and so is a workload that does not depend on the CA.
+    # An init container the config allows may mount it, and a workload that does not depend on the CA may too.
     ok = statefulset([container("login")], init=[HOSTKEYS], volumes=[unknown_volume])
     assert (
         run(
-            rules.validate_ca_key_only_in_init_container,
-            stack_args(ca, policy_resource(rules.STATEFUL_SET, "s", ok, [ca])),
+            rules.validate_ca_key_not_mounted,
+            stack_args(ca, policy_resource(rules.STATEFUL_SET, "s", ok, [ca]), config=allow_init),
         )
         == []
     )
     independent = policy_resource(rules.STATEFUL_SET, "s2", statefulset([login], volumes=[unknown_volume]))
-    assert run(rules.validate_ca_key_only_in_init_container, stack_args(ca, independent)) == []
+    assert run(rules.validate_ca_key_not_mounted, stack_args(ca, independent)) == []
 
 
 @pytest.mark.parametrize(
@@ -393,7 +411,7 @@ def test_pack_entry_point_declares_every_rule_mandatory() -> None:
         "privileged-only-when-configured",
         "containers-have-requests-and-limits",
         "services-expose-configured-ports-only",
-        "ssh-ca-key-only-in-init-container",
+        "ssh-ca-key-not-mounted",
     ):
         assert f'name="{name}"' in source
     assert source.count("EnforcementLevel.MANDATORY") == 6

@@ -30,7 +30,7 @@ STACK = "urn:pulumi:cis90-fall2026::classroom::"
 POLICIES = {
     "student-data-protected",
     "privileged-only-when-configured",
-    "ssh-ca-key-only-in-init-container",
+    "ssh-ca-key-not-mounted",
     "containers-have-requests-and-limits",
     "services-expose-configured-ports-only",
 }
@@ -117,14 +117,6 @@ def login_statefulset(login: dict[str, Any], annotations: Any = None) -> dict[st
     template: dict[str, Any] = {
         "metadata": {"labels": {"app": "login"}},
         "spec": {
-            "initContainers": [
-                {
-                    "name": "hostkeys",
-                    "image": "x",
-                    "resources": res,
-                    "volumeMounts": [{"name": "ca", "mountPath": "/c"}],
-                }
-            ],
             "containers": [{"image": "x", "resources": res, **login}],
             "volumes": [{"name": "ca", "secret": {"secretName": "ssh-ca"}}],
         },
@@ -213,7 +205,7 @@ def test_ca_key_in_login_container_through_stack_analysis(analyzer: analyzer_pb2
 
     assert stack({"name": "login"}) == []
     found = stack({"name": "login", "volumeMounts": [{"name": "ca", "mountPath": "/etc/ssh/ca"}]})
-    assert [d.policyName for d in found] == ["ssh-ca-key-only-in-init-container"]
+    assert [d.policyName for d in found] == ["ssh-ca-key-not-mounted"]
     assert found[0].urn == sts_urn
     assert "container 'login' gets the SSH CA private key Secret" in found[0].message
 

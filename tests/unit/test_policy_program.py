@@ -143,37 +143,26 @@ def test_program_services_expose_only_configured_ports(program: Rendered) -> Non
     assert run_resource_rule(rules.validate_service_ports, program) == []
 
 
-def test_program_mounts_ca_key_only_into_the_init_container(program: Rendered) -> None:
-    secrets = [
-        s for s in program.of_type(rules.SECRET) if (s.inputs["metadata"].get("labels") or {}).get(rules.CA_ROLE_LABEL)
-    ]
-    if not secrets:
-        pytest.xfail(f"program does not yet label the CA Secret {rules.CA_ROLE_LABEL}={rules.CA_ROLE_VALUE}")
-    assert run_stack_rule(rules.validate_ca_key_only_in_init_container, program) == []
+def test_program_mounts_no_ca_key_anywhere(program: Rendered) -> None:
+    # No Secret of the program is a CA (by label or by a ca_key entry), and the rule agrees.
+    for secret in program.of_type(rules.SECRET):
+        labels = secret.inputs["metadata"].get("labels") or {}
+        assert labels.get(rules.CA_ROLE_LABEL) != rules.CA_ROLE_VALUE, secret.name
+        assert rules.CA_KEY_ENTRY not in (secret.inputs.get("stringData") or {}), secret.name
+    assert run_stack_rule(rules.validate_ca_key_not_mounted, program) == []
 
 
 # The program's structure, checked with the contract applied by the test: these pass today and
 # prove that only the missing label/annotations stand between the program and the pack.
 
 
-def test_with_ca_label_applied_only_the_init_container_mounts_the_key(program: Rendered) -> None:
-    ca_secrets = [s for s in program.of_type(rules.SECRET) if s.inputs["metadata"].get("name") == "ssh-ca"]
-    assert len(ca_secrets) == 1, [s.inputs["metadata"].get("name") for s in program.of_type(rules.SECRET)]
-    metadata = ca_secrets[0].inputs["metadata"]
+def test_the_ca_rule_really_reads_this_programs_mounts(program: Rendered) -> None:
+    # Were the Secret the pod mounts at /etc/ssh/host the CA, the rule must say so for this program.
+    (host_keys,) = [s for s in program.of_type(rules.SECRET) if s.inputs["metadata"].get("name") == "ssh-host-keys"]
+    metadata = host_keys.inputs["metadata"]
     metadata["labels"] = {**(metadata.get("labels") or {}), rules.CA_ROLE_LABEL: rules.CA_ROLE_VALUE}
-    assert run_stack_rule(rules.validate_ca_key_only_in_init_container, program) == []
-    # And the rule really looks at this program: mounting the CA volume into the login container fails.
-    ca_volumes = [
-        v["name"]
-        for t in pod_templates(program)
-        for v in t["spec"].get("volumes", [])
-        if (v.get("secret") or {}).get("secretName") == "ssh-ca"
-    ]
-    assert ca_volumes, "no pod mounts the CA Secret at all"
-    for template in pod_templates(program):
-        for container in template["spec"]["containers"]:
-            container.setdefault("volumeMounts", []).append({"name": ca_volumes[0], "mountPath": "/leak"})
-    assert run_stack_rule(rules.validate_ca_key_only_in_init_container, program)
+    found = run_stack_rule(rules.validate_ca_key_not_mounted, program)
+    assert found and "container 'login'" in found[0] and "/etc/ssh/host" in found[0]
 
 
 def test_with_allowed_ports_applied_services_expose_only_configured_ports(program: Rendered) -> None:

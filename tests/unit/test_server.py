@@ -8,6 +8,7 @@ from typing import Any
 
 import pulumi
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from components import server as server_module
 from components.server import CHECKSUM_ANNOTATION, UNPRIVILEGED_CAPABILITIES
@@ -126,42 +127,59 @@ def test_existing_namespace_is_not_created() -> None:
 # ------------------------------------------------------------------ the CA key
 
 
-def test_ca_private_key_reaches_only_the_init_container() -> None:
+def host_certificate(line: str) -> Any:
+    return serialization.load_ssh_public_identity(" ".join(line.split()[:2]).encode())
+
+
+def test_ca_private_key_reaches_no_pod() -> None:
     r = render()
-    secret = r.one(SECRET, "ssh-ca-secret").inputs
-    assert secret["stringData"]["ca_key"] == FAKE_CA_PRIVATE
-    vols = volumes(r)
-    assert vols["ca-private"]["secret"]["secretName"] == "ssh-ca"
-    assert vols["ca-private"]["secret"]["defaultMode"] == 0o400
-    init, login = r.container("hostkeys"), r.container("login")
-    assert "/etc/ssh/ca-private" in mounts(init) and mounts(init)["/etc/ssh/ca-private"]["readOnly"]
-    assert all(m["name"] != "ca-private" for m in login["volumeMounts"])
-    # Nothing secret in the login container's environment either.
+    # The program makes no Secret with the CA key; the one Secret the pod gets holds host keys only.
+    assert [s.inputs["metadata"]["name"] for s in r.of_type(SECRET)] == ["ssh-host-keys"]
+    host_files = r.one(SECRET, "ssh-host-keys").inputs["stringData"]
+    assert FAKE_CA_PRIVATE not in str(host_files) and "ca_key" not in host_files
+    assert "initContainers" not in r.pod
+    secret_volumes = {v["secret"]["secretName"] for v in r.pod["volumes"] if "secret" in v}
+    assert secret_volumes == {"ssh-host-keys"}
+    login = r.container("login")
     assert "env" not in login and "envFrom" not in login
-    # No ConfigMap carries the private key.
     for cm in r.of_type(CM):
         assert "PRIVATE KEY" not in str(cm.inputs.get("data"))
 
 
-def test_init_container_signs_host_keys_into_a_shared_in_memory_dir() -> None:
+def test_host_certificates_are_signed_at_deploy_time_for_every_name_students_use() -> None:
     r = render({"hostName": "opus", "service": {"loadBalancerIP": "10.1.2.3"}, "ssh": {"hostPrincipals": ["opus.edu"]}})
-    init = r.container("hostkeys")
-    assert init["command"][:5] == [
-        "/bin/sh",
-        "/etc/classroom/hostkeys/sign-host-keys.sh",
-        "/etc/ssh/ca-private/ca_key",
-        "/etc/ssh/host",
-        init["command"][4],
-    ]
-    principals = init["command"][4].split(",")
-    assert principals[0] == "opus"
-    assert {"login-0", "ssh", "ssh.classroom-dev.svc.cluster.local", "10.1.2.3", "opus.edu"} <= set(principals)
-    assert volumes(r)["host-keys"]["emptyDir"]["medium"] == "Memory"
-    assert not mounts(init)["/etc/ssh/host"].get("readOnly")
+    files = r.one(SECRET, "ssh-host-keys").inputs["stringData"]
+    assert set(files) == {f"ssh_host_{k}_key{s}" for k in ("ed25519", "rsa") for s in ("", ".pub", "-cert.pub")}
+    ca = serialization.load_ssh_public_identity(FAKE_CA_PUBLIC.encode())
+    for kind in ("ed25519", "rsa"):
+        cert = host_certificate(files[f"ssh_host_{kind}_key-cert.pub"])
+        assert cert.type == serialization.SSHCertificateType.HOST
+        principals = [p.decode() for p in cert.valid_principals]
+        assert principals[0] == "opus" and cert.key_id == b"host:opus"
+        assert {"login-0", "ssh", "ssh.classroom-dev.svc.cluster.local", "10.1.2.3", "opus.edu"} <= set(principals)
+        cert.verify_cert_signature()  # raises unless the signature is good
+        assert cert.signature_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH) == ca.public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        # The certificate is for the key the pod gets, and the private half is that key's.
+        private = serialization.load_ssh_private_key(files[f"ssh_host_{kind}_key"].encode(), password=None)
+        public = private.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        assert files[f"ssh_host_{kind}_key.pub"].split()[:2] == public.decode().split()[:2]
+        assert cert.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH) == public
+    volume = volumes(r)["host-keys"]["secret"]
+    modes = {item["path"]: item["mode"] for item in volume["items"]}
+    assert volume["secretName"] == "ssh-host-keys" and set(modes) == set(files)
+    assert all(mode == (0o444 if path.endswith(".pub") else 0o400) for path, mode in modes.items())
     assert mounts(r.container("login"))["/etc/ssh/host"]["readOnly"] is True
-    ctx = init["securityContext"]
-    assert ctx["allowPrivilegeEscalation"] is False and ctx["capabilities"]["drop"] == ["ALL"]
-    assert ctx["readOnlyRootFilesystem"] is True
+
+
+def test_host_keys_survive_a_rerender_of_unchanged_inputs_only_through_state() -> None:
+    # Keys are made once by the provider's create; two fresh renders (no state) make different keys,
+    # which is why they are kept in Pulumi state rather than derived.
+    first = render().one(SECRET, "ssh-host-keys").inputs["stringData"]["ssh_host_ed25519_key.pub"]
+    second = render().one(SECRET, "ssh-host-keys").inputs["stringData"]["ssh_host_ed25519_key.pub"]
+    assert first != second
 
 
 def test_ca_public_key_and_revocation_list_sit_where_sshd_config_expects_them() -> None:
@@ -195,8 +213,6 @@ def test_outputs_are_public_material_only() -> None:
 def test_generated_ca_key_is_protected_so_students_keep_trusting_the_server() -> None:
     r = render()
     assert r.one("tls:index/privateKey:PrivateKey", "ssh-ca-key").protect is True
-    # The Kubernetes copy is cheap to recreate from state: not protected.
-    assert r.one(SECRET, "ssh-ca-secret").protect is False
 
 
 def test_rsa_ca_on_request() -> None:
@@ -206,17 +222,34 @@ def test_rsa_ca_on_request() -> None:
     assert key["algorithm"] == "ED25519"
 
 
-def test_existing_ca_secret_is_mounted_and_nothing_is_generated() -> None:
-    r = render({"ssh": {"existingSecret": "class-ca"}}, existing_secret={"ca_key": "K", "ca_key_pub": FAKE_CA_PUBLIC})
-    assert r.of_type("tls:index/privateKey:PrivateKey") == [] and r.of_type(SECRET) == []
-    assert volumes(r)["ca-private"]["secret"]["secretName"] == "class-ca"
+def test_existing_ca_secret_signs_but_is_mounted_nowhere_and_nothing_is_generated() -> None:
+    r = render({"ssh": {"existingSecret": "class-ca"}},
+               existing_secret={"ca_key": FAKE_CA_PRIVATE, "ca_key_pub": FAKE_CA_PUBLIC})
+    assert r.of_type("tls:index/privateKey:PrivateKey") == []
+    assert [s.inputs["metadata"]["name"] for s in r.of_type(SECRET)] == ["ssh-host-keys"]
+    assert all(v.get("secret", {}).get("secretName") != "class-ca" for v in r.pod["volumes"])
+    cert = host_certificate(r.one(SECRET, "ssh-host-keys").inputs["stringData"]["ssh_host_ed25519_key-cert.pub"])
+    cert.verify_cert_signature()
+    assert cert.signature_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode() == FAKE_CA_PUBLIC
     assert r.outputs["public_key"] == FAKE_CA_PUBLIC
 
 
 def test_an_existing_secret_made_by_the_chart_is_accepted() -> None:
     # The chart's secrets.yaml stores the public half as `ca_key.pub`.
-    r = render({"ssh": {"existingSecret": "class-ca"}}, existing_secret={"ca_key": "K", "ca_key.pub": FAKE_CA_PUBLIC})
+    r = render({"ssh": {"existingSecret": "class-ca"}},
+               existing_secret={"ca_key": FAKE_CA_PRIVATE, "ca_key.pub": FAKE_CA_PUBLIC})
     assert r.outputs["public_key"] == FAKE_CA_PUBLIC
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"ca_key": "not a key", "ca_key_pub": FAKE_CA_PUBLIC}, r"'ssh.existingSecret'.*'ca_key'.*not.*private key"),
+    ({"ca_key": FAKE_CA_PRIVATE, "ca_key_pub": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMCzQlyG2Us+el5qs4O0ifwlYIyvk49Da"
+      "RbP7kq4smnw other"}, r"'ssh.existingSecret'.*ca_key_pub.*not the public half of 'ca_key'"),
+])
+def test_an_existing_secret_whose_halves_are_unusable_is_one_clear_error(data: dict[str, str], message: str) -> None:
+    with pytest.raises(pulumi.RunError, match=message):
+        render({"ssh": {"existingSecret": "class-ca"}}, existing_secret=data)
 
 
 # ------------------------------------------------------------------ pod shape
@@ -238,7 +271,8 @@ def test_one_replica_headless_service_and_probes() -> None:
 
 def test_every_container_has_requests_and_limits() -> None:
     r = render({"resources": {"requests": {"cpu": "1"}, "limits": {"cpu": "2", "memory": "3Gi"}}})
-    for name in ("hostkeys", "login"):
+    assert "initContainers" not in r.pod
+    for name in ("login",):
         res = r.container(name)["resources"]
         assert set(res["requests"]) == set(res["limits"]) == {"cpu", "memory"}, name
     assert r.container("login")["resources"]["limits"] == {"cpu": "2", "memory": "3Gi"}
@@ -282,8 +316,8 @@ def test_scripts_and_config_files_are_mounted_from_config_maps() -> None:
         assert volumes(r)[login[path]["name"]]["configMap"]["name"] == cm
         assert key in r.config_map(cm)["data"]
     assert volumes(r)["rc-local"]["configMap"]["defaultMode"] == 0o755
-    repo_script = (Path(server_module.SCRIPTS) / "sign-host-keys.sh").read_text()
-    assert r.config_map("host-key-script")["data"]["sign-host-keys.sh"] == repo_script
+    repo_script = (Path(server_module.SCRIPTS) / "rc.user").read_text()
+    assert r.config_map("rc-user")["data"]["rc.user"] == repo_script
 
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMCzQlyG2Us+el5qs4O0ifwlYIyvk49DaRbP7kq4smnw"
@@ -354,7 +388,7 @@ def test_scheduling_options_and_pull_secrets() -> None:
     assert pod["tolerations"] == [{"key": "class", "operator": "Exists", "effect": "NoSchedule"}]
     assert "nodeAffinity" in pod["affinity"]
     assert pod["imagePullSecrets"] == [{"name": "regcred"}]
-    assert r.container("login")["image"] == r.container("hostkeys")["image"] == "ghcr.io/me/login:noble-1"
+    assert r.container("login")["image"] == "ghcr.io/me/login:noble-1"
     annotations = r.statefulset["spec"]["template"]["metadata"]["annotations"]
     assert annotations["example.com/team"] == "cis" and CHECKSUM_ANNOTATION in annotations
 
@@ -367,9 +401,8 @@ def test_roster_config_map_hook_is_a_plain_optional_input() -> None:
     pod_spec = server_module.build_pod_spec(
         cfg,
         server_module.LoginServerArgs(
-            config=cfg, ca_public_key="k", ca_secret_name="ssh-ca", roster_config_map="roster"
+            config=cfg, ca_public_key="k", ca_private_key=FAKE_CA_PRIVATE, roster_config_map="roster"
         ),
-        ssh_service_name="ssh",
     )
     vols = {v.name: v for v in pod_spec.volumes}  # type: ignore[union-attr]
     assert vols["roster"].config_map.name == "roster"  # type: ignore[union-attr]
@@ -392,6 +425,8 @@ def test_checksum_is_stable_and_follows_every_file() -> None:
     assert checksum({"rcEnv": "X=1\n"}) != base
     assert checksum({"rcUser": "#!/bin/sh\ntrue\n"}) != base
     assert checksum({"user": "alice"}) != base
+    # New host names re-sign the host certificates, which sshd reads only at start.
+    assert checksum({"ssh": {"hostPrincipals": ["login.example.edu"]}}) != base
 
 
 def test_checksum_changes_when_a_script_file_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -401,7 +436,7 @@ def test_checksum_changes_when_a_script_file_changes(tmp_path: Path, monkeypatch
             (tmp_path / script.name).write_bytes(script.read_bytes())
     monkeypatch.setattr(server_module, "SCRIPTS", tmp_path)
     assert checksum() == base
-    for name in ("rc.local", "sshd_config", "sign-host-keys.sh"):
+    for name in ("rc.local", "sshd_config", "rc.user"):
         original = (tmp_path / name).read_text()
         (tmp_path / name).write_text(original + "\n# changed\n")
         assert checksum() != base, name
@@ -440,7 +475,8 @@ def test_one_service_carries_ssh_and_extra_ports() -> None:
 
 def test_policy_pack_labels_and_annotations() -> None:
     r = render({"privileged": True})
-    assert r.one(SECRET, "ssh-ca-secret").inputs["metadata"]["labels"]["classroom/role"] == "ssh-ca"
+    # The host-key Secret says what it is (not the CA role the policy pack refuses to see mounted).
+    assert r.one(SECRET, "ssh-host-keys").inputs["metadata"]["labels"]["classroom/role"] == "ssh-host-keys"
     annotations = r.statefulset["spec"]["template"]["metadata"]["annotations"]
     assert annotations["classroom/privileged"] == "true"
     unpriv = render({"privileged": False}).statefulset["spec"]["template"]["metadata"]["annotations"]

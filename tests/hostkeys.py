@@ -1,0 +1,39 @@
+"""Host keys for tests' sshd, made by the code that ships (components/hostkeys.py).
+
+The program signs host certificates at deploy time and the pod mounts them
+from a Secret at /etc/ssh/host: private keys 0400, public halves and
+certificates 0444, owner root. `install_host_keys` lays the same files out the
+same way, so every tier that boots the real sshd uses what production uses.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from components.hostkeys import HOST_KEY_TYPES, generate_host_key, host_key_files, host_key_mode, sign_host_certificate
+
+
+def new_ca(path: Path, comment: str = "class-ca") -> str:
+    """A fresh ed25519 CA at `path` (and `path`.pub), made by ssh-keygen; returns the private key."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+                   check=True, capture_output=True)
+    return path.read_text()
+
+
+def install_host_keys(ca_private_pem: str, host_dir: Path, principals: Sequence[str]) -> dict[str, str]:
+    """Write the host-key Secret's files into `host_dir` with the Secret volume's modes; returns them."""
+    private, public, certificates = {}, {}, {}
+    for kind in HOST_KEY_TYPES:
+        private[kind], public[kind] = generate_host_key(kind)
+        certificates[kind] = sign_host_certificate(ca_private_pem, public[kind], principals=list(principals),
+                                                   key_id=f"host:{principals[0]}")
+    files = host_key_files(private, public, certificates)
+    host_dir.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        target = host_dir / name
+        target.write_text(content)
+        target.chmod(host_key_mode(name))
+    return files
