@@ -3,7 +3,9 @@
 The program signs host certificates at deploy time and the pod mounts them
 from a Secret at /etc/ssh/host: private keys 0400, public halves and
 certificates 0444, owner root. `install_host_keys` lays the same files out the
-same way, so every tier that boots the real sshd uses what production uses.
+way the kubelet does for a Secret volume (each name a symlink through `..data`
+into a timestamped directory that holds the real files), so every tier that
+boots the real sshd uses what production uses.
 """
 
 from __future__ import annotations
@@ -31,9 +33,13 @@ def install_host_keys(ca_private_pem: str, host_dir: Path, principals: Sequence[
         certificates[kind] = sign_host_certificate(ca_private_pem, public[kind], principals=list(principals),
                                                    key_id=f"host:{principals[0]}")
     files = host_key_files(private, public, certificates)
-    host_dir.mkdir(parents=True, exist_ok=True)
+    payload = host_dir / "..2026_01_01_00_00_00.000000001"
+    payload.mkdir(parents=True)
     for name, content in files.items():
-        target = host_dir / name
+        target = payload / name
         target.write_text(content)
         target.chmod(host_key_mode(name))
+    (host_dir / "..data").symlink_to(payload.name)
+    for name in files:
+        (host_dir / name).symlink_to(f"..data/{name}")
     return files
