@@ -45,6 +45,7 @@ from cryptography.hazmat.primitives import serialization
 from components.hostkeys import HOST_KEY_TYPES, HostKeySet, host_key_secret, host_key_volume, key_file
 from components.labconfig import LabHostSpec, LabsConfig
 from components.rosterdata import utc_stamp
+from components.services import ingress_only_on
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
@@ -215,6 +216,7 @@ class LabHost(pulumi.ComponentResource):
     stateful_set: k8s.apps.v1.StatefulSet | None
     volume: k8s.core.v1.PersistentVolumeClaim | None
     service: k8s.core.v1.Service | None
+    network_policy: k8s.networking.v1.NetworkPolicy | None
 
     def __init__(
         self,
@@ -238,7 +240,7 @@ class LabHost(pulumi.ComponentResource):
             d for d in (deps if isinstance(deps, list) else [deps]) if isinstance(d, pulumi.Resource)]
         child = pulumi.ResourceOptions(parent=self)
         students = labs.students_on(spec.name)
-        self.stateful_set = self.volume = self.service = None
+        self.stateful_set = self.volume = self.service = self.network_policy = None
         if spec.in_cluster:
             if namespace is None or ca_private_key is None:
                 raise ValueError("an inCluster lab host needs the stack's namespace and the CA private key")
@@ -400,6 +402,12 @@ class LabHost(pulumi.ComponentResource):
             },
             opts=child,
         )
+        # Only the Service's ports reach the pod. Students' pods share the cluster network with it, and
+        # dockerd (its API on 2375/2376 in Docker-in-Docker images), the k3d API servers and anything a
+        # student's cluster publishes on the pod must stay out of their reach.
+        self.network_policy = ingress_only_on(
+            f"{name}-ingress", name=f"{base}-ingress", namespace=namespace, selector=labels,
+            ports=[(port, "TCP") for port in service_ports], labels=labels, opts=child)
         self.service = k8s.core.v1.Service(
             f"{name}-svc",
             metadata=meta(name=base, namespace=namespace, labels=labels,

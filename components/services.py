@@ -59,6 +59,33 @@ def service_ports(service: ServiceConfig, extra_ports: Sequence[Port]) -> list[k
     return ports
 
 
+def ingress_only_on(
+    resource_name: str,
+    *,
+    name: str,
+    namespace: pulumi.Input[str],
+    selector: Mapping[str, str],
+    ports: Sequence[tuple[int, str]],
+    labels: Mapping[str, str],
+    opts: pulumi.ResourceOptions,
+) -> k8s.networking.v1.NetworkPolicy:
+    """A NetworkPolicy admitting ingress to the selected pods on exactly `ports` ((number, protocol)); egress open."""
+    return k8s.networking.v1.NetworkPolicy(
+        resource_name,
+        metadata=k8s.meta.v1.ObjectMetaArgs(name=name, namespace=namespace, labels=dict(labels)),
+        spec=k8s.networking.v1.NetworkPolicySpecArgs(
+            pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=dict(selector)),
+            policy_types=["Ingress"],
+            ingress=[
+                k8s.networking.v1.NetworkPolicyIngressRuleArgs(
+                    ports=[k8s.networking.v1.NetworkPolicyPortArgs(port=port, protocol=proto) for port, proto in ports]
+                )
+            ],
+        ),
+        opts=opts,
+    )
+
+
 class PortServices(pulumi.ComponentResource):
     """The Service that exposes SSH and the extra ports of the login server."""
 
@@ -97,24 +124,13 @@ class PortServices(pulumi.ComponentResource):
         # (a dev server on :8000, a forgotten netcat) stays private to the
         # pod even inside the cluster. Egress is left open: git, apt and
         # ssh-import-id need the internet.
-        self.network_policy = k8s.networking.v1.NetworkPolicy(
+        self.network_policy = ingress_only_on(
             "ingress",
-            metadata=k8s.meta.v1.ObjectMetaArgs(
-                name="login-ingress", namespace=args.namespace, labels=dict(args.labels)
-            ),
-            spec=k8s.networking.v1.NetworkPolicySpecArgs(
-                pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=dict(args.selector)),
-                policy_types=["Ingress"],
-                ingress=[
-                    k8s.networking.v1.NetworkPolicyIngressRuleArgs(
-                        ports=[k8s.networking.v1.NetworkPolicyPortArgs(port=22, protocol="TCP")]
-                        + [
-                            k8s.networking.v1.NetworkPolicyPortArgs(port=p.port, protocol=p.protocol)
-                            for p in args.extra_ports
-                        ]
-                    )
-                ],
-            ),
+            name="login-ingress",
+            namespace=args.namespace,
+            selector=args.selector,
+            ports=[(22, "TCP"), *((p.port, p.protocol) for p in args.extra_ports)],
+            labels=args.labels,
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
         )
 

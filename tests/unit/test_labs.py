@@ -278,6 +278,12 @@ def test_in_cluster_host_is_a_privileged_dind_statefulset_with_a_protected_volum
     svc = by_type(mocks, "kubernetes:core/v1:Service")["lab1-svc"].inputs
     assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == {"ssh": 22, "labd": 8787, "http": 80,
                                                                      "https": 443}
+    # Only the Service's ports are admitted: dockerd's API (2375/2376) and k3d's API servers are not.
+    policy = by_type(mocks, "kubernetes:networking.k8s.io/v1:NetworkPolicy")["lab1-ingress"].inputs["spec"]
+    assert policy["podSelector"]["matchLabels"] == sts["spec"]["selector"]["matchLabels"]
+    assert policy["policyTypes"] == ["Ingress"]
+    (rule,) = policy["ingress"]
+    assert "from" not in rule and sorted(p["port"] for p in rule["ports"]) == [22, 80, 443, 8787]
     # The engine's public key is what the pod authorizes.
     config_map = by_type(mocks, "kubernetes:core/v1:ConfigMap")["lab1-scripts"].inputs
     assert config_map["data"]["authorized_keys"].startswith("ssh-ed25519 ")
@@ -287,11 +293,11 @@ def test_in_cluster_host_is_a_privileged_dind_statefulset_with_a_protected_volum
     assert install["root"] == "/data" and install["serviceManager"] == "none"
 
 
-@pytest.mark.parametrize("kind", ["StatefulSet", "PersistentVolumeClaim", "Service", "ConfigMap"])
+@pytest.mark.parametrize("kind", ["StatefulSet", "PersistentVolumeClaim", "Service", "ConfigMap", "NetworkPolicy"])
 def test_in_cluster_manifests_match_the_kubernetes_schema(kind: str) -> None:
     mocks, _ = in_cluster_manifests()
-    api = {"StatefulSet": "apps/v1"}.get(kind, "v1")
-    typ = f"kubernetes:{'apps/v1' if api == 'apps/v1' else 'core/v1'}:{kind}"
+    api = {"StatefulSet": "apps/v1", "NetworkPolicy": "networking.k8s.io/v1"}.get(kind, "v1")
+    typ = f"kubernetes:{'core/v1' if api == 'v1' else api}:{kind}"
     (resource,) = by_type(mocks, typ).values()
     manifest = {"apiVersion": api, "kind": kind, **resource.inputs}
     kubernetes_validate.validate(manifest, "1.34.0", strict=True)
@@ -320,8 +326,8 @@ def test_in_cluster_manifests_pass_the_policy_pack() -> None:
                      rules.validate_requests_and_limits, rules.validate_service_ports):
             rule(args, lambda message, urn=None: findings.append(message))
         checked += 1
-    # StatefulSet, claim, Service, scripts ConfigMap and the host-key Secret.
-    assert checked == 5 and findings == []
+    # StatefulSet, claim, Service, NetworkPolicy, scripts ConfigMap and the host-key Secret.
+    assert checked == 6 and findings == []
 
 
 def labd_json(mocks: Mocks, host: str = "lab1") -> dict[str, Any]:
