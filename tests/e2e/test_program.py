@@ -7,6 +7,7 @@ end-of-term destroy, adoption of the kept homes by a fresh up.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from tests.e2e.project import PulumiProject, kget, kubectl, steps_by_type
 
@@ -57,6 +59,11 @@ def pvcs(project: PulumiProject) -> dict[str, dict[str, Any]]:
     return {i["metadata"]["name"]: i for i in items}
 
 
+def host_keys(project: PulumiProject) -> dict[str, str]:
+    secret = kget(project.env["KUBECONFIG"], "secret", "ssh-host-keys", "-n", namespace(project))
+    return {name: base64.b64decode(value).decode() for name, value in secret["data"].items()}
+
+
 def test_up_from_nothing_rolls_out_and_keeps_ca_key_secret(project: PulumiProject) -> None:
     log = project.up(env={"PULUMI_DEBUG_COMMANDS": "true"})
     ns = namespace(project)
@@ -78,6 +85,14 @@ def test_up_from_nothing_rolls_out_and_keeps_ca_key_secret(project: PulumiProjec
     assert "PRIVATE KEY" not in log.stdout + log.stderr
     revealed = project.run("stack", "output", "--json", "--show-secrets").stdout
     assert "PRIVATE KEY" not in revealed and "ssh-ed25519-cert-v01" in revealed
+    # The engine ran the host-key provider: the pod's certificate is signed by this stack's CA.
+    files = host_keys(project)
+    cert: Any = serialization.load_ssh_public_identity(
+        " ".join(files["ssh_host_ed25519_key-cert.pub"].split()[:2]).encode())
+    cert.verify_cert_signature()
+    signer = cert.signature_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    assert signer.decode().split()[:2] == outputs["caPublicKey"].split()[:2]
+    assert "ca_key" not in files and all("CA" not in n for n in files)
 
 
 def test_second_up_reports_no_changes(project: PulumiProject) -> None:
@@ -89,6 +104,7 @@ def test_rc_env_change_updates_config_and_rolls_pod_without_touching_pvcs(projec
     kc = project.env["KUBECONFIG"]
     ns = namespace(project)
     before = {p["metadata"]["name"]: p["metadata"]["uid"] for p in kget(kc, "pod", "-n", ns)["items"]}
+    keys_before = host_keys(project)
     project.set_config("rcEnv", "COURSE_BANNER=welcome-e2e\n")
     preview = project.preview_json()
     ops = {s["op"] for s in steps_by_type(preview, PVC)}
@@ -99,12 +115,41 @@ def test_rc_env_change_updates_config_and_rolls_pod_without_touching_pvcs(projec
     after = {p["metadata"]["name"]: p["metadata"]["uid"] for p in kget(kc, "pod", "-n", ns)["items"]}
     assert before.keys() == after.keys()
     assert all(before[n] != after[n] for n in before), "the pod was not rolled"
+    # A new pod, the same host keys and certificates: the engine kept them in state.
+    assert host_keys(project) == keys_before
     env_maps = [
         c
         for c in kget(kc, "configmap", "-n", ns)["items"]
         if "COURSE_BANNER=welcome-e2e" in json.dumps(c.get("data", {}))
     ]
     assert env_maps, "rcEnv did not reach a ConfigMap"
+
+
+def test_a_new_host_name_re_signs_the_certificate_keeps_the_key_and_rolls_the_pod(project: PulumiProject) -> None:
+    kc = project.env["KUBECONFIG"]
+    ns = namespace(project)
+    before = {p["metadata"]["name"]: p["metadata"]["uid"] for p in kget(kc, "pod", "-n", ns)["items"]}
+    keys_before = host_keys(project)
+    original = project.get_config("ssh")
+    project.set_config("ssh", {**(original or {}), "hostPrincipals": ["login.e2e.example.edu"]})
+    try:
+        project.up()
+        keys_after = host_keys(project)
+        for kind in ("ed25519", "rsa"):
+            name = f"ssh_host_{kind}_key"
+            assert keys_after[name] == keys_before[name] and keys_after[f"{name}.pub"] == keys_before[f"{name}.pub"]
+            assert keys_after[f"{name}-cert.pub"] != keys_before[f"{name}-cert.pub"]
+            cert: Any = serialization.load_ssh_public_identity(
+                " ".join(keys_after[f"{name}-cert.pub"].split()[:2]).encode())
+            assert b"login.e2e.example.edu" in cert.valid_principals
+        after = {p["metadata"]["name"]: p["metadata"]["uid"] for p in kget(kc, "pod", "-n", ns)["items"]}
+        assert all(before[n] != after[n] for n in before), "sshd would keep serving the old certificate"
+    finally:
+        if original is None:
+            project.del_config("ssh")
+        else:
+            project.set_config("ssh", original)
+        project.up()
 
 
 def test_home_growth_is_an_in_place_expansion(project: PulumiProject) -> None:
