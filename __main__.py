@@ -9,6 +9,7 @@ import pulumi
 from components import storage
 from components.ca import SshCertificateAuthority, SshCertificateAuthorityArgs
 from components.config import ClassroomConfig, load_config
+from components.labconfig import LabHostSpec
 from components.labs import LabHost
 from components.roster import Roster, RosterArgs
 from components.rosterdata import class_and_term_names
@@ -26,6 +27,14 @@ class Classroom:
     ports: PortServices
     roster: Roster | None
     lab_hosts: dict[str, LabHost]
+
+
+def lab_storage_class(cfg: ClassroomConfig, spec: LabHostSpec, index: int) -> pulumi.Input[str]:
+    """An in-cluster lab host's volume class: the one named (checked to be Retain), or the stack's Retain class."""
+    if spec.storage_class_name:
+        return storage.require_retain_class(
+            f"lab-{spec.name}-class", spec.storage_class_name, f"labs.hosts[{index}].storageClassName")
+    return cfg.managed_storage_class
 
 
 def build(cfg: ClassroomConfig) -> Classroom:
@@ -74,7 +83,7 @@ def build(cfg: ClassroomConfig) -> Classroom:
     lab_hosts: dict[str, LabHost] = {}
     if cfg.labs.enabled:
         class_name, term_name = class_and_term_names(cfg.stack, cfg.access.term)
-        for spec in cfg.labs.hosts:
+        for index, spec in enumerate(cfg.labs.hosts):
             lab_hosts[spec.name] = LabHost(
                 f"lab-{spec.name}",
                 spec,
@@ -86,6 +95,7 @@ def build(cfg: ClassroomConfig) -> Classroom:
                 access_end=cfg.access.term.access_end if cfg.access.term is not None else None,
                 namespace=namespace_name,
                 ca_private_key=ca.private_key_openssh,
+                storage_class_name=lab_storage_class(cfg, spec, index) if spec.in_cluster else None,
                 opts=in_namespace,
             )
     lab_urls = (

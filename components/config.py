@@ -172,7 +172,11 @@ class ClassroomConfig:
 
     @property
     def needs_managed_storage_class(self) -> bool:
-        return self.home_storage_class_name == "" or any(m.storage_class_name == "" for m in self.extra_mounts)
+        return (
+            self.home_storage_class_name == ""
+            or any(m.storage_class_name == "" for m in self.extra_mounts)
+            or any(h.in_cluster and h.storage_class_name == "" for h in self.labs.hosts)
+        )
 
 
 # ---------------------------------------------------------------- from the schema to the components

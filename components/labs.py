@@ -230,6 +230,7 @@ class LabHost(pulumi.ComponentResource):
         access_end: datetime | None = None,
         namespace: pulumi.Input[str] | None = None,
         ca_private_key: pulumi.Input[str] | None = None,
+        storage_class_name: pulumi.Input[str] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("classroom:labs:LabHost", name, None, opts)
@@ -242,9 +243,10 @@ class LabHost(pulumi.ComponentResource):
         students = labs.students_on(spec.name)
         self.stateful_set = self.volume = self.service = self.network_policy = None
         if spec.in_cluster:
-            if namespace is None or ca_private_key is None:
-                raise ValueError("an inCluster lab host needs the stack's namespace and the CA private key")
-            self._declare_pod(name, spec, labs, namespace, ca_private_key, child)
+            if namespace is None or ca_private_key is None or storage_class_name is None:
+                raise ValueError("an inCluster lab host needs the stack's namespace, the CA private key and a "
+                                 "Retain StorageClass for its volume")
+            self._declare_pod(name, spec, labs, namespace, ca_private_key, storage_class_name, child)
 
         private_key = pulumi.Output.secret(labs.private_key) if labs.private_key else None
         if spec.host_key:
@@ -332,7 +334,8 @@ class LabHost(pulumi.ComponentResource):
                                "students": list(students)})
 
     def _declare_pod(self, name: str, spec: LabHostSpec, labs: LabsConfig, namespace: pulumi.Input[str],
-                     ca_private_key: pulumi.Input[str], child: pulumi.ResourceOptions) -> None:
+                     ca_private_key: pulumi.Input[str], storage_class_name: pulumi.Input[str],
+                     child: pulumi.ResourceOptions) -> None:
         """A privileged Docker-in-Docker pod with sshd: StatefulSet of 1 and its own protected volume.
 
         The volume is a PVC declared here (not a volumeClaimTemplate, which
@@ -353,7 +356,8 @@ class LabHost(pulumi.ComponentResource):
             spec=k8s.core.v1.PersistentVolumeClaimSpecArgs(
                 access_modes=["ReadWriteOnce"],
                 resources=k8s.core.v1.VolumeResourceRequirementsArgs(requests={"storage": spec.storage_size}),
-                storage_class_name=spec.storage_class_name or None,
+                # A Retain class, like the homes: Docker's images, the clusters and labd's state outlive the claim.
+                storage_class_name=storage_class_name,
             ),
             opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True,
                                         depends_on=self._parent_deps,

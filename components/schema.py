@@ -1138,7 +1138,8 @@ class LabHostModel(Section):
     storageSize: Annotated[str, BeforeValidator(quantity(storage=True))] = Field(
         "50Gi", **doc("inCluster: size of the host's volume.", "a Kubernetes quantity"))
     storageClassName: Annotated[str, BeforeValidator(_pattern(r"^[a-z0-9.-]*\Z", "a StorageClass name"))] = Field(
-        "", **doc("inCluster: StorageClass of the host's volume.", "a StorageClass name or ''"))
+        "", **doc("inCluster: StorageClass of the host's volume; it must have reclaimPolicy Retain, and '' uses the "
+                  "Retain class the stack manages (like the homes).", "a StorageClass name or ''"))
     image: Annotated[str, BeforeValidator(_string("an image reference"))] = Field(
         "", **doc("inCluster: image with dockerd, sshd, python3, ssh-keygen and k3d.", "an image reference"))
     installRoot: Annotated[str | None, BeforeValidator(_optional(_pattern(

@@ -20,6 +20,7 @@ from types import ModuleType
 from typing import Any
 
 import kubernetes_validate
+import pulumi
 import pytest
 import yaml
 
@@ -313,3 +314,36 @@ def test_the_policy_pack_accepts_a_labs_stack(labs: Rendered) -> None:
     ):
         assert run_resource_rule(rule, labs) == [], rule.__name__
     assert run_stack_rule(rules.validate_ca_key_not_mounted, labs) == []
+
+
+# ------------------------------------------------------------------ an in-cluster lab host's volume
+
+IN_CLUSTER_HOST = {"name": "lab1", "inCluster": True, "capacity": 10, "image": "registry.example.edu/labhost:1"}
+
+
+def in_cluster_labs(**host: Any) -> dict[str, Any]:
+    raw = labs_config()
+    raw["labs"] = {**raw["labs"], "hosts": [{**IN_CLUSTER_HOST, **host}], "pins": {}}
+    return raw
+
+
+def lab_claim(r: Rendered) -> dict[str, Any]:
+    (claim,) = [c for c in r.of_type("kubernetes:core/v1:PersistentVolumeClaim") if c.name == "lab-lab1-data"]
+    return dict(claim.inputs)
+
+
+def test_an_in_cluster_lab_volume_uses_the_stacks_retain_class_even_when_the_homes_name_theirs() -> None:
+    raw = {**in_cluster_labs(), "homeStorageClassName": "fast-retain"}
+    r = render(raw, stack="cis90-fall2026", class_reclaim={"fast-retain": "Retain"})
+    (managed,) = r.of_type("kubernetes:storage.k8s.io/v1:StorageClass")
+    assert managed.inputs["reclaimPolicy"] == "Retain"
+    assert lab_claim(r)["spec"]["storageClassName"] == managed.inputs["metadata"]["name"]
+
+
+def test_an_in_cluster_lab_volume_class_must_be_retain() -> None:
+    r = render(in_cluster_labs(storageClassName="lab-ssd"), stack="cis90-fall2026",
+               class_reclaim={"lab-ssd": "Retain"})
+    assert lab_claim(r)["spec"]["storageClassName"] == "lab-ssd"
+    with pytest.raises(pulumi.RunError, match=r"labs\.hosts\[0\]\.storageClassName.*'lab-ssd'.*Delete.*Retain"):
+        render(in_cluster_labs(storageClassName="lab-ssd"), stack="cis90-fall2026",
+               class_reclaim={"lab-ssd": "Delete"})

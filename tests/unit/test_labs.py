@@ -229,7 +229,8 @@ def test_the_double_free_program_never_mounts_a_docker_socket() -> None:
     # The login server side (everything but the lab host pod) must never see
     # a Docker socket or a hostPath; the DinD pod runs its own dockerd.
     labs = config(PEOPLE, hosts=[{"name": "lab1", "inCluster": True, "capacity": 100, "image": IMAGE}])
-    mocks, _, _ = run(labs, namespace="classroom", ca_private_key=CA_PRIVATE)
+    mocks, _, _ = run(labs, namespace="classroom", ca_private_key=CA_PRIVATE,
+                      storage_class_name="classroom-retain")
     dumped = json.dumps([r.inputs for r in mocks.resources], default=str)
     assert "docker.sock" not in dumped and "hostPath" not in dumped
     for path in (REPO / "components").rglob("*"):
@@ -240,7 +241,8 @@ def test_the_double_free_program_never_mounts_a_docker_socket() -> None:
 def in_cluster_manifests() -> tuple[Mocks, dict[str, pulumi.ResourceOptions]]:
     labs = config(PEOPLE, hosts=[{"name": "lab1", "inCluster": True, "capacity": 100, "storageSize": "80Gi",
                                   "image": IMAGE}])
-    mocks, _, options = run(labs, with_namespace=True, namespace="classroom", ca_private_key=CA_PRIVATE)
+    mocks, _, options = run(labs, with_namespace=True, namespace="classroom", ca_private_key=CA_PRIVATE,
+                      storage_class_name="classroom-retain")
     mocks.resources = [r for r in mocks.resources if r.name != "ns"]
     return mocks, options
 
