@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pulumi
 
-from components import storage
+from components import contract, storage
 from components.ca import SshCertificateAuthority, SshCertificateAuthorityArgs
 from components.config import ClassroomConfig, load_config
 from components.labconfig import LabHostSpec
@@ -41,7 +41,7 @@ def build(cfg: ClassroomConfig) -> Classroom:
     labels = {
         "app.kubernetes.io/part-of": "classroom",
         "app.kubernetes.io/managed-by": "pulumi",
-        "classroom/stack": cfg.stack,
+        contract.STACK_LABEL: cfg.stack,
     }
     # Everything namespaced waits for the namespace; the claims depend on it
     # explicitly so a destroy can never delete the namespace before them.

@@ -22,10 +22,11 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_tls as tls
 
+from components import contract
 from components.sshcert import ca_public_key_line
 
-CA_KEY = "ca_key"
-CA_KEY_PUB = "ca_key_pub"
+CA_KEY = contract.CA_KEY_ENTRY
+CA_KEY_PUB = contract.CA_PUBLIC_ENTRY
 
 
 @dataclass
@@ -37,7 +38,7 @@ class SshCertificateAuthorityArgs:
 
 
 # The cloud-server chart's Secret spells the public key `ca_key.pub`.
-CHART_CA_KEY_PUB = "ca_key.pub"
+CHART_CA_KEY_PUB = contract.CHART_CA_PUBLIC_ENTRY
 
 
 def _decode(data: Mapping[str, str] | None, key: str) -> str:

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
 
+from components import contract
 from components.sshcert import ca_public_key_line, load_ca_private_key, plain_props
 
 # The key types sshd_config names (HostKey / HostCertificate), in that order.
@@ -43,7 +44,6 @@ SIGNED_FIELDS = ("principals", "key_id")
 FOREVER = (1 << 64) - 1
 PRIVATE_MODE = 0o400
 PUBLIC_MODE = 0o444
-HOST_KEYS_ROLE = ("classroom/role", "ssh-host-keys")
 
 
 def key_file(kind: str) -> str:
@@ -179,7 +179,7 @@ def host_key_secret(resource_name: str, *, secret_name: str, namespace: pulumi.I
     return k8s.core.v1.Secret(
         resource_name,
         metadata=k8s.meta.v1.ObjectMetaArgs(
-            name=secret_name, namespace=namespace, labels={**labels, HOST_KEYS_ROLE[0]: HOST_KEYS_ROLE[1]}
+            name=secret_name, namespace=namespace, labels={**labels, contract.ROLE_LABEL: contract.HOST_KEYS_ROLE}
         ),
         type="Opaque",
         string_data=keys.files(),

@@ -42,6 +42,7 @@ import pulumi_command as command
 import pulumi_kubernetes as k8s
 from cryptography.hazmat.primitives import serialization
 
+from components import contract
 from components.hostkeys import HOST_KEY_TYPES, HostKeySet, host_key_secret, host_key_volume, key_file
 from components.labconfig import LabHostSpec, LabsConfig
 from components.rosterdata import utc_stamp
@@ -54,8 +55,8 @@ VERIFY_SCRIPT = SCRIPTS / "labhost-verify-host.sh"
 INSTALL_SCRIPT = SCRIPTS / "labhost-install.py"
 CLUSTER_SCRIPT = SCRIPTS / "labhost-cluster.py"
 # An in-cluster lab host's sshd reads the host keys the program made from here.
-LABHOST_KEY_DIR = "/etc/ssh/host"
-HOST_PRINCIPALS_ANNOTATION = "classroom/host-principals-checksum"
+LABHOST_KEY_DIR = contract.HOST_KEY_DIR
+HOST_PRINCIPALS_ANNOTATION = contract.HOST_PRINCIPALS_ANNOTATION
 
 # Reads the manifest from stdin and runs the installer it carries, so one
 # resource ships the installer, the files and the secrets together.
@@ -346,7 +347,7 @@ class LabHost(pulumi.ComponentResource):
         base = f"labhost-{spec.name}"
         labels = {"app.kubernetes.io/name": "classroom-labhost", "app.kubernetes.io/instance": base}
         # The policy pack's contract: privileged pods and Service ports are declared, not incidental.
-        privileged = {"classroom/privileged": "true"}
+        privileged = {contract.PRIVILEGED_ANNOTATION: "true"}
         service_ports = (22, spec.labd_port, 80, 443)
         meta = k8s.meta.v1.ObjectMetaArgs
         claim = f"{base}-data"
@@ -415,7 +416,7 @@ class LabHost(pulumi.ComponentResource):
         self.service = k8s.core.v1.Service(
             f"{name}-svc",
             metadata=meta(name=base, namespace=namespace, labels=labels,
-                          annotations={"classroom/allowed-ports": ",".join(str(p) for p in service_ports)}),
+                          annotations={contract.ALLOWED_PORTS_ANNOTATION: ",".join(str(p) for p in service_ports)}),
             spec=k8s.core.v1.ServiceSpecArgs(
                 selector=labels,
                 ports=[

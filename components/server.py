@@ -47,7 +47,7 @@ from pathlib import Path
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import storage
+from components import contract, storage
 from components.config import ClassroomConfig
 from components.hostkeys import HostKeySet, host_key_secret, host_key_volume
 from components.services import ALLOWED_PORTS_ANNOTATION, allowed_ports
@@ -57,24 +57,24 @@ SCRIPTS = Path(__file__).parent / "scripts"
 STATEFULSET_NAME = "login"
 HEADLESS_SERVICE_NAME = "login-headless"
 HOME_CLAIM = "home"
-CHECKSUM_ANNOTATION = "classroom/config-checksum"
-PRIVILEGED_ANNOTATION = "classroom/privileged"
+CHECKSUM_ANNOTATION = contract.CHECKSUM_ANNOTATION
+PRIVILEGED_ANNOTATION = contract.PRIVILEGED_ANNOTATION
 ENTRYPOINT_PATH = "/usr/local/sbin/classroom-entrypoint"
-ROSTER_MOUNT = "/etc/classroom/roster"
-CA_PUBLIC_DIR = "/etc/ssh/classroom"
-HOST_KEY_DIR = "/etc/ssh/host"
+ROSTER_MOUNT = contract.ROSTER_MOUNT
+CA_PUBLIC_DIR = contract.CA_PUBLIC_DIR
+HOST_KEY_DIR = contract.HOST_KEY_DIR
 HOST_KEYS_SECRET = "ssh-host-keys"
 # sshd_config's RevokedKeys. The roster reconciler (re)builds it; rc.local
 # creates an empty one first, because sshd refuses every key while it is
 # missing and an empty file revokes nothing.
-REVOKED_KEYS_FILE = "/etc/ssh/classroom-revoked.krl"
+REVOKED_KEYS_FILE = contract.REVOKED_KEYS_FILE
 
 # Lab session hook (labs enabled only).
 LAB_SESSION_SECRET = "lab-session"
-LAB_SESSION_DIR = "/etc/lab-session-hook"  # the hook's default config path lives here
+LAB_SESSION_DIR = contract.LAB_SESSION_DIR  # the hook's default config path lives here
 LAB_SCRIPTS_CONFIG_MAP = "lab-session-scripts"
-LAB_SCRIPTS_DIR = "/etc/classroom/lab-session"  # rc.local runs install-lab-session.sh from here
-LAB_SESSION_ROLE = {"classroom/role": "lab-session"}
+LAB_SCRIPTS_DIR = contract.LAB_SCRIPTS_DIR  # rc.local runs install-lab-session.sh from here
+LAB_SESSION_ROLE = {contract.ROLE_LABEL: contract.LAB_SESSION_ROLE}
 # Sessions are keyed by this id at labd; the pod name of the one replica is
 # stable across restarts (the hostname is not: rc.local may change it).
 LAB_HOST_ID = f"{STATEFULSET_NAME}-0"

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components import contract
 from components.config import Port, ServiceConfig
 
 SSH_SERVICE_NAME = "ssh"
@@ -39,7 +40,7 @@ class PortServicesArgs:
 # Label/annotation contract with the policy pack (policy/classroom_policies.py):
 # every Service states the ports the stack configured, so the pack can check
 # that nothing else is published.
-ALLOWED_PORTS_ANNOTATION = "classroom/allowed-ports"
+ALLOWED_PORTS_ANNOTATION = contract.ALLOWED_PORTS_ANNOTATION
 
 
 def allowed_ports(service: ServiceConfig, extra_ports: Sequence[Port]) -> str:

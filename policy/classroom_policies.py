@@ -31,6 +31,8 @@ from typing import Any
 
 from pulumi_policy.proxy import UnknownValueError
 
+# The names below are this pack's copy of components/contract.py (the pack runs outside the
+# program's package); tests/unit/test_contract.py fails when the two disagree.
 CA_ROLE_LABEL = "classroom/role"
 CA_ROLE_VALUE = "ssh-ca"
 PRIVILEGED_ANNOTATION = "classroom/privileged"
