@@ -334,7 +334,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
             added.append(f"serial {serial}")
     for key in args.key or []:
         text = Path(key).read_text().strip() if Path(key).is_file() else key.strip()
-        if not FINGERPRINT_RE.match(text):
+        if not FINGERPRINT_RE.fullmatch(text):
             try:
                 text = normalize_public_key(text)
             except ValueError as exc:

@@ -211,7 +211,7 @@ def _resources_at(key: str, model: schema.ResourcesModel, default: Resources) ->
 def _namespace(model: StackModel, stack: str) -> str:
     given = model.namespace is not None
     namespace = model.namespace if model.namespace is not None else f"classroom-{stack}".lower()
-    if len(namespace) > 55 or not DNS_LABEL.match(namespace):
+    if len(namespace) > 55 or not DNS_LABEL.fullmatch(namespace):
         raise ConfigError(
             "namespace" if given else "namespace (default from the stack name)",
             namespace,

@@ -266,7 +266,7 @@ def _as_bool(key: str, value: Any, where: str) -> bool:
 def _person(entry: Mapping[str, Any], where: str, key: str) -> dict[str, Any]:
     """Validate one entry; returns fields for Person with 'uid' possibly None."""
     username = entry.get("username")
-    if not isinstance(username, str) or not USERNAME_RE.match(username.strip()) \
+    if not isinstance(username, str) or not USERNAME_RE.fullmatch(username.strip()) \
             or username.strip() in RESERVED_USERNAMES:
         raise ConfigError(f"{key}.username", username, USERNAME_ACCEPTED, where=where)
     username = username.strip()
@@ -312,7 +312,7 @@ def _person(entry: Mapping[str, Any], where: str, key: str) -> dict[str, Any]:
         if handle in (None, ""):
             continue
         handle = str(handle).strip().lstrip("@")
-        if not regex.match(handle):
+        if not regex.fullmatch(handle):
             raise ConfigError(f"{key}.{field_name}", entry.get(field_name),
                               f"a {field_name} handle (letters, digits, '-')", where=where)
         import_ids.append(f"{prefix}:{handle}")
@@ -323,7 +323,7 @@ def _person(entry: Mapping[str, Any], where: str, key: str) -> dict[str, Any]:
     # GECOS uses commas as sub-field separators; "Smith, Jane" from a registrar export must not split.
     name = " ".join(name.replace(",", " ").split())
     email = str(entry.get("email") or "").strip()
-    if email and (not re.match(r"^[^@\s:]+@[^@\s:]+\Z", email)):
+    if email and (not re.fullmatch(r"^[^@\s:]+@[^@\s:]+\Z", email)):
         raise ConfigError(f"{key}.email", email, "an e-mail address (or empty)", where=where)
 
     unknown = set(entry) - {"username", "uid", "name", "email", "keys", "key", "github", "launchpad",

@@ -227,7 +227,7 @@ def _string(accepted: str = "a string", check: Callable[[str], bool] | None = No
 
 def _pattern(regex: str, accepted: str, *, strip: bool = False) -> Callable[[Any], str]:
     compiled = re.compile(regex)
-    return _string(accepted, lambda s: bool(compiled.match(s)), strip=strip)
+    return _string(accepted, lambda s: bool(compiled.fullmatch(s)), strip=strip)
 
 
 def integer(lo: int, hi: int) -> Callable[[Any], int]:
@@ -344,18 +344,19 @@ def string_list(item: Callable[[Any], str], *, non_empty: str = "") -> Callable[
 
 
 def _is_unix_name(text: str) -> bool:
-    return bool(USERNAME_RE.match(text)) and text not in RESERVED_USERNAMES
+    return bool(USERNAME_RE.fullmatch(text)) and text not in RESERVED_USERNAMES
 
 
 def _dns_label(max_len: int = 63) -> Callable[[Any], str]:
     return _string(
         f"a DNS label: lowercase letters, digits and '-', starting and ending with a letter or digit, "
         f"at most {max_len} characters",
-        lambda s: len(s) <= max_len and bool(DNS_LABEL.match(s)),
+        lambda s: len(s) <= max_len and bool(DNS_LABEL.fullmatch(s)),
     )
 
 
-_STORAGE_CLASS = _string("a StorageClass name (DNS subdomain) or ''", lambda s: not s or bool(DNS_SUBDOMAIN.match(s)))
+_STORAGE_CLASS = _string("a StorageClass name (DNS subdomain) or ''",
+                         lambda s: not s or bool(DNS_SUBDOMAIN.fullmatch(s)))
 
 _KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
               "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com")
@@ -458,7 +459,7 @@ _PORT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?\Z")
 
 def _port_name(value: Any) -> str:
     accepted = "an IANA service name: at most 15 lowercase letters, digits and '-', with at least one letter"
-    name = _string(accepted, lambda s: bool(_PORT_NAME.match(s)) and bool(re.search("[a-z]", s)) and "--" not in s)(
+    name = _string(accepted, lambda s: bool(_PORT_NAME.fullmatch(s)) and bool(re.search("[a-z]", s)) and "--" not in s)(
         value)
     if name == "ssh":
         raise invalid("any name except 'ssh' (used by the SSH port)")
@@ -594,7 +595,8 @@ class SshModel(Section):
     """The class CA."""
 
     existingSecret: Annotated[str, BeforeValidator(_string(
-        "a Secret name (DNS label) or ''", lambda s: not s or (len(s) <= 253 and bool(DNS_LABEL.match(s)))))] = Field(
+        "a Secret name (DNS label) or ''",
+        lambda s: not s or (len(s) <= 253 and bool(DNS_LABEL.fullmatch(s)))))] = Field(
         "", **doc("Use this Secret's CA (keys `ca_key` and `ca_key_pub`, or the chart's `ca_key.pub`) instead of "
                   "generating one.", "a Secret name or ''", example="class-ca"))
     caAlgorithm: Annotated[str, BeforeValidator(lambda v: _ca_algorithm(v))] = Field(
@@ -983,7 +985,7 @@ def _revoked_key(value: Any) -> str:
     if not isinstance(value, str):
         raise invalid("a public key line or a SHA256:... fingerprint")
     text = value.strip()
-    if FINGERPRINT_RE.match(text):
+    if FINGERPRINT_RE.fullmatch(text):
         return text
     try:
         return normalize_public_key(text)
@@ -1171,7 +1173,7 @@ class LabHostModel(Section):
                 if forbidden in self.model_fields_set:
                     raise invalid("nothing: an inCluster host keeps everything on its volume under /data and has "
                                   "no systemd", sub=(forbidden,), value=getattr(self, forbidden))
-            if not re.match(IMAGE_REF, self.image):
+            if not re.fullmatch(IMAGE_REF, self.image):
                 raise invalid("a lab host image with dockerd, sshd, python3, ssh-keygen and k3d (inCluster hosts "
                               "only)", sub=("image",), value=self.image or None)
         else:
@@ -1284,7 +1286,7 @@ class LabsModel(Section):
     """Lab hosts, the per-student k3d template and webhooks."""
 
     domain: Annotated[str, BeforeValidator(_string("a lowercase DNS domain like 'lab.example.edu'",
-                                                    lambda s: bool(_LAB_DNS_NAME.match(s))))] = Field(
+                                                    lambda s: bool(_LAB_DNS_NAME.fullmatch(s))))] = Field(
         **doc("Students get `<user>.<domain>`: HTTP is routed to their cluster's ingress, HTTPS passes through by "
               "SNI untouched, so Let's Encrypt works inside.", "a lowercase DNS domain", example="lab.example.edu"))
     idleTimeout: Annotated[timedelta, BeforeValidator(duration(positive=True, at_most=timedelta(days=7)))] = Field(
@@ -1311,7 +1313,7 @@ class LabsModel(Section):
     adminKey: Annotated[str, BeforeValidator(_secret_text())] = Field(
         **doc("The stack manages clusters with it.", "at least 32 characters", secret=True))
     pins: Annotated[dict[str, str], BeforeValidator(string_map(
-        value_check=lambda s: bool(re.match(_LAB_HOST_NAME, s)), value_accepted="a host name"))] = Field(
+        value_check=lambda s: bool(re.fullmatch(_LAB_HOST_NAME, s)), value_accepted="a host name"))] = Field(
         default_factory=dict, **doc("`{user: host}` overrides the placement.", "a mapping of usernames to hosts"))
     hooks: HooksModel = Field(default_factory=lambda: HooksModel.model_validate({}),
                               **doc("Webhooks.", "a mapping with init and/or cleanup"))
@@ -1433,7 +1435,7 @@ def _user(value: Any) -> str:
 
 def _ssh_import(value: Any) -> str:
     text = _string()(value).strip()
-    if not all(re.match(r"^(gh|lp):[A-Za-z0-9][A-Za-z0-9._-]*\Z", ident) for ident in text.split()):
+    if not all(re.fullmatch(r"^(gh|lp):[A-Za-z0-9][A-Za-z0-9._-]*\Z", ident) for ident in text.split()):
         raise invalid("ssh-import-id names such as 'gh:octocat' or 'lp:name', space separated")
     return text
 
@@ -1460,7 +1462,7 @@ class StackModel(Section):
                   example="gh:octocat lp:name"))
     customizeRepo: Annotated[str, BeforeValidator(_string(
         "a git URL (https://, ssh://, git:// or git@host:path) or ''",
-        lambda s: not s or bool(re.match(r"^(https?://|ssh://|git://|git@[^:]+:)\S+\Z", s)), strip=True))] = Field(
+        lambda s: not s or bool(re.fullmatch(r"^(https?://|ssh://|git://|git@[^:]+:)\S+\Z", s)), strip=True))] = Field(
         "", **doc("Git repo cloned at boot (as `user`).", "a git URL or ''", example="https://github.com/me/setup.git"))
     customizeRepoCommand: Annotated[str, BeforeValidator(_string())] = Field(
         "", **doc("Run inside the clone; needs `customizeRepo`.", "a command", example="./install.sh"))

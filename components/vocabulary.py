@@ -50,7 +50,7 @@ QUANTITY_PATTERN = _QUANTITY.pattern.replace("\\Z", "$")
 
 def quantity_value(text: str) -> Decimal:
     """Numeric value of a Kubernetes quantity ('2Gi' -> 2147483648); ValueError otherwise."""
-    match = _QUANTITY.match(text)
+    match = _QUANTITY.fullmatch(text)
     if not match:
         raise ValueError(text)
     try:
@@ -76,7 +76,7 @@ def parse_duration(value: object) -> timedelta:
         raise ValueError(value)
     if value == 0 or (isinstance(value, str) and value.strip() == "0"):
         return timedelta(0)
-    match = _DURATION.match(value) if isinstance(value, str) else None
+    match = _DURATION.fullmatch(value) if isinstance(value, str) else None
     if not match:
         raise ValueError(value)
     return timedelta(seconds=float(match.group(1)) * _UNIT[match.group(2)])
@@ -103,10 +103,10 @@ LABEL_VALUE_ACCEPTED = (
 
 def is_qualified_name(key: str) -> bool:
     prefix, slash, name = key.rpartition("/")
-    if slash and (not prefix or len(prefix) > 253 or not DNS_SUBDOMAIN.match(prefix)):
+    if slash and (not prefix or len(prefix) > 253 or not DNS_SUBDOMAIN.fullmatch(prefix)):
         return False
-    return bool(_QUALIFIED_NAME.match(name))
+    return bool(_QUALIFIED_NAME.fullmatch(name))
 
 
 def is_label_value(value: str) -> bool:
-    return bool(_LABEL_VALUE.match(value))
+    return bool(_LABEL_VALUE.fullmatch(value))

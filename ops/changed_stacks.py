@@ -46,7 +46,7 @@ class ChangedStacksError(Exception):
 def existing_stacks(root: Path) -> list[str]:
     stacks = []
     for path in sorted((root / "stacks").glob("Pulumi.*.yaml")):
-        match = STACK_FILE_RE.match(f"stacks/{path.name}")
+        match = STACK_FILE_RE.fullmatch(f"stacks/{path.name}")
         if match:
             stacks.append(match.group("stack"))
     return stacks
@@ -68,7 +68,7 @@ def changed_stacks(changed_paths: Iterable[str], stacks: Sequence[str], exclude:
             continue
         if is_program_path(path):
             return present
-        match = STACK_FILE_RE.match(path)
+        match = STACK_FILE_RE.fullmatch(path)
         if match:
             selected.add(match.group("stack"))
     # A deleted stack file selects nothing: ending a term (`pulumi destroy`) is a deliberate manual step.
@@ -77,7 +77,7 @@ def changed_stacks(changed_paths: Iterable[str], stacks: Sequence[str], exclude:
 
 def git_changed_paths(root: Path, base: str, head: str) -> list[str] | None:
     """Paths changed between base and head; None when base is unusable (new branch, force-push)."""
-    if not base or ZERO_SHA.match(base):
+    if not base or ZERO_SHA.fullmatch(base):
         return None
     try:
         subprocess.run(

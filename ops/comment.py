@@ -472,7 +472,7 @@ def build_comment(
     run_url: str | None = None,
     budget: int = DEFAULT_BUDGET,
 ) -> str:
-    if not STACK_NAME_RE.match(stack):
+    if not STACK_NAME_RE.fullmatch(stack):
         raise CommentInputError(
             f"--stack: {stack!r} is not a stack name; accepted: letters, digits, '_', '.', '-' "
             "(optionally org/project/stack)"

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, get_args
@@ -419,3 +420,18 @@ def test_chart_template_names_match_when_the_chart_is_at_hand() -> None:
     import re
 
     assert set(re.findall(r"export (\w+)=", chart.read_text())) == set(CHART_RC_ENV)
+
+
+@pytest.mark.parametrize(("raw", "key"), [
+    ({"namespace": "cis90\n"}, "namespace"),
+    ({"hostName": "opus\n"}, "hostName"),
+    ({"homeStorageClassName": "fast\n"}, "homeStorageClassName"),
+    ({"image": {"repository": "ghcr.io/x/y\n"}}, "image.repository"),
+    ({"extraPorts": [{"name": "http\n", "port": 80}]}, "extraPorts[0].name"),
+    ({"ssh": {"existingSecret": "ca\n"}}, "ssh.existingSecret"),
+    ({"user": "alice\n"}, "user"),
+])
+def test_a_whole_value_is_validated_a_trailing_newline_included(raw: dict[str, Any], key: str) -> None:
+    # `re.match` with a `$` anchor would let "value\n" through; every whole-value check is a fullmatch.
+    with pytest.raises(ConfigError, match=re.escape(f"config key '{key}'")):
+        parse(raw)
