@@ -14,9 +14,31 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+# The tiers, one directory each; a test's tier is the directory it lives in (`pytest -m labs`).
+# Their markers are registered in pyproject.toml, the one place pytest reads them from.
+TIERS = ("unit", "ssh", "labs", "attack", "labhost", "e2e")
+HERE = Path(__file__).resolve().parent
+
+
+def tier_of(path: Path) -> str | None:
+    try:
+        first = path.resolve().relative_to(HERE).parts[0]
+    except (ValueError, IndexError):
+        return None
+    return first if first in TIERS else None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = tier_of(Path(str(item.fspath)))
+        if tier is not None:
+            item.add_marker(getattr(pytest.mark, tier))
+
 
 ALLOWED_IN_CI = re.compile(
     r"holds encrypted values the mocks cannot decrypt"  # depends on the stack files

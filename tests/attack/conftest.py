@@ -50,15 +50,6 @@ HOOK_DIR = "/etc/lab-session-hook"
 CHROOT_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "tests/attack/" in str(item.fspath):
-            item.add_marker(pytest.mark.attack)
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "attack: a hostile student against the shipped PAM stack (tests/attack)")
-
 
 def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
     kwargs.setdefault("timeout", 300)

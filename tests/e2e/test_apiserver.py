@@ -28,8 +28,6 @@ from cryptography.hazmat.primitives import serialization
 from tests.e2e.project import kget, kubectl
 from tests.unit.conftest import manifests_for, stack_raw
 
-pytestmark = pytest.mark.e2e
-
 STACK = "cis90-fall2026"
 REPO = Path(__file__).resolve().parents[2]
 

@@ -25,7 +25,6 @@ import localcluster
 import pytest
 from localcluster import ApiError, KubeApi, LocalCluster
 
-pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 

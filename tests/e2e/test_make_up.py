@@ -21,8 +21,6 @@ import pytest
 
 from tests.e2e.project import kget
 
-pytestmark = pytest.mark.e2e
-
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -25,8 +25,6 @@ sys.path.insert(0, str(REPO))
 
 from ops import comment  # noqa: E402
 
-pytestmark = pytest.mark.e2e
-
 PROGRAM = textwrap.dedent(
     """
     import pulumi

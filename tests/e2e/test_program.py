@@ -19,8 +19,6 @@ from cryptography.hazmat.primitives import serialization
 
 from tests.e2e.project import PulumiProject, kget, kubectl, steps_by_type
 
-pytestmark = pytest.mark.e2e
-
 STACK = "cis90-fall2026"
 PVC = "kubernetes:core/v1:PersistentVolumeClaim"
 LOCAL_PROVISIONER = "classroom.local/hostpath"

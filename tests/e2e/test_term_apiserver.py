@@ -32,8 +32,6 @@ from tests.e2e.project import PulumiProject, kget, kubectl
 from tests.e2e.test_apiserver import REPO, stack_config, wait_for
 from tests.unit.conftest import manifests_for
 
-pytestmark = pytest.mark.e2e
-
 OLD = "cis90-fall2026"
 NEW = "cis90-spring2027"
 # Its own namespace, so this module never disturbs test_apiserver's objects.

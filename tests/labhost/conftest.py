@@ -27,15 +27,6 @@ REPO = Path(__file__).resolve().parents[2]
 DOUBLE = REPO / "tests" / "labs" / "k3d_double.py"
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "labhost: LabHost against a real sshd in a network namespace (tests/labhost)")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "tests/labhost/" in str(item.fspath):
-            item.add_marker(pytest.mark.labhost)
-
 
 def run(*argv: str, check: bool = True, **kwargs: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(argv), check=check, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]

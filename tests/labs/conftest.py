@@ -10,16 +10,6 @@ import pytest
 from tests.labs.support import Labd
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "labs: labd, the session hook and the k3d double (tests/labs)")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "tests/labs/" in str(item.fspath):
-            item.add_marker(pytest.mark.labs)
-
-
 @pytest.fixture
 def labd_factory(tmp_path: Path) -> Iterator[list[Labd]]:
     started: list[Labd] = []

@@ -11,10 +11,8 @@ import pytest
 
 from tests.labs.support import DOUBLE, LABD_SRC
 
-pytestmark = pytest.mark.labs
-
 sys.path.insert(0, str(LABD_SRC))
-from labd.render import ClusterValues, render_k3d_config, to_yaml  # noqa: E402
+from labd.render import ClusterValues, render_k3d_config, to_yaml
 
 
 def k3d(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

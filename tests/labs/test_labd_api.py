@@ -19,8 +19,6 @@ import yaml
 
 from tests.labs.support import LABD_SRC, Labd, sign, wait_for, write_key
 
-pytestmark = pytest.mark.labs
-
 
 def running(labd: Labd, user: str) -> bool:
     return labd.status(user)["state"] == "running"

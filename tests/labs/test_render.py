@@ -16,8 +16,6 @@ from tests.labs.support import LABD_SRC
 sys.path.insert(0, str(LABD_SRC))
 from labd.render import cluster_name, to_yaml, valid_cluster_label
 
-pytestmark = pytest.mark.labs
-
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**53), 2**53), st.text(max_size=30))
 keys = st.text(min_size=1, max_size=12)
 documents = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),

@@ -16,8 +16,6 @@ import yaml
 from tests.labs.sshd_env import SshdEnv, home
 from tests.labs.support import HOOK, Labd, wait_for
 
-pytestmark = pytest.mark.labs
-
 if os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists():
     pytest.skip("needs root and Debian's openssh-server (/usr/sbin/sshd)", allow_module_level=True)
 

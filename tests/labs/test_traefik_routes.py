@@ -30,9 +30,6 @@ from cryptography.x509.oid import NameOID
 
 from tests.labs.support import Labd, free_port, wait_for
 
-pytestmark = pytest.mark.labs
-
-
 
 def find_traefik() -> str | None:
     """The toolchain's traefik: the current toolchain dir first, then PATH, then the newest cached build."""

@@ -32,8 +32,6 @@ from components import server
 from tests.labs.sshd_env import SshdEnv, home
 from tests.labs.support import REPO, Labd, wait_for
 
-pytestmark = pytest.mark.labs
-
 if os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists():
     pytest.skip("needs root and Debian's openssh-server (/usr/sbin/sshd)", allow_module_level=True)
 

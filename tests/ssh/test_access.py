@@ -32,8 +32,6 @@ from tests.ssh.conftest import install_reconciler
 from tests.ssh.rootfs import chroot, overlay_root
 from tests.ssh.sshd import SCRIPTS, Sshd, free_port, new_key, ssh
 
-pytestmark = pytest.mark.ssh
-
 STACK = "cis90-test"
 DAY = 86400
 

@@ -11,14 +11,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from components.rosterdata import parse_access, roster_document
 from tests.ssh.rootfs import chroot
-
-pytestmark = pytest.mark.ssh
 
 NOW = int(time.time())
 TERM = {"start": time.strftime("%Y-%m-%d", time.gmtime(NOW - 5 * 86400)),

@@ -266,10 +266,3 @@ def manifests_for(raw: Mapping[str, Any], stack: str) -> list[dict[str, Any]]:
 def rendered() -> Callable[..., Rendered]:
     return render
 
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Everything under tests/unit is the fast tier: `pytest -m unit` selects it.
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.unit)

@@ -8,8 +8,6 @@ import pytest
 
 from components.storage import ClaimChangeRefused, ClaimGuardProvider, refused_claim_changes
 
-pytestmark = pytest.mark.unit
-
 SHAPE: dict[str, Any] = {
     "namespace": "classroom-cis90",
     "claims": {

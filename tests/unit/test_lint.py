@@ -31,8 +31,6 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.unit
-
 REPO = Path(__file__).resolve().parents[2]
 # The virtualenv running the tests holds the pinned linters; sys.prefix (not the
 # resolved interpreter path, which leaves the venv) points at it.

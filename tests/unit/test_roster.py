@@ -32,8 +32,6 @@ from components.rosterdata import (  # noqa: E402
     roster_document,
 )
 
-pytestmark = pytest.mark.unit
-
 TERM = {"start": "2026-08-24", "end": "2026-12-18", "timezone": "America/Los_Angeles", "grace": "7d"}
 
 

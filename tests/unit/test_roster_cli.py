@@ -19,8 +19,6 @@ from components.cli import main, replace_revocations  # noqa: E402
 from components.rosterdata import parse_access, roster_document  # noqa: E402
 from components.sshcert import certificate_fields  # noqa: E402
 
-pytestmark = pytest.mark.unit
-
 STACK = "cis90-fall2026"
 
 

@@ -25,8 +25,6 @@ from components.sshcert import (  # noqa: E402
     sign_user_certificate,
 )
 
-pytestmark = pytest.mark.unit
-
 
 def private_pem(key: ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey) -> str:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
