@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO / "tools"))
 
 import localcluster  # noqa: E402
 
-from tests.unit.conftest import integral, render, stack_raw  # noqa: E402
+from tests.harness import integral, render, stack_raw  # noqa: E402
 
 SIZES = (0, 30, 300)
 RESULTS = REPO / "bench" / "results" / "program.md"

@@ -16,7 +16,7 @@ import pytest
 from components.errors import ConfigError
 from components.roster import UidLedgerProvider
 from components.rosterdata import allocate_uids, parse_access
-from tests.unit.conftest import render
+from tests.harness import render
 
 TERM = {"start": "2026-08-24", "end": "2026-12-18"}
 

@@ -26,7 +26,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 
 from tests.e2e.project import kget, kubectl
-from tests.unit.conftest import manifests_for, stack_raw
+from tests.harness import manifests_for, stack_raw
 
 STACK = "cis90-fall2026"
 REPO = Path(__file__).resolve().parents[2]

@@ -30,7 +30,7 @@ from components.rosterdata import _uid_hash
 from ops import term
 from tests.e2e.project import PulumiProject, kget, kubectl
 from tests.e2e.test_apiserver import REPO, stack_config, wait_for
-from tests.unit.conftest import manifests_for
+from tests.harness import manifests_for
 
 OLD = "cis90-fall2026"
 NEW = "cis90-spring2027"

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from components import contract
-from tests.unit.conftest import ROOT, render
+from tests.harness import ROOT, render
 from tests.unit.test_lab_session_wiring import in_cluster_labs, labs_config
 
 SCRIPTS = ROOT / "components" / "scripts"

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 import components.server as server
-from tests.unit.conftest import FAKE_CA_PRIVATE, ROOT, Rendered, render
+from tests.harness import FAKE_CA_PRIVATE, ROOT, Rendered, render
 
 SECRET = "kubernetes:core/v1:Secret"
 CM = "kubernetes:core/v1:ConfigMap"

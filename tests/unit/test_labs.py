@@ -357,7 +357,7 @@ def test_every_lab_host_gets_the_terms_access_end_in_labds_format(tmp_path: Path
     # Through the whole program: the term's accessEnd (end + grace, UTC) reaches
     # every host's labd.json, so labd answers 403 to ensure/session-open after it.
     from components.rosterdata import utc_stamp
-    from tests.unit.conftest import render
+    from tests.harness import render
     from tests.unit.test_lab_session_wiring import labs_config
 
     rendered = render(labs_config(), stack="cis90-fall2026")

@@ -19,7 +19,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.unit.conftest import ROOT, manifests_for, stack_raw
+from tests.harness import ROOT, manifests_for, stack_raw
 
 CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
 SKIPS = Path(__file__).with_name("checkov-skips.yaml")

@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT))
 from components.roster import UidLedgerProvider  # noqa: E402
 from components.rosterdata import parse_access  # noqa: E402
 from components.sshcert import certificate_fields  # noqa: E402
-from tests.unit.conftest import dynamic_provider_for  # noqa: E402
+from tests.harness import dynamic_provider_for  # noqa: E402
 
 CA_KEY = ed25519.Ed25519PrivateKey.generate()
 CA_PEM = CA_KEY.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,

@@ -27,7 +27,7 @@ from pydantic import BaseModel
 
 from components import schema
 from components.config import ConfigError, load_config, parse_config
-from tests.unit.conftest import MAIN, ClusterMocks, RecordingMonitor, render
+from tests.harness import MAIN, ClusterMocks, RecordingMonitor, render
 
 ROOT = Path(__file__).resolve().parents[2]
 USER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMCzQlyG2Us+el5qs4O0ifwlYIyvk49DaRbP7kq4smnw"

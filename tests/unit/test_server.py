@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 
 from components import server as server_module
 from components.server import CHECKSUM_ANNOTATION, UNPRIVILEGED_CAPABILITIES
-from tests.unit.conftest import FAKE_CA_PRIVATE, FAKE_CA_PUBLIC, LB_ADDRESS, Rendered, render
+from tests.harness import FAKE_CA_PRIVATE, FAKE_CA_PUBLIC, LB_ADDRESS, Rendered, render
 
 PVC = "kubernetes:core/v1:PersistentVolumeClaim"
 NS = "kubernetes:core/v1:Namespace"
