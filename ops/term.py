@@ -44,7 +44,16 @@ import yaml
 
 from components.config import NAMESPACE, parse_config
 from components.errors import ConfigError
-from components.rosterdata import ACCESS_KEYS, STAFF_ROLES, AccessConfig, Term, class_and_term_names, parse_access
+from components.rosterdata import (
+    ACCESS_KEYS,
+    STAFF_ROLES,
+    AccessConfig,
+    Term,
+    class_and_term_names,
+    parse_access,
+    parse_roster_csv,
+)
+from ops import stackfile
 
 STACK_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 # Per-stack secret material: a new stack gets its own key, so these never carry over.
@@ -372,16 +381,26 @@ def drop_secrets(value: Any) -> Any:
     return value
 
 
-class StackDumper(yaml.SafeDumper):
-    """Writes multi-line strings (rcEnv, rcLocal) as `|` blocks, the way people write them."""
+CREATED_BY = "# Created by `python -m ops.term new"
 
 
-def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value and not value.startswith(" ") else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+def without_created_by(text: str) -> str:
+    """The file without an earlier `ops.term new` header line (a stack made from a made stack)."""
+    lines = text.splitlines(keepends=True)
+    return "".join(lines[1:]) if lines and lines[0].startswith(CREATED_BY) else text
 
 
-StackDumper.add_representer(str, _represent_str)
+def set_in_place(mapping: Any, key: str, value: Any) -> None:
+    """mapping[key] = value, but a mapping replaced by a mapping is edited key by key, so the
+    comments inside it (and the one after it, which belongs to its last entry) stay where they were."""
+    current = mapping.get(key)
+    if isinstance(current, dict) and isinstance(value, dict):
+        for old_key in [k for k in current if k not in value]:
+            del current[old_key]
+        for sub_key, sub_value in value.items():
+            set_in_place(current, sub_key, sub_value)
+    elif current != value or key not in mapping:
+        mapping[key] = value
 
 
 def mentions(value: Any, needle: str, path: str) -> list[str]:
@@ -393,15 +412,6 @@ def mentions(value: Any, needle: str, path: str) -> list[str]:
     if isinstance(value, list):
         return [p for i, v in enumerate(value) for p in mentions(v, needle, f"{path}[{i}]")]
     return []
-
-
-def leading_comments(text: str) -> list[str]:
-    out = []
-    for line in text.splitlines():
-        if not line.startswith("#"):
-            break
-        out.append(line)
-    return out
 
 
 def roster_value(old: Any, roster: str | None, project: Path, notes: list[str]) -> Any:
@@ -416,8 +426,27 @@ def roster_value(old: Any, roster: str | None, project: Path, notes: list[str]) 
         except ValueError:
             written = str(resolved)
         value: dict[str, Any] = {"csv": written}
-        if isinstance(old, dict) and isinstance(old.get("defaults"), dict):
-            value["defaults"] = old["defaults"]
+        if isinstance(old, dict):
+            # The stack file, not the export, names the staff: they carry over with the defaults.
+            for key in ("defaults", "staff"):
+                if isinstance(old.get(key), dict):
+                    value[key] = old[key]
+            staff = value.pop("staff", None) or {}
+            if staff:
+                try:
+                    rows = parse_roster_csv(given.read_text(encoding="utf-8"), source=given.name)
+                except ConfigError as error:
+                    raise TermError(f"argument --roster: {error}") from None
+                listed = {str(entry.get("username", "")).strip() for entry, _where in rows}
+                kept = {user: role for user, role in staff.items() if user in listed}
+                if kept:
+                    value["staff"] = kept
+                    notes.append(f"roster: kept the staff the old stack names ({', '.join(sorted(kept))}); "
+                                 "edit classroom:roster.staff if they changed")
+                gone = sorted(set(staff) - set(kept))
+                if gone:
+                    notes.append(f"roster: dropped staff not in {given.name}: {', '.join(gone)} (staff must be rows "
+                                 "of the export; add them to it, or to classroom:roster.staff once they are)")
         return value
     if isinstance(old, list):
         staff = [p for p in old if isinstance(p, dict) and p.get("role") in STAFF_ROLES]
@@ -526,22 +555,29 @@ def cmd_new(args: argparse.Namespace) -> int:
     old = load_stack(old_path)
     notes: list[str] = []
 
-    new: dict[str, Any] = {k: v for k, v in old.items() if k not in PER_STACK_TOP_KEYS and k != "config"}
+    # The new file is the old one edited in place (round-trip), so its comments, key order and
+    # quoting carry over; every change below is a key set, replaced or removed.
+    new = stackfile.load(old_text)
     dropped_top = [k for k in PER_STACK_TOP_KEYS if k in old]
+    for key in dropped_top:
+        del new[key]
     if dropped_top:
         notes.append(f"dropped {', '.join(dropped_top)}: the new stack gets its own secrets key on `pulumi stack init`")
     prefix = NAMESPACE + ":"
-    config: dict[str, Any] = {}
+    config = new["config"]
     secrets: list[str] = []
-    for key, value in old["config"].items():
+    for key, value in list(config.items()):
         short = key[len(prefix) :] if key.startswith(prefix) else key
         if key == prefix + "revocations":
             notes.append("dropped classroom:revocations: a new term signs new certificates")
+            del config[key]
             continue
-        secrets += secret_paths(value, short)
+        found = secret_paths(value, short)
+        secrets += found
         if is_secure(value):
-            continue
-        config[key] = drop_secrets(value)
+            del config[key]
+        elif found:
+            config[key] = drop_secrets(value)
     if secrets:
         notes.append(
             "dropped secret values (encrypted with the old stack's key, which the new stack cannot read): "
@@ -550,12 +586,12 @@ def cmd_new(args: argparse.Namespace) -> int:
             + args.to_stack
             + "`"
         )
-    config[prefix + "term"] = new_term(config.get(prefix + "term"), args.start, args.end, notes)
+    set_in_place(config, prefix + "term", new_term(config.get(prefix + "term"), args.start, args.end, notes))
     roster = roster_value(config.get(prefix + "roster"), args.roster, project, notes)
     if roster is None:
         config.pop(prefix + "roster", None)
     else:
-        config[prefix + "roster"] = roster
+        set_in_place(config, prefix + "roster", roster)
     old_namespace = stack_namespace(old, args.from_stack)
     # Only an adopting stack has homes whose owners it must keep; its own list comes from the state.
     config.pop(prefix + "adoptedUids", None)
@@ -576,7 +612,7 @@ def cmd_new(args: argparse.Namespace) -> int:
                 )
             notes.append(f"{args.from_stack} had no roster and its state no UID ledger: no UIDs to carry over")
         elif ledger:
-            config[prefix + "adoptedUids"] = ledger
+            set_in_place(config, prefix + "adoptedUids", ledger)
             notes.append(
                 f"carried {len(ledger)} UID(s) from {args.from_stack}'s UID ledger into classroom:adoptedUids: "
                 "returning people keep their UID and so their home; nobody new gets one of them"
@@ -585,19 +621,20 @@ def cmd_new(args: argparse.Namespace) -> int:
         config.pop(prefix + "namespace", None)
         if f"classroom-{args.to_stack}".lower() == old_namespace:
             raise TermError(f"argument --to: the new stack's namespace would be the old one ({old_namespace})")
-    new["config"] = config
+    body = stackfile.dump(new)
+    written = yaml.safe_load(body)
     old_term_name = class_and_term_names(args.from_stack, None)[1]
     if old_term_name != "term":
         stale = [
             p
-            for key, value in config.items()
+            for key, value in written["config"].items()
             if key not in (prefix + "term", prefix + "roster", prefix + "namespace", prefix + "adoptedUids")
             for p in mentions(value, old_term_name, key)
         ]
         if stale:
             notes.append(f"still mention the old term {old_term_name!r}, check them: {', '.join(stale)}")
 
-    raw = classroom_raw(new)
+    raw = classroom_raw(written)
     try:
         parsed = parse_config(raw, stack=args.to_stack, base_dir=project)
     except ConfigError as error:
@@ -606,20 +643,15 @@ def cmd_new(args: argparse.Namespace) -> int:
         notes.append(f"not fully validated until the dropped secrets are set: {error}")
         parsed = None
 
-    header = [
-        f"# Created by `python -m ops.term new --from {args.from_stack}` on {date.today().isoformat()}.",
-        "# Comments of the old stack file other than its header were not carried over (PyYAML drops them).",
-        *leading_comments(old_text),
-    ]
-    body = yaml.dump(new, Dumper=StackDumper, sort_keys=False, default_flow_style=False, allow_unicode=True, width=1000)
-    new_path.write_text("\n".join(header) + "\n" + body, encoding="utf-8")
+    header = f"{CREATED_BY} --from {args.from_stack}` on {date.today().isoformat()}."
+    new_path.write_text(header + "\n" + without_created_by(body), encoding="utf-8")
 
     namespace = parsed.namespace if parsed else raw.get("namespace", f"classroom-{args.to_stack}")
     students = sum(1 for p in parsed.access.people if p.role not in STAFF_ROLES) if parsed else 0
     print(f"wrote {new_path}: term {args.start} .. {args.end}, namespace {namespace}, {students} student(s)")
     for note in notes:
         print(f"note: {note}")
-    print("note: comments inside the old file were not kept (PyYAML drops them); its header comment was copied")
+    print("note: the old file's comments were kept; check those next to the keys that changed (term, roster)")
     print("next:")
     if args.adopt_homes:
         print(f"  python -m ops.term end --stack {args.from_stack}      # if not done: the server goes, homes stay")

@@ -136,7 +136,9 @@ def test_new_writes_dates_roster_and_a_fresh_namespace(stacks: Path, capsys: pyt
     assert config["classroom:term"]["start"] == "2027-01-25"
     assert config["classroom:term"]["end"] == "2027-05-28"
     # Written relative to the project, where the engine runs.
+    # The staff the old stack file names carry over when the new export lists them (it cannot make staff).
     assert config["classroom:roster"] == {"csv": "rosters/spring.csv"}
+    assert "dropped staff not in spring.csv: jlopez" in out
     assert "classroom:namespace" not in config
     old = load(stacks / f"Pulumi.{OLD}.yaml")
     replaced = ("classroom:term", "classroom:roster")
@@ -147,12 +149,33 @@ def test_new_writes_dates_roster_and_a_fresh_namespace(stacks: Path, capsys: pyt
         assert config["classroom:term"]["timezone"] == old["classroom:term"]["timezone"]
     assert "4 student(s)" in out
     assert "namespace classroom-cis90-spring2027" in out
-    assert "PyYAML" in out  # says the old file's comments are gone
+    # The old file's comments carry over, those inside the replaced roster and term included.
+    old_text = (stacks / f"Pulumi.{OLD}.yaml").read_text()
+    new_text = (stacks / f"Pulumi.{NEW}.yaml").read_text()
+    comments = [line.strip() for line in old_text.splitlines() if line.strip().startswith("#")]
+    assert comments and all(c in new_text for c in comments), [c for c in comments if c not in new_text]
+    assert new_text.startswith(f"# Created by `python -m ops.term new --from {OLD}`")
+    assert "comments were kept" in out
     assert "PULUMI_K8S_UPSERT_EXISTING_OBJECTS" not in out
     cfg = parse_config(raw_of(config), stack=NEW, base_dir=stacks.parent)
     assert cfg.namespace == "classroom-cis90-spring2027"
     assert sorted(p.username for p in cfg.access.people) == ["alice", "bob", "carol", "tina"]
     assert cfg.access.term is not None and cfg.access.term.start.date() == date(2027, 1, 25)
+
+
+def test_new_keeps_the_staff_the_old_stack_names_when_the_export_lists_them(
+    stacks: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    csv = stacks.parent / "rosters" / "spring.csv"
+    csv.parent.mkdir()
+    csv.write_text(ROSTER_CSV + "jlopez,J Lopez,jl@example.edu,student\n")
+    code, out, err = run(capsys, *new_args(stacks, "--roster", str(csv)))
+    assert code == 0, err
+    config = load(stacks / f"Pulumi.{NEW}.yaml")
+    assert config["classroom:roster"] == {"csv": "rosters/spring.csv", "staff": {"jlopez": "ta"}}
+    assert "kept the staff the old stack names (jlopez)" in out
+    cfg = parse_config(raw_of(config), stack=NEW, base_dir=stacks.parent)
+    assert {p.username: p.role for p in cfg.access.people}["jlopez"] == "ta"
 
 
 def test_new_with_adopt_homes_keeps_the_old_namespace(
@@ -549,3 +572,14 @@ def test_summary_names_each_kind_of_storage_and_warns_on_delete() -> None:
     text = term.summary_markdown("s", summary, destroyed=True)
     assert "hostPath /srv/vol/pv-a" in text and "NFS nas1:/export/x" in text and "volumeHandle vol-123" in text
     assert "pv-old" in text
+
+
+def test_every_stack_file_round_trips_byte_for_byte() -> None:
+    # What makes an edit touch only the keys it changes: loading and dumping changes nothing.
+    from ops import stackfile
+
+    files = sorted((REPO / "stacks").glob("Pulumi.*.yaml"))
+    assert files
+    for path in files:
+        text = path.read_text()
+        assert stackfile.dump(stackfile.load(text)) == text, path.name
