@@ -44,6 +44,7 @@ from components.sshcert import (
     known_hosts_line,
     sign_user_certificate,
 )
+from ops import stackfile
 
 NAMESPACE = "classroom"
 REPO = Path(__file__).resolve().parents[1]
@@ -253,50 +254,28 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def revocations_block(serials: Sequence[int], keys: Sequence[str], indent: int = 2) -> str:
+def replace_revocations(text: str, serials: Sequence[int], keys: Sequence[str]) -> str:
+    """The stack file's text with `classroom:revocations` set: a round-trip edit (ops/stackfile.py),
+    so every comment and every other key stays as it was."""
+    try:
+        doc = stackfile.load(text)
+    except stackfile.YAMLError as exc:
+        raise CliError(f"the stack file is not valid YAML ({exc}); fix it before revoking") from None
+    if doc is None:
+        doc = {}
+    config = doc.setdefault("config", {}) if isinstance(doc, dict) else None
+    if not isinstance(config, dict):
+        raise CliError("the stack file has no `config:` mapping; add one, or edit revocations by hand")
     body: dict[str, Any] = {}
     if serials:
         body["serials"] = list(serials)
     if keys:
         body["keys"] = list(keys)
-    dumped = yaml.safe_dump(body, default_flow_style=False, sort_keys=False, width=1000)
-    pad = " " * indent
-    return f"{pad}{NAMESPACE}:revocations:\n" + "".join(f"{pad}  {line}\n" for line in dumped.splitlines())
-
-
-def replace_revocations(text: str, serials: Sequence[int], keys: Sequence[str]) -> str:
-    """Swap the `classroom:revocations` block of a stack file's text, leaving every other line as it was."""
-    lines = text.splitlines(keepends=True)
-    key_re = re.compile(rf"^(\s+){re.escape(NAMESPACE)}:revocations:")
-    for index, line in enumerate(lines):
-        match = key_re.match(line)
-        if not match:
-            continue
-        indent = len(match.group(1))
-        end = index + 1
-        while end < len(lines) and (not lines[end].strip() or len(lines[end]) - len(lines[end].lstrip()) > indent):
-            end += 1
-        # Keep trailing blank lines/comments that belonged to what follows.
-        while end > index + 1 and not lines[end - 1].strip():
-            end -= 1
-        return "".join(lines[:index]) + revocations_block(serials, keys, indent) + "".join(lines[end:])
-    # No block yet: append it at the end of the `config:` mapping.
-    for index, line in enumerate(lines):
-        if line.rstrip() == "config:":
-            end = index + 1
-            while end < len(lines) and (not lines[end].strip() or lines[end][0] in " \t"):
-                end += 1
-            while end > index + 1 and not lines[end - 1].strip():
-                end -= 1
-            children = [c for c in lines[index + 1:end] if c.strip() and not c.lstrip().startswith("#")]
-            indent = len(children[0]) - len(children[0].lstrip()) if children else 2
-            prefix = "".join(lines[:end])
-            if prefix and not prefix.endswith("\n"):
-                prefix += "\n"
-            return prefix + revocations_block(serials, keys, indent) + "".join(lines[end:])
-    if "config:" in text:
-        raise CliError("the stack file's `config:` mapping is not in block style; edit revocations by hand")
-    return text + ("" if text.endswith("\n") or not text else "\n") + "config:\n" + revocations_block(serials, keys)
+    if body:
+        stackfile.set_in_place(config, f"{NAMESPACE}:revocations", body)
+    else:
+        config.pop(f"{NAMESPACE}:revocations", None)
+    return stackfile.dump(doc)
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-__all__ = ["YAMLError", "dump", "load"]
+__all__ = ["YAMLError", "dump", "load", "set_in_place"]
 
 
 def _yaml() -> YAML:
@@ -34,3 +34,23 @@ def dump(data: Any) -> str:
     out = io.StringIO()
     _yaml().dump(data, out)
     return out.getvalue()
+
+
+def set_in_place(mapping: Any, key: str, value: Any) -> None:
+    """mapping[key] = value, but a mapping or list replaced by its kind is edited entry by entry, so
+    the comments inside it (and the one after it, which belongs to its last entry) stay where they were."""
+    current = mapping.get(key)
+    if isinstance(current, dict) and isinstance(value, dict):
+        for old_key in [k for k in current if k not in value]:
+            del current[old_key]
+        for sub_key, sub_value in value.items():
+            set_in_place(current, sub_key, sub_value)
+    elif isinstance(current, list) and isinstance(value, list):
+        for index, item in enumerate(value):
+            if index >= len(current):
+                current.append(item)
+            elif current[index] != item:
+                current[index] = item
+        del current[len(value):]
+    elif current != value or key not in mapping:
+        mapping[key] = value

@@ -390,19 +390,6 @@ def without_created_by(text: str) -> str:
     return "".join(lines[1:]) if lines and lines[0].startswith(CREATED_BY) else text
 
 
-def set_in_place(mapping: Any, key: str, value: Any) -> None:
-    """mapping[key] = value, but a mapping replaced by a mapping is edited key by key, so the
-    comments inside it (and the one after it, which belongs to its last entry) stay where they were."""
-    current = mapping.get(key)
-    if isinstance(current, dict) and isinstance(value, dict):
-        for old_key in [k for k in current if k not in value]:
-            del current[old_key]
-        for sub_key, sub_value in value.items():
-            set_in_place(current, sub_key, sub_value)
-    elif current != value or key not in mapping:
-        mapping[key] = value
-
-
 def mentions(value: Any, needle: str, path: str) -> list[str]:
     """Config paths whose text mentions `needle` (the old term's name in rcEnv, say)."""
     if isinstance(value, str):
@@ -586,12 +573,12 @@ def cmd_new(args: argparse.Namespace) -> int:
             + args.to_stack
             + "`"
         )
-    set_in_place(config, prefix + "term", new_term(config.get(prefix + "term"), args.start, args.end, notes))
+    stackfile.set_in_place(config, prefix + "term", new_term(config.get(prefix + "term"), args.start, args.end, notes))
     roster = roster_value(config.get(prefix + "roster"), args.roster, project, notes)
     if roster is None:
         config.pop(prefix + "roster", None)
     else:
-        set_in_place(config, prefix + "roster", roster)
+        stackfile.set_in_place(config, prefix + "roster", roster)
     old_namespace = stack_namespace(old, args.from_stack)
     # Only an adopting stack has homes whose owners it must keep; its own list comes from the state.
     config.pop(prefix + "adoptedUids", None)
@@ -612,7 +599,7 @@ def cmd_new(args: argparse.Namespace) -> int:
                 )
             notes.append(f"{args.from_stack} had no roster and its state no UID ledger: no UIDs to carry over")
         elif ledger:
-            set_in_place(config, prefix + "adoptedUids", ledger)
+            stackfile.set_in_place(config, prefix + "adoptedUids", ledger)
             notes.append(
                 f"carried {len(ledger)} UID(s) from {args.from_stack}'s UID ledger into classroom:adoptedUids: "
                 "returning people keep their UID and so their home; nobody new gets one of them"

@@ -159,11 +159,24 @@ def test_revocations_block_added_when_missing_and_replaced_when_flow_style() -> 
     text = "config:\n  classroom:hostName: x\n\n# trailer comment\n"
     added = replace_revocations(text, [5], [])
     assert yaml.safe_load(added)["config"] == {"classroom:hostName": "x", "classroom:revocations": {"serials": [5]}}
-    assert added.endswith("\n# trailer comment\n")
+    assert "\n# trailer comment\n" in added  # kept (a round-trip edit moves it before the new key)
     flow = "config:\n  classroom:revocations: {serials: [1]}\n  classroom:hostName: x\n"
     swapped = replace_revocations(flow, [1, 2], [])
     assert yaml.safe_load(swapped)["config"] == {"classroom:revocations": {"serials": [1, 2]},
                                                  "classroom:hostName": "x"}
+
+
+def test_revoking_keeps_every_comment_and_other_line() -> None:
+    text = ("# header\nconfig:\n  classroom:hostName: x  # the name\n  # revoked by hand in week 3\n"
+            "  classroom:revocations:\n    serials:\n      - 3  # lost laptop\n  classroom:user: human\n")
+    updated = replace_revocations(text, [3, 9], [])
+    for line in ("# header", "classroom:hostName: x  # the name", "# revoked by hand in week 3",
+                 "- 3  # lost laptop", "classroom:user: human"):
+        assert line in updated, (line, updated)
+    assert yaml.safe_load(updated)["config"]["classroom:revocations"] == {"serials": [3, 9]}
+    # A flow-style config mapping is edited too (the line editor refused it).
+    flow = yaml.safe_load(replace_revocations("config: {classroom:hostName: x}\n", [4], []))
+    assert flow == {"config": {"classroom:hostName": "x", "classroom:revocations": {"serials": [4]}}}
 
 
 def test_module_entry_point_runs_without_traceback(project: Path) -> None:
