@@ -50,7 +50,7 @@ import pulumi_kubernetes as k8s
 from components import contract, storage
 from components.config import ClassroomConfig
 from components.hostkeys import HostKeySet, host_key_secret, host_key_volume
-from components.services import ALLOWED_PORTS_ANNOTATION, allowed_ports
+from components.services import ALLOWED_PORTS_ANNOTATION, allowed_ports, container_ports
 
 SCRIPTS = Path(__file__).parent / "scripts"
 
@@ -540,10 +540,7 @@ def build_pod_spec(cfg: ClassroomConfig, args: LoginServerArgs) -> k8s.core.v1.P
             k8s.core.v1.VolumeMountArgs(name=LAB_SCRIPTS_CONFIG_MAP, mount_path=LAB_SCRIPTS_DIR, read_only=True),
         ]
 
-    ports = [k8s.core.v1.ContainerPortArgs(name="ssh", container_port=22, protocol="TCP")]
-    ports += [
-        k8s.core.v1.ContainerPortArgs(name=p.name, container_port=p.port, protocol=p.protocol) for p in cfg.extra_ports
-    ]
+    ports = container_ports(cfg.extra_ports)
 
     if cfg.privileged:
         security = k8s.core.v1.SecurityContextArgs(

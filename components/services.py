@@ -47,10 +47,26 @@ def allowed_ports(service: ServiceConfig, extra_ports: Sequence[Port]) -> str:
     return ",".join(str(p) for p in sorted({service.port, *(p.port for p in extra_ports)}))
 
 
+# One route from `extraPorts` to Kubernetes: the container's ports and the Services' ports are made
+# here, side by side. A Service port targets the container port by NAME, so both come from the
+# same Port; sshd always listens on 22 inside the pod, whatever `service.port` publishes.
+SSH_PORT_NAME = "ssh"
+SSH_CONTAINER_PORT = 22
+
+
+def container_ports(extra_ports: Sequence[Port]) -> list[k8s.core.v1.ContainerPortArgs]:
+    """The login container's ports: sshd's, then each extra port under its own name."""
+    return [
+        k8s.core.v1.ContainerPortArgs(name=SSH_PORT_NAME, container_port=SSH_CONTAINER_PORT, protocol="TCP"),
+        *(k8s.core.v1.ContainerPortArgs(name=p.name, container_port=p.port, protocol=p.protocol) for p in extra_ports),
+    ]
+
+
 def service_ports(service: ServiceConfig, extra_ports: Sequence[Port]) -> list[k8s.core.v1.ServicePortArgs]:
     ports = [
         k8s.core.v1.ServicePortArgs(
-            name="ssh", port=service.port, target_port="ssh", protocol="TCP", node_port=service.node_port
+            name=SSH_PORT_NAME, port=service.port, target_port=SSH_PORT_NAME, protocol="TCP",
+            node_port=service.node_port
         )
     ]
     ports += [
@@ -130,7 +146,7 @@ class PortServices(pulumi.ComponentResource):
             name="login-ingress",
             namespace=args.namespace,
             selector=args.selector,
-            ports=[(22, "TCP"), *((p.port, p.protocol) for p in args.extra_ports)],
+            ports=[(SSH_CONTAINER_PORT, "TCP"), *((p.port, p.protocol) for p in args.extra_ports)],
             labels=args.labels,
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
         )

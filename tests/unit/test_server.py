@@ -483,6 +483,16 @@ def test_policy_pack_labels_and_annotations() -> None:
     assert unpriv["classroom/privileged"] == "false"
 
 
+def test_every_service_port_targets_a_container_port_of_the_same_name_and_protocol() -> None:
+    r = render({**CIS90, "service": {"port": 2222}})
+    container = {p["name"]: (p["containerPort"], p["protocol"]) for p in r.container("login")["ports"]}
+    assert container == {"ssh": (22, "TCP"), "http": (80, "TCP"), "dns": (53, "UDP")}
+    for service in r.of_type(SVC):
+        for port in service.inputs["spec"]["ports"]:
+            assert port["targetPort"] in container, (service.name, port)
+            assert container[port["targetPort"]][1] == port.get("protocol", "TCP"), (service.name, port)
+
+
 def test_cluster_ip_service_reports_its_dns_name() -> None:
     r = render({"service": {"type": "ClusterIP"}})
     assert r.one(SVC, "ssh").inputs["spec"]["type"] == "ClusterIP"
