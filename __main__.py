@@ -10,7 +10,7 @@ from components import contract, storage
 from components.ca import SshCertificateAuthority, SshCertificateAuthorityArgs
 from components.config import ClassroomConfig, load_config
 from components.labconfig import LabHostSpec
-from components.labs import LabHost
+from components.labs import LabHost, LabHostArgs
 from components.roster import Roster, RosterArgs
 from components.rosterdata import class_and_term_names
 from components.server import LoginServer, LoginServerArgs
@@ -86,16 +86,18 @@ def build(cfg: ClassroomConfig) -> Classroom:
         for index, spec in enumerate(cfg.labs.hosts):
             lab_hosts[spec.name] = LabHost(
                 f"lab-{spec.name}",
-                spec,
-                cfg.labs,
-                ca_public_key=ca.public_key,
-                class_name=class_name,
-                term=term_name,
-                # labd refuses ensure and session opens after it (no term: no end).
-                access_end=cfg.access.term.access_end if cfg.access.term is not None else None,
-                namespace=namespace_name,
-                ca_private_key=ca.private_key_openssh,
-                storage_class_name=lab_storage_class(cfg, spec, index) if spec.in_cluster else None,
+                LabHostArgs(
+                    spec=spec,
+                    labs=cfg.labs,
+                    ca_public_key=ca.public_key,
+                    class_name=class_name,
+                    term=term_name,
+                    # labd refuses ensure and session opens after it (no term: no end).
+                    access_end=cfg.access.term.access_end if cfg.access.term is not None else None,
+                    namespace=namespace_name,
+                    ca_private_key=ca.private_key_openssh,
+                    storage_class_name=lab_storage_class(cfg, spec, index) if spec.in_cluster else None,
+                ),
                 opts=in_namespace,
             )
     lab_urls = (

@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ed25519  # noqa: E402
 
 from components.labconfig import parse_labs  # noqa: E402
-from components.labs import LabHost  # noqa: E402
+from components.labs import LabHost, LabHostArgs  # noqa: E402
 
 SIZES = (30, 300)
 PIN = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBenchmarkPinnedHostKeyxxxxxxxxxxxxxxxxxxxx"
@@ -86,7 +86,8 @@ def mocks_once(students: int) -> tuple[float, int]:
     @pulumi.runtime.test
     def program() -> pulumi.Output[Any]:
         labs = parse_labs({"labs": labs_raw(students)}, base_dir=REPO, people=people(students))
-        hosts = [LabHost(s.name, s, labs, ca_public_key=PIN, class_name="bench", term="t1") for s in labs.hosts]
+        hosts = [LabHost(s.name, LabHostArgs(spec=s, labs=labs, ca_public_key=PIN, class_name="bench", term="t1"))
+                 for s in labs.hosts]
         return pulumi.Output.all(*[c.id for h in hosts for c in h.clusters.values()])
 
     program()

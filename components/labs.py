@@ -33,6 +33,7 @@ import hashlib
 import json
 import shlex
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -206,6 +207,30 @@ def uninstall_command(spec: LabHostSpec) -> str:
     return f"for p in {run}/*.pid; do [ -f \"$p\" ] && kill \"$(cat \"$p\")\" 2>/dev/null; rm -f \"$p\"; done; true"
 
 
+@dataclass
+class LabHostArgs:
+    """What one lab host needs; the `inCluster` fields are required only for a host the stack runs itself."""
+
+    spec: LabHostSpec
+    """The host (`labs.hosts[i]`): address, ports, user, and the inCluster pod's image and sizes."""
+    labs: LabsConfig
+    """The class's `labs` section: the engine's SSH key, the cluster template, keys, the placement."""
+    ca_public_key: pulumi.Input[str]
+    """The class CA's public key: the host's certificate is checked against it before anything is copied."""
+    class_name: str
+    """The class, for labd's cluster labels (from the stack name)."""
+    term: str
+    """The term, for labd's cluster labels (from the stack name)."""
+    access_end: datetime | None = None
+    """The end of access: labd refuses ensure and session opens after it (None: no term, no end)."""
+    namespace: pulumi.Input[str] | None = None
+    """inCluster: the stack's namespace, as an Output of the Namespace so the claim depends on it."""
+    ca_private_key: pulumi.Input[str] | None = None
+    """inCluster: signs the pod's host certificate in the program (it never reaches the pod)."""
+    storage_class_name: pulumi.Input[str] | None = None
+    """inCluster: a StorageClass with reclaimPolicy Retain for the host's volume."""
+
+
 class LabHost(pulumi.ComponentResource):
     """One lab host and the k3d clusters of the students placed on it."""
 
@@ -219,27 +244,11 @@ class LabHost(pulumi.ComponentResource):
     service: k8s.core.v1.Service | None
     network_policy: k8s.networking.v1.NetworkPolicy | None
 
-    def __init__(
-        self,
-        name: str,
-        spec: LabHostSpec,
-        labs: LabsConfig,
-        *,
-        ca_public_key: pulumi.Input[str],
-        class_name: str,
-        term: str,
-        access_end: datetime | None = None,
-        namespace: pulumi.Input[str] | None = None,
-        ca_private_key: pulumi.Input[str] | None = None,
-        storage_class_name: pulumi.Input[str] | None = None,
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
+    def __init__(self, name: str, args: LabHostArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        spec, labs, ca_public_key = args.spec, args.labs, args.ca_public_key
+        class_name, term, access_end = args.class_name, args.term, args.access_end
+        namespace, ca_private_key, storage_class_name = args.namespace, args.ca_private_key, args.storage_class_name
         super().__init__("classroom:labs:LabHost", name, None, opts)
-        # A component's depends_on does not reach its children: hand it on to
-        # the volume explicitly (the namespace must outlive the claim).
-        deps = opts.depends_on if opts is not None and opts.depends_on is not None else []
-        self._parent_deps: list[pulumi.Resource] = [
-            d for d in (deps if isinstance(deps, list) else [deps]) if isinstance(d, pulumi.Resource)]
         child = pulumi.ResourceOptions(parent=self)
         students = labs.students_on(spec.name)
         self.stateful_set = self.volume = self.service = self.network_policy = None
@@ -360,8 +369,9 @@ class LabHost(pulumi.ComponentResource):
                 # A Retain class, like the homes: Docker's images, the clusters and labd's state outlive the claim.
                 storage_class_name=storage_class_name,
             ),
+            # The namespace (an Output of the Namespace) is an input: the claim depends on it, so the
+            # namespace can never be deleted before the claim.
             opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True,
-                                        depends_on=self._parent_deps,
                                         ignore_changes=["spec.storageClassName"]),
         )
         # Every name the engine or a login server may use for this pod.

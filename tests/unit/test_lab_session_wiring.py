@@ -340,6 +340,15 @@ def test_an_in_cluster_lab_volume_uses_the_stacks_retain_class_even_when_the_hom
     assert lab_claim(r)["spec"]["storageClassName"] == managed.inputs["metadata"]["name"]
 
 
+def test_an_in_cluster_lab_volume_depends_on_the_namespace_through_its_input() -> None:
+    # The namespace must outlive the claim: a destroy deletes the claim first.
+    r = render(in_cluster_labs(), stack="cis90-fall2026")
+    namespace = r.one("kubernetes:core/v1:Namespace", "namespace")
+    (claim,) = [c for c in r.of_type("kubernetes:core/v1:PersistentVolumeClaim") if c.name == "lab-lab1-data"]
+    assert namespace.urn in claim.dependencies
+    assert claim.protect and claim.retain_on_delete
+
+
 def test_an_in_cluster_lab_volume_class_must_be_retain() -> None:
     r = render(in_cluster_labs(storageClassName="lab-ssd"), stack="cis90-fall2026",
                class_reclaim={"lab-ssd": "Retain"})

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from components.hostkeys import HostKeySetProvider
 from components.labconfig import LabsConfig, parse_labs
-from components.labs import LabHost, cluster_commands
+from components.labs import LabHost, LabHostArgs, cluster_commands
 
 REPO = Path(__file__).resolve().parents[2]
 CA_PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHRlc3RjYQ class-ca"
@@ -107,10 +107,10 @@ def run(labs: LabsConfig, *, with_namespace: bool = False,
         if with_namespace:
             deps.append(k8s.core.v1.Namespace("ns", metadata=k8s.meta.v1.ObjectMetaArgs(name="classroom")))
         for spec in labs.hosts:
-            hosts[spec.name] = LabHost(spec.name, spec, labs, ca_public_key=CA_PUB, class_name="cis90",
-                                       term="fall2026",
-                                       opts=pulumi.ResourceOptions(transformations=[capture], depends_on=deps),
-                                       **kwargs)
+            hosts[spec.name] = LabHost(
+                spec.name,
+                LabHostArgs(spec=spec, labs=labs, ca_public_key=CA_PUB, class_name="cis90", term="fall2026", **kwargs),
+                opts=pulumi.ResourceOptions(transformations=[capture], depends_on=deps))
         return pulumi.Output.all(*[h.host_key for h in hosts.values()])
 
     program()
@@ -274,8 +274,6 @@ def test_in_cluster_host_is_a_privileged_dind_statefulset_with_a_protected_volum
     assert [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v] == [
         claim["metadata"]["name"]]
     assert options["lab1-data"].protect is True and options["lab1-data"].retain_on_delete is True
-    # The stack's namespace is an explicit dependency of the claim (it must outlive it).
-    assert [d._name for d in options["lab1-data"].depends_on] == ["ns"]  # type: ignore[union-attr]
     assert pod["containers"][0]["resources"]["limits"] == {"cpu": "4", "memory": "16Gi"}
     svc = by_type(mocks, "kubernetes:core/v1:Service")["lab1-svc"].inputs
     assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == {"ssh": 22, "labd": 8787, "http": 80,

@@ -18,7 +18,7 @@ sys.path.insert(0, os.environ["CLASSROOM_REPO"])
 
 from components.errors import ConfigError
 from components.labconfig import parse_labs
-from components.labs import LabHost
+from components.labs import LabHost, LabHostArgs
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ except ConfigError as err:
     raise pulumi.RunError(str(err)) from None
 
 for spec in labs.hosts:
-    host = LabHost(spec.name, spec, labs, ca_public_key=data["caPublicKey"], class_name="cis90", term="fall2026")
+    host = LabHost(spec.name, LabHostArgs(spec=spec, labs=labs, ca_public_key=data["caPublicKey"],
+                                          class_name="cis90", term="fall2026"))
     pulumi.export(f"{spec.name}-hostKey", host.host_key)
     pulumi.export(f"{spec.name}-students", list(host.clusters))
