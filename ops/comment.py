@@ -4,7 +4,11 @@ Usage (what `.github/workflows/preview.yml` runs)::
 
     python -m ops.comment --stack cis90-fall2026 --preview preview.json \
         [--events events.jsonl] [--stderr preview.stderr] [--preview-exit-code 0] \
-        [--run-url URL] [--output comment.md] [--github-output "$GITHUB_OUTPUT"]
+        [--run-url URL] [--output comment.md] [--github-output "$GITHUB_OUTPUT"] [--no-diff]
+
+With `--no-diff` the comment leaves the diff to the Pulumi GitHub action's own pull-request comment
+(`comment-on-pr`) and keeps only what that one does not say: student data at risk, first and loud,
+the mandatory policy violations, and whether the check fails.
 
 Input schema (the engine's own, `display.PreviewDigest` in pulumi/sdk/pkg/display/json.go,
 filled by `ShowPreviewDigest` in pulumi/pkg/backend/display/json.go)::
@@ -471,6 +475,7 @@ def build_comment(
     preview_exit_code: int = 0,
     run_url: str | None = None,
     budget: int = DEFAULT_BUDGET,
+    include_diff: bool = True,
 ) -> str:
     if not STACK_NAME_RE.fullmatch(stack):
         raise CommentInputError(
@@ -536,7 +541,10 @@ def build_comment(
     head = "\n".join(out)
 
     sections: list[tuple[str, str]] = []
-    if diff_text is None and preview is not None:
+    if not include_diff:
+        head += "\nThe diff is in the Pulumi action's comment for this stack; this one checks student data.\n"
+        diff_text = None
+    elif diff_text is None and preview is not None:
         diff_text = render_diff(preview)
     if diff_text:
         count = sum(1 for s in preview.steps if s.op != "same") if preview else 0
@@ -606,6 +614,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", help="write the comment here instead of stdout")
     parser.add_argument("--github-output", help="append at-risk=, violations=, failed= lines to this file")
     parser.add_argument("--max-bytes", default=str(DEFAULT_BUDGET), help="comment size budget in UTF-8 bytes")
+    parser.add_argument("--no-diff", action="store_true",
+                        help="leave the diff to the Pulumi action's own comment (comment-on-pr)")
     args = parser.parse_args(argv)
 
     try:
@@ -639,6 +649,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             preview_exit_code=exit_code,
             run_url=args.run_url,
             budget=budget,
+            include_diff=not args.no_diff,
         )
     except CommentInputError as exc:
         print(f"ops.comment: {exc}", file=sys.stderr)

@@ -55,6 +55,16 @@ def test_pvc_replacement_is_shown_first_and_loudly() -> None:
     assert body.index("cis90-login") > first_section
 
 
+def test_without_the_diff_the_comment_keeps_the_data_risk_and_says_where_the_diff_is() -> None:
+    # The workflow lets the Pulumi action post the diff (comment-on-pr); ours carries only the risk.
+    body = build("pvc-replace.json", include_diff=False)
+    assert body.splitlines()[0] == f"<!-- classroom-preview:{STACK} -->"
+    assert "Student data at risk" in body and "PersistentVolumeClaim `cis90-home`" in body
+    assert "<details>" not in body and "cis90-login" not in body
+    assert "the Pulumi action's comment" in body
+    assert "<details>" in build("pvc-replace.json")  # the default still carries the diff
+
+
 def test_namespace_and_pvc_delete_are_both_flagged() -> None:
     body = build("namespace-delete.json")
     warning = body[body.index("Student data at risk") : body.index("<details>")]
