@@ -99,6 +99,7 @@ class Labd:
         self.admin_key = write_key(root / "admin.key")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.host_name = f"127.0.0.1:{self.port}"
         self.config: dict[str, Any] = {
             "listen": f"127.0.0.1:{self.port}",
             "class": "cis90",
@@ -156,7 +157,9 @@ class Labd:
         data = b"" if body is None else json.dumps(body).encode()
         if headers is None:
             key = key if key is not None else (self.admin_key if key_id == "admin" else self.session_key)
-            headers = sign(key, key_id, method, path, user, data)
+            # Signed for this labd as the hook signs (host:port of its URL), so a labd with
+            # hostNames accepts the tests' own requests too.
+            headers = sign(key, key_id, method, path, user, data, host=self.host_name)
         return self.raw(method, path, headers, data)
 
     def raw(self, method: str, path: str, headers: dict[str, str], data: bytes = b"") -> tuple[int, Any]:
@@ -175,6 +178,20 @@ class Labd:
         status, body = self.request("GET", f"/v1/users/{user}/status", user)
         assert status == 200, body
         return dict(body)
+
+    def rss_kib(self) -> int:
+        """labd's resident memory (VmRSS) from /proc."""
+        return self._proc_status("VmRSS")
+
+    def threads(self) -> int:
+        return self._proc_status("Threads")
+
+    def _proc_status(self, field: str) -> int:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        raise AssertionError(f"no {field} in /proc/{self.proc.pid}/status")
 
     def state_file(self) -> dict[str, Any]:
         return dict(json.loads(Path(self.config["stateFile"]).read_text()))

@@ -24,6 +24,9 @@ if os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists():
 def env(tmp_path: Path, labd_factory: list[Labd]) -> Iterator[SshdEnv]:
     # idleTimeout is long so that only session events (and sync) stop clusters here.
     daemon = Labd(tmp_path / "labd", stopGrace=0.3, idleTimeout=3600, reaperInterval=0.1)
+    # Bound to the name the hook reaches it by: every login here also checks that the
+    # hook signs the lab host exactly as labd/auth.py does.
+    daemon.config["hostNames"] = [daemon.host_name]
     labd_factory.append(daemon)
     daemon.start()
     sshd = SshdEnv(daemon, users=2)

@@ -34,8 +34,13 @@ def _serve(config_path: str) -> int:
         # Without k3d's view labd could double-create clusters; refuse to run.
         print(f"labd: cannot reconcile with k3d at start: {err}", file=sys.stderr)
         return 1
-    verifier = Verifier({"session": cfg.session_key, "admin": cfg.admin_key}, cfg.max_clock_skew)
-    server = make_server(service, verifier, cfg.listen_host, cfg.listen_port)
+    verifier = Verifier({"session": cfg.session_key, "admin": cfg.admin_key}, cfg.max_clock_skew,
+                        host_names=cfg.host_names)
+    if not cfg.host_names:
+        logging.getLogger("labd").warning(
+            "hostNames is not set: a request signed for another lab host of this class is accepted here")
+    server = make_server(service, verifier, cfg.listen_host, cfg.listen_port,
+                         max_connections=cfg.max_connections, request_timeout=cfg.request_timeout)
     service.start_reaper()
 
     def stop(signum: int, frame: FrameType | None) -> None:

@@ -4,7 +4,10 @@ A request is authentic when its HMAC-SHA256 over a canonical string verifies
 under one of labd's two keys. The canonical string binds everything an
 attacker could want to change or reuse: the key id (so a session signature is
 never read as an admin one), method, path with query, the user the request is
-made for, a timestamp, a random nonce and the SHA-256 of the body.
+made for, a timestamp, a random nonce, the SHA-256 of the body, and the lab
+host the request is for (the URL's host[:port], lower case; sent as X-Labd-Host):
+every lab host of a class holds the same session key, so without it a request
+captured on its way to one lab host would be accepted by another.
 
 The session hook on the login server carries its own copy of this code (it
 must run with nothing but the system python3); the tests sign with one and
@@ -19,37 +22,43 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
-SCHEME = "labd-v1"
+SCHEME = "labd-v2"
 HEADER_KEY = "X-Labd-Key"
 HEADER_USER = "X-Labd-User"
 HEADER_TIME = "X-Labd-Time"
 HEADER_NONCE = "X-Labd-Nonce"
 HEADER_SIGNATURE = "X-Labd-Signature"
+HEADER_HOST = "X-Labd-Host"
 KEY_IDS = ("session", "admin")
 _NONCE_RE = re.compile(r"^[0-9a-f]{32,64}\Z")
 
 
-def canonical(key_id: str, method: str, path: str, user: str, timestamp: str, nonce: str, body: bytes) -> bytes:
+def canonical(key_id: str, method: str, path: str, user: str, timestamp: str, nonce: str, body: bytes,
+              host: str = "") -> bytes:
     body_hash = hashlib.sha256(body).hexdigest()
-    return "\n".join([SCHEME, key_id, method.upper(), path, user, timestamp, nonce, body_hash]).encode()
+    return "\n".join([SCHEME, key_id, method.upper(), path, user, timestamp, nonce, body_hash,
+                      host.lower()]).encode()
 
 
 def sign(key: bytes, key_id: str, method: str, path: str, user: str, body: bytes = b"",
-         now: float | None = None, nonce: str | None = None) -> dict[str, str]:
-    """Headers that authenticate one request."""
+         now: float | None = None, nonce: str | None = None, host: str = "") -> dict[str, str]:
+    """Headers that authenticate one request, for the lab host `host` (host[:port] of its URL)."""
     timestamp = str(int(time.time() if now is None else now))
     nonce = nonce or secrets.token_hex(16)
-    mac = hmac.new(key, canonical(key_id, method, path, user, timestamp, nonce, body), hashlib.sha256)
-    return {
+    mac = hmac.new(key, canonical(key_id, method, path, user, timestamp, nonce, body, host), hashlib.sha256)
+    headers = {
         HEADER_KEY: key_id,
         HEADER_USER: user,
         HEADER_TIME: timestamp,
         HEADER_NONCE: nonce,
         HEADER_SIGNATURE: mac.hexdigest(),
     }
+    if host:
+        headers[HEADER_HOST] = host.lower()
+    return headers
 
 
 HEADER_RESPONSE_SIGNATURE = "X-Labd-Response-Signature"
@@ -89,8 +98,10 @@ class Verifier:
     slip through.
     """
 
-    def __init__(self, keys: Mapping[str, bytes], max_skew: float, started_at: float | None = None) -> None:
+    def __init__(self, keys: Mapping[str, bytes], max_skew: float, started_at: float | None = None,
+                 host_names: Collection[str] = ()) -> None:
         self._keys = dict(keys)
+        self._host_names = frozenset(name.lower() for name in host_names)
         self._max_skew = max_skew
         self._started_at = int(time.time() if started_at is None else started_at)
         self._seen: dict[str, float] = {}
@@ -111,14 +122,18 @@ class Verifier:
         stamp = str(values[HEADER_TIME])
         nonce = str(values[HEADER_NONCE])
         signature = str(values[HEADER_SIGNATURE])
+        host = str(lowered.get(HEADER_HOST.lower()) or "").lower()
         key = self._keys.get(key_id)
         if key is None:
             raise AuthError(f"unknown key id {key_id!r}; expected one of {', '.join(sorted(self._keys))}")
         if not stamp.isdigit() or not _NONCE_RE.match(nonce):
             raise AuthError("malformed timestamp or nonce")
-        expected = hmac.new(key, canonical(key_id, method, path, user, stamp, nonce, body), hashlib.sha256)
+        expected = hmac.new(key, canonical(key_id, method, path, user, stamp, nonce, body, host), hashlib.sha256)
         if not hmac.compare_digest(expected.hexdigest(), signature.lower()):
             raise AuthError("bad signature")
+        if not self.for_this_host(key_id, host):
+            raise AuthError(f"signed for lab host {host or '(none)'!r}, which is not this labd "
+                            f"({', '.join(sorted(self._host_names))})")
         when = int(stamp)
         if abs(now - when) > self._max_skew:
             raise AuthError(f"stale request: timestamp {when} is more than {self._max_skew:g}s from labd's clock")
@@ -130,6 +145,20 @@ class Verifier:
                 raise AuthError("replayed request (nonce already used)")
             self._seen[nonce] = now + 2 * self._max_skew
         return Caller(key_id=key_id, user=user, nonce=nonce)
+
+    def for_this_host(self, key_id: str, host: str) -> bool:
+        """A session signature must name one of this labd's host names (when it has any).
+
+        An admin signature may name none: the administrator's tools run on the
+        lab host itself (labhost-cluster.py, `labd admin`) and reach it as
+        127.0.0.1, and the admin key never leaves the lab hosts and Pulumi state.
+        """
+        if not self._host_names:
+            return True
+        if not host:
+            return key_id == "admin"
+        bare = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        return host in self._host_names or bare in self._host_names
 
     def sign_response(self, caller: Caller, status: int, body: bytes) -> str:
         """The answer's signature with the key the caller authenticated with."""

@@ -71,6 +71,12 @@ class LabdConfig:
     roster_file: str
     # End of the term's access (epoch seconds), or None: after it no cluster starts.
     access_end: float | None = None
+    # Seconds a client has to send one whole request (line, headers, body).
+    request_timeout: float = 10.0
+    # Connections served at once; more are answered 503 and closed.
+    max_connections: int = 64
+    # The lab host names (host or host:port, lower case) session-signed requests must name; () = any.
+    host_names: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -138,7 +144,7 @@ def parse_config(raw: Mapping[str, Any]) -> LabdConfig:
         "listen", "class", "term", "labDomain", "stateFile", "workDir", "sessionKeyFile", "adminKeyFile",
         "k3dBinary", "k3dTimeout", "clusterPrefix", "idleTimeout", "stopGrace", "sessionTtl", "reaperInterval",
         "maxClockSkew", "portBase", "portLimit", "backendHost", "kubeconfigServer", "traefik", "k3d", "hooks",
-        "rosterFile", "accessEnd",
+        "rosterFile", "accessEnd", "requestTimeout", "maxConnections", "hostNames",
     }
     for key in raw:
         if key not in known:
@@ -205,8 +211,24 @@ def parse_config(raw: Mapping[str, Any]) -> LabdConfig:
             access_end = calendar.timegm(time.strptime(access_end_text, "%Y-%m-%dT%H:%M:%SZ"))
         except ValueError:
             raise LabdConfigError("accessEnd", access_end_text, "YYYY-MM-DDTHH:MM:SSZ (UTC)") from None
+    request_timeout = _seconds(raw, "requestTimeout", 10, 0.5)
+    if request_timeout > 300:
+        raise LabdConfigError("requestTimeout", request_timeout, "a number of seconds 0.5..300")
+    max_connections = _get(raw, "maxConnections", int, 64, "an integer 1..1024")
+    if not 1 <= max_connections <= 1024:
+        raise LabdConfigError("maxConnections", max_connections, "an integer 1..1024")
+    host_names_accepted = ("a list of the names callers reach labd by, as host or host:port "
+                           "(e.g. 'lab1.example.edu:8787')")
+    host_names = _get(raw, "hostNames", list, [], host_names_accepted)
+    for index, name in enumerate(host_names):
+        if not isinstance(name, str) or not re.match(
+                r"^([A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9a-fA-F:.]+\])(:\d{1,5})?\Z", name):
+            raise LabdConfigError(f"hostNames[{index}]", name, host_names_accepted)
     return LabdConfig(
         access_end=access_end,
+        request_timeout=request_timeout,
+        max_connections=max_connections,
+        host_names=tuple(name.lower() for name in host_names),
         listen_host=match.group(1).strip("[]"),
         listen_port=int(match.group(2)),
         class_name=class_name,
