@@ -126,6 +126,9 @@ def labd_config(spec: LabHostSpec, labs: LabsConfig, class_name: str, term: str,
         "traefik": {"file": f"{root}/var/lib/labd/traefik/labs.yaml"},
         "k3d": {"template": labs.labd_template()},
         "rosterFile": f"{root}/etc/labd/roster",
+        # The name the login server's hook calls this labd by (LabHost.labd_url): a session request
+        # signed for another lab host of the class is refused here, not replayed.
+        "hostNames": [f"{spec.address}:{spec.labd_port}"],
     }
     if access_end is not None:
         # labd's own parser: YYYY-MM-DDTHH:MM:SSZ, the roster's format too.

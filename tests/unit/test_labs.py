@@ -214,6 +214,9 @@ def test_install_ships_labd_config_and_keys_as_a_secret_stdin() -> None:
     assert files["/etc/labd/roster"]["restart"] == []  # a new student does not restart labd
     labd = json.loads(files["/etc/labd/labd.json"]["content"])
     assert labd["labDomain"] == "lab.example.edu" and labd["idleTimeout"] == 1800
+    # labd refuses a session request signed for another lab host: it knows the name the hook calls it by.
+    (host,) = [h for h in labs.hosts if h.name == "lab1"]
+    assert labd["hostNames"] == [f"{host.address}:{host.labd_port}"]
     assert labd["k3d"]["template"]["metadata"]["name"] == "${cluster}"
     assert labd["hooks"]["init"]["secretFile"] == "/etc/labd/hooks/init.secret"
     assert "/etc/systemd/system/classroom-labd.service" in files
