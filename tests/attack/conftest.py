@@ -187,13 +187,16 @@ class Server:
         return process
 
     def processes(self, user: str) -> list[int]:
-        """Live (non-zombie) processes whose real or effective UID is the user's."""
+        """Live (non-zombie) processes of this server (their root is its root) whose real or effective
+        UID is the user's. Another test run on the machine may have a user of the same name and UID."""
         uid = str(self.uid(user))
         found = []
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
             try:
+                if os.readlink(f"/proc/{entry}/root") != str(self.root):
+                    continue
                 status = Path(f"/proc/{entry}/status").read_text()
             except OSError:
                 continue
