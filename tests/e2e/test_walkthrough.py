@@ -1,5 +1,8 @@
 """The chart's walkthrough, for real: up, ssh in, uninstall, reinstall, same home.
 
+Both modes run it: unprivileged (sshd only, the entry point as PID 1) and
+privileged (systemd as PID 1 in the pod, rc-local before sshd, the hostname set).
+
 A local control plane with one real node (tools/node.py) and the Debian login
 image built here (tools/loginimage.py) imported into its containerd.  The real
 engine runs `pulumi up` of an unprivileged stack using that image; the pod
@@ -64,6 +67,7 @@ class Walk:
     keys: dict[str, Path]
     pubs: dict[str, str]
     certs: Path
+    mode: str = "unprivileged"
     figures: dict[str, float] = field(default_factory=dict)
     alice_uid: str = ""
 
@@ -111,13 +115,13 @@ def kubectl_text(walk: Walk, *args: str) -> str:
     return kubectl(str(walk.cluster.kubeconfig), *args, check=False).stdout
 
 
-def stack_config(pubs: dict[str, str], roster: list[str]) -> dict[str, Any]:
+def stack_config(pubs: dict[str, str], roster: list[str], mode: str = "unprivileged") -> dict[str, Any]:
     today = datetime.datetime.now(datetime.UTC).date()
     return {
         "hostName": "walkthrough",
         "user": "instructor",
         "userID": 10000,
-        "privileged": False,
+        "privileged": mode == "privileged",
         "homeSize": "1Gi",
         "storageProvisioner": localcluster.PROVISIONER,
         "image": {"repository": loginimage.IMAGE_REPOSITORY, "tag": RELEASE.name, "pullPolicy": "Never"},
@@ -132,15 +136,17 @@ def stack_config(pubs: dict[str, str], roster: list[str]) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module")
-def walk(tmp_path_factory: pytest.TempPathFactory, toolchain_env: dict[str, str], pulumi_bin: str) -> Iterator[Walk]:
+@pytest.fixture(scope="module", params=["unprivileged", "privileged"])
+def walk(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, toolchain_env: dict[str, str],
+         pulumi_bin: str) -> Iterator[Walk]:
+    mode: str = request.param
     try:
         localcluster.find_binaries()
         realnode.find_node_binaries()
         image = loginimage.build(RELEASE)
     except (localcluster.ClusterError, realnode.NodeError, loginimage.ImageError) as e:
         pytest.fail(str(e))
-    base = tmp_path_factory.mktemp("walkthrough")
+    base = tmp_path_factory.mktemp(f"walkthrough-{mode}")
     keydir = base / "keys"
     keydir.mkdir()
     keys, pubs = {}, {}
@@ -155,11 +161,11 @@ def walk(tmp_path_factory: pytest.TempPathFactory, toolchain_env: dict[str, str]
             node.import_image(image)
             figures = {"node start (s)": node.started_in, "login image import (s)": time.monotonic() - t0}
             project = PulumiProject.create(base, STACK, toolchain_env, str(cluster.kubeconfig))
-            for key, value in stack_config(pubs, ["alice", "bob"]).items():
+            for key, value in stack_config(pubs, ["alice", "bob"], mode).items():
                 project.set_config(key, value)
-            yield Walk(cluster, node, project, keys, pubs, base / "certs", figures)
+            yield Walk(cluster, node, project, keys, pubs, base / "certs", mode, figures)
             (REPO / "out").mkdir(exist_ok=True)
-            (REPO / "out" / "walkthrough-figures.json").write_text(json.dumps(figures, indent=2) + "\n")
+            (REPO / "out" / f"walkthrough-{mode}-figures.json").write_text(json.dumps(figures, indent=2) + "\n")
         finally:
             node.stop()
     assert realnode.leftovers(before, base / "node") == {}
@@ -185,6 +191,22 @@ def test_up_runs_the_login_pod_on_the_real_node_and_it_becomes_ready(walk: Walk,
     login = next(c for c in pod["status"]["containerStatuses"] if c["name"] == "login")
     assert login["image"].endswith(RELEASE.ref) and login["state"].get("running"), login
     assert first_up["host"] == LB_ADDRESS
+
+
+def test_the_pod_runs_in_its_mode(walk: Walk, first_up: dict[str, Any]) -> None:
+    out = walk.ssh("alice", "cat /proc/1/comm; hostname", first_up).stdout.split()
+    if walk.mode == "unprivileged":
+        assert out[0] == "sshd", out  # the entry point ran rc.local, then exec'd sshd
+        return
+    assert out == ["systemd", "walkthrough"], out
+    # rc-local.service finished before ssh.service started (sshd waits for the boot script)
+    show = walk.ssh("alice", "systemctl show -p ActiveEnterTimestampMonotonic rc-local.service; "
+                    "systemctl show -p ExecMainStartTimestampMonotonic ssh.service; "
+                    "systemctl is-system-running || true", first_up).stdout.split()
+    rc_local = int(show[0].split("=")[1])
+    sshd = int(show[1].split("=")[1])
+    assert 0 < rc_local <= sshd, show
+    assert show[2] == "running", f"systemd in the pod is {show[2]} (failed units?)"
 
 
 def test_known_hosts_is_only_the_stacks_cert_authority_line(walk: Walk, first_up: dict[str, Any]) -> None:
@@ -235,7 +257,7 @@ def test_a_students_own_authorized_keys_is_ignored(walk: Walk, first_up: dict[st
 
 def test_a_student_added_to_the_roster_gets_in_without_a_pod_restart(walk: Walk, first_up: dict[str, Any]) -> None:
     pod_before = walk.pod()["metadata"]["uid"]
-    walk.project.set_config("roster", stack_config(walk.pubs, ["alice", "bob", "carol"])["roster"])
+    walk.project.set_config("roster", stack_config(walk.pubs, ["alice", "bob", "carol"], walk.mode)["roster"])
     walk.project.up()
     address = walk.issue()
     walk.ssh_eventually("carol", "true", address)
@@ -256,7 +278,7 @@ def test_a_removed_student_is_locked_out_and_their_session_ends(walk: Walk, firs
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert session.stdout is not None and session.stdout.readline().strip() == "open"
-        walk.project.set_config("roster", stack_config(walk.pubs, ["alice", "carol"])["roster"])
+        walk.project.set_config("roster", stack_config(walk.pubs, ["alice", "carol"], walk.mode)["roster"])
         walk.project.up()
         session.wait(timeout=ROSTER_DEADLINE)  # the reconciler kills bob's processes
         end = time.monotonic() + ROSTER_DEADLINE
@@ -272,7 +294,7 @@ def test_a_removed_student_is_locked_out_and_their_session_ends(walk: Walk, firs
 def test_after_access_end_no_student_gets_in_and_open_sessions_end(walk: Walk, first_up: dict[str, Any]) -> None:
     # the last test: it ends the term. accessEnd a little after this `up`, as an exact date-time
     access_end = datetime.datetime.now(datetime.UTC).replace(microsecond=0) + datetime.timedelta(seconds=75)
-    config = stack_config(walk.pubs, ["alice", "carol"])
+    config = stack_config(walk.pubs, ["alice", "carol"], walk.mode)
     walk.project.set_config("term", {**config["term"], "end": access_end.isoformat().replace("+00:00", "Z")})
     walk.project.up()
     address = walk.issue()
