@@ -29,8 +29,6 @@ sys.path.insert(0, str(REPO / "tools"))
 
 import loginimage  # noqa: E402  (lives in tools/)
 
-pytestmark = pytest.mark.e2e
-
 RELEASE = loginimage.RELEASES["bookworm"]
 
 

@@ -30,8 +30,6 @@ sys.path.insert(0, str(REPO / "tools"))
 import localcluster  # noqa: E402
 import node as realnode  # noqa: E402
 
-pytestmark = pytest.mark.e2e
-
 TOKEN = secrets.token_hex(8)
 WEB_IMAGE = "classroom.local/node-test-web:1"
 CLIENT_IMAGE = "classroom.local/node-test-client:1"

@@ -42,8 +42,6 @@ import localcluster  # noqa: E402
 import loginimage  # noqa: E402
 import node as realnode  # noqa: E402
 
-pytestmark = pytest.mark.e2e
-
 STACK = "walkthrough"
 NAMESPACE = f"classroom-{STACK}"
 RELEASE = loginimage.RELEASES["bookworm"]
