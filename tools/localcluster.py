@@ -53,7 +53,7 @@ REPO = Path(__file__).resolve().parent.parent
 PROVISIONER = "classroom.local/hostpath"
 STORAGE_CLASSES = {"local-retain": "Retain", "local-delete": "Delete"}
 DEFAULT_STORAGE_CLASS = "local-retain"
-LB_POOL = ipaddress.ip_network("127.240.0.0/16")
+LB_POOL = ipaddress.IPv4Network("127.240.0.0/16")
 SERVICE_CIDR = "10.96.0.0/16"
 FAKE_NODES = ("kwok-node-0", "kwok-node-1")
 # the order matters: stop() kills in reverse
@@ -161,6 +161,32 @@ class Pki:
 
     def key(self, name: str) -> Path:
         return self.dir / f"{name}.key"
+
+    def issue_client(self, name: str, cn: str, org: str | None = None) -> None:
+        """A client certificate `name`.crt/.key signed by this CA (kept if it exists)."""
+        if self.crt(name).exists() and self.key(name).exists():
+            return
+        ca_key = serialization.load_pem_private_key(self.key("ca").read_bytes(), password=None)
+        ca_cert = x509.load_pem_x509_certificate(self.ca_crt.read_bytes())
+        assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+        now = datetime.datetime.now(datetime.UTC)
+        key = ec.generate_private_key(ec.SECP256R1())
+        attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+        if org:
+            attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name(attrs))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(ca_cert.not_valid_after_utc)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        _write(self.key(name), _pem_key(key))
+        _write(self.crt(name), cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
     def create(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -395,9 +421,10 @@ class Controllers:
     what to do from the current state alone.
     """
 
-    def __init__(self, api: KubeApi, volumes_dir: Path) -> None:
+    def __init__(self, api: KubeApi, volumes_dir: Path, lb_pool: ipaddress.IPv4Network = LB_POOL) -> None:
         self.api = api
         self.volumes_dir = volumes_dir
+        self.lb_pool = lb_pool
 
     def run_once(self) -> None:
         classes = {
@@ -516,7 +543,7 @@ class Controllers:
             for svc in services
             for ing in (svc.get("status", {}).get("loadBalancer", {}).get("ingress") or [])
         }
-        pool = (str(ip) for ip in LB_POOL.hosts())
+        pool = (str(ip) for ip in self.lb_pool.hosts())
         for svc in services:
             if svc["spec"].get("type") != "LoadBalancer":
                 continue
@@ -524,7 +551,7 @@ class Controllers:
                 continue
             # honour an explicit request inside the pool, as MetalLB does
             requested = svc["spec"].get("loadBalancerIP")
-            if requested and ipaddress.ip_address(requested) in LB_POOL and requested not in used:
+            if requested and ipaddress.ip_address(requested) in self.lb_pool and requested not in used:
                 ip = requested
             else:
                 ip = next(a for a in pool if a not in used)
@@ -537,7 +564,7 @@ class Controllers:
             log(f"assigned {ip} to LoadBalancer {meta['namespace']}/{meta['name']}")
 
 
-def run_controllers(cluster_dir: Path, owner_pid: int | None) -> None:
+def run_controllers(cluster_dir: Path, owner_pid: int | None, lb_pool: ipaddress.IPv4Network = LB_POOL) -> None:
     """Poll loop; if the owning process dies without stopping us, tear the cluster down."""
     stop = False
 
@@ -548,7 +575,7 @@ def run_controllers(cluster_dir: Path, owner_pid: int | None) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     api = KubeApi(cluster_dir / "kubeconfig")
-    controllers = Controllers(api, cluster_dir / "volumes")
+    controllers = Controllers(api, cluster_dir / "volumes", lb_pool)
     while not stop:
         if owner_pid and not pid_alive(owner_pid):
             log(f"owner process {owner_pid} is gone; stopping the cluster")
@@ -587,6 +614,10 @@ class LocalCluster:
 
     dir: Path
     owner_pid: int | None = None
+    # kwok's fake nodes; () for a cluster whose pods must all land on a real node (tools/node.py)
+    fake_nodes: tuple[str, ...] = FAKE_NODES
+    # LoadBalancer addresses; a real node routes a pool outside 127/8 to its kube-proxy
+    lb_pool: ipaddress.IPv4Network = LB_POOL
     ports: dict[str, int] = field(default_factory=dict)
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -646,6 +677,8 @@ class LocalCluster:
         (self.dir / "volumes").mkdir(exist_ok=True)
         pki = Pki(self.dir / "pki")
         pki.create()
+        # the API server's identity towards kubelets (logs, exec, port-forward of a real node)
+        pki.issue_client("apiserver-kubelet-client", "kube-apiserver-kubelet-client", "system:masters")
         self.ports = {
             "etcd": free_port(),
             "etcd-peer": free_port(),
@@ -694,6 +727,8 @@ class LocalCluster:
                 f"--tls-cert-file={pki.crt('apiserver')}",
                 f"--tls-private-key-file={pki.key('apiserver')}",
                 f"--client-ca-file={pki.ca_crt}",
+                f"--kubelet-client-certificate={pki.crt('apiserver-kubelet-client')}",
+                f"--kubelet-client-key={pki.key('apiserver-kubelet-client')}",
                 "--authorization-mode=Node,RBAC",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={pki.dir / 'sa.pub'}",
@@ -764,14 +799,15 @@ class LocalCluster:
                 str(Path(__file__).resolve()),
                 "controllers",
                 f"--dir={self.dir}",
+                f"--lb-pool={self.lb_pool}",
                 *([f"--owner-pid={owner_pid}"] if owner_pid else []),
             ],
         )
         self._save_state(server)
 
         self._create_storage_classes(api)
-        self._create_nodes(api)
-        self._wait("fake nodes Ready", deadline, lambda: self._nodes_ready(api))
+        self._create_nodes(api, self.fake_nodes)
+        self._wait("fake nodes Ready", deadline, lambda: self._nodes_ready(api, self.fake_nodes))
         self._wait("default ServiceAccount", deadline, lambda: self._default_sa(api))
         log(f"cluster ready in {time.monotonic() - t0:.1f}s; KUBECONFIG={self.kubeconfig}")
 
@@ -859,8 +895,8 @@ class LocalCluster:
             )
 
     @staticmethod
-    def _create_nodes(api: KubeApi) -> None:
-        for name in FAKE_NODES:
+    def _create_nodes(api: KubeApi, names: tuple[str, ...]) -> None:
+        for name in names:
             api.create(
                 "/api/v1/nodes",
                 {
@@ -887,7 +923,7 @@ class LocalCluster:
             )
 
     @staticmethod
-    def _nodes_ready(api: KubeApi) -> bool:
+    def _nodes_ready(api: KubeApi, names: tuple[str, ...]) -> bool:
         nodes = api.get("/api/v1/nodes")["items"]
         ready = {
             n["metadata"]["name"]
@@ -895,7 +931,7 @@ class LocalCluster:
             for c in n.get("status", {}).get("conditions") or []
             if c["type"] == "Ready" and c["status"] == "True"
         }
-        return set(FAKE_NODES) <= ready
+        return set(names) <= ready
 
     @staticmethod
     def _default_sa(api: KubeApi) -> bool:
@@ -1015,8 +1051,11 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--dir", required=True, type=Path, help="cluster state directory")
         if name == "controllers":
             p.add_argument("--owner-pid", type=int, default=None)
+        if name in ("controllers", "start"):
+            p.add_argument("--lb-pool", type=ipaddress.IPv4Network, default=LB_POOL,
+                           help="LoadBalancer address pool (default %(default)s)")
     args = parser.parse_args(argv)
-    cluster = LocalCluster(args.dir)
+    cluster = LocalCluster(args.dir, lb_pool=getattr(args, "lb_pool", LB_POOL))
     try:
         if args.command == "start":
             signal.signal(signal.SIGTERM, _raise_system_exit)  # a killed start cleans up too
@@ -1033,7 +1072,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(st, indent=2))
             return 0 if st["api_ready"] else 1
         else:
-            run_controllers(cluster.dir, args.owner_pid)
+            run_controllers(cluster.dir, args.owner_pid, args.lb_pool)
     except ClusterError as e:
         log(f"ERROR: {e}")
         return 1

@@ -8,6 +8,7 @@
 #
 #   tools/toolchain.sh [all|engine|cluster|lint|traefik]   build what is missing
 #       cluster: etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok
+#                kubelet kube-proxy (the real node of tools/node.py)
 #       engine:  pulumi pulumi-language-python + kubernetes/tls/command plugins (installed)
 #       lint: actionlint   traefik: traefik   helm: helm (benchmarks only, not in all)
 #       all: every one the tests need (any failure fails)
@@ -185,7 +186,8 @@ k8s_ldflags() {
 
 build_kubernetes() {
     local missing=() c
-    for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+    # kubelet and kube-proxy: the real node (tools/node.py); same module tree and flags
+    for c in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do
         stamped "$c" || missing+=("$c")
     done
     [[ ${#missing[@]} -eq 0 ]] && return

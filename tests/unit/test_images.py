@@ -38,6 +38,8 @@ SSHD_CONFIG = REPO / "components" / "scripts" / "sshd_config"
 
 # Ubuntu releases the project ships login images for, by directory suffix.
 UBUNTU_RELEASES = {"jammy": "22.04", "noble": "24.04", "resolute": "26.04"}
+# Debian releases likewise (built here too, by tools/loginimage.py: tests/e2e/test_login_image.py).
+DEBIAN_RELEASES = {"bookworm": "12"}
 
 # What the pod and the roster reconciler rely on inside the image.
 REQUIRED_PACKAGES = {
@@ -62,7 +64,13 @@ unit = pytest.mark.unit
 # The chroot tests run real programs as root, like the ssh tier's tests do.
 chroot_tier = pytest.mark.ssh
 
-LOGIN_IMAGE_DIRS = sorted(p.parent for p in CONTAINERS.glob("ubuntu-*/Dockerfile"))
+LOGIN_IMAGE_DIRS = sorted(p.parent for pattern in ("ubuntu-*/Dockerfile", "debian-*/Dockerfile")
+                          for p in CONTAINERS.glob(pattern))
+
+
+def release_of(image_dir: Path) -> str:
+    """The image's name in tags and in the workflow: its directory without the distro."""
+    return image_dir.name.split("-", 1)[1]
 
 
 # --------------------------------------------------------------- parsing ---
@@ -169,8 +177,8 @@ def sshd_directories() -> dict[str, str]:
 # ----------------------------------------------------- Dockerfile contract ---
 @unit
 def test_every_supported_release_has_an_image() -> None:
-    names = {d.name.removeprefix("ubuntu-") for d in LOGIN_IMAGE_DIRS}
-    assert names == set(UBUNTU_RELEASES), f"login images found: {sorted(names)}"
+    names = {release_of(d) for d in LOGIN_IMAGE_DIRS}
+    assert names == set(UBUNTU_RELEASES) | set(DEBIAN_RELEASES), f"login images found: {sorted(names)}"
 
 
 @pytest.fixture(params=LOGIN_IMAGE_DIRS, ids=lambda d: d.name)
@@ -180,16 +188,16 @@ def image_dir(request: pytest.FixtureRequest) -> Path:
 
 
 @unit
-def test_base_image_is_the_pinned_ubuntu_release(image_dir: Path) -> None:
+def test_base_image_is_the_pinned_release(image_dir: Path) -> None:
     froms = [ins for ins in dockerfile(image_dir) if ins.keyword == "FROM"]
     assert len(froms) == 1, "login images are single-stage"
     image = froms[0].args.split()[0]
-    codename = image_dir.name.removeprefix("ubuntu-")
-    release = UBUNTU_RELEASES[codename]
+    distro, codename = image_dir.name.split("-", 1)
+    release = {**UBUNTU_RELEASES, **DEBIAN_RELEASES}[codename]
     repo, _, tag = image.partition(":")
-    assert repo in {"ubuntu", "docker.io/library/ubuntu"}, image
+    assert repo in {distro, f"docker.io/library/{distro}"}, image
     assert tag != "latest" and (tag == release or tag.startswith(f"{codename}-") or tag.startswith(release)), (
-        f"{image}: expected ubuntu:{release} (or a dated {codename}-* tag)"
+        f"{image}: expected {distro}:{release} (or a dated {codename}-* tag)"
     )
 
 
@@ -327,7 +335,7 @@ def test_images_workflow_builds_every_image_on_its_tag() -> None:
     workflow = load_workflow("images.yml")
     tag_patterns = set(workflow["on"]["push"]["tags"])
     by_image = {entry["image"]: entry for entry in image_matrix()}
-    expected = {d.name.removeprefix("ubuntu-"): d / "Dockerfile" for d in LOGIN_IMAGE_DIRS}
+    expected = {release_of(d): d / "Dockerfile" for d in LOGIN_IMAGE_DIRS}
     if (CONTAINERS / "labd" / "Dockerfile").is_file():
         expected["labd"] = CONTAINERS / "labd" / "Dockerfile"
     for image, path in expected.items():
