@@ -2,10 +2,12 @@
 """Builds the Debian login image here, from Debian's own tools, with no registry.
 
 Nothing can be pulled from an image registry on these machines, so the base
-image a Dockerfile's ``FROM debian:12`` names is made locally: a minbase root
-file system from ``debootstrap`` (what Debian's official image is made of,
-too), imported into a private buildah store under that very name.  Then the
-real ``containers/debian-bookworm/Dockerfile`` is built by buildah: its
+image ``FROM debian:12`` names (the login Dockerfile's ``RELEASE`` argument for
+the bookworm image) is made locally: a minbase root file system from
+``debootstrap`` (what Debian's official image is made of, too), imported into a
+private buildah store under that very name.  Then the real
+``containers/login/Dockerfile`` is built by buildah with
+``--build-arg RELEASE=debian:12``, as the images workflow builds it: its
 ``apt-get install`` and its ``RUN .../setup-image.sh`` really run.  The result
 is saved as a docker-archive tar that ``ctr images import`` (a node's
 containerd) and ``docker load`` read.
@@ -48,20 +50,22 @@ class ImageError(RuntimeError):
 
 @dataclass(frozen=True)
 class Release:
-    name: str  # the image tag and containers/debian-<name>
+    name: str  # the image tag (as in the images workflow's matrix)
     suite: str  # debootstrap's suite
-    base_ref: str  # what the Dockerfile's FROM resolves to
+    release: str  # the Dockerfile's RELEASE build argument (its FROM)
+    base_ref: str  # what that FROM resolves to
 
     @property
     def dockerfile(self) -> Path:
-        return REPO / "containers" / f"debian-{self.name}" / "Dockerfile"
+        return LOGIN_DOCKERFILE
 
     @property
     def ref(self) -> str:
         return f"{IMAGE_REPOSITORY}:{self.name}"
 
 
-RELEASES = {"bookworm": Release("bookworm", "bookworm", "docker.io/library/debian:12")}
+LOGIN_DOCKERFILE = REPO / "containers" / "login" / "Dockerfile"
+RELEASES = {"bookworm": Release("bookworm", "bookworm", "debian:12", "docker.io/library/debian:12")}
 
 # Everything the Dockerfile copies or runs, besides the Dockerfile itself.
 BUILD_INPUTS = (REPO / "containers" / "common", REPO / "components" / "scripts" / "entrypoint-unprivileged.sh")
@@ -186,7 +190,7 @@ def ensure_base_image(release: Release) -> str:
 
 def input_digest(release: Release, base_sha: str) -> str:
     """A hash of the base and of every file the build reads."""
-    digest = hashlib.sha256(f"base {base_sha}\n".encode())
+    digest = hashlib.sha256(f"base {base_sha}\nrelease {release.release}\n".encode())
     files = [release.dockerfile]
     for item in BUILD_INPUTS:
         files += sorted(p for p in item.rglob("*") if p.is_file()) if item.is_dir() else [item]
@@ -222,7 +226,7 @@ def build(release: Release) -> Path:
         t0 = time.monotonic()
         _run(_buildah("bud", "--pull=never", "--network", "host", "--layers=false",
                       "--format", "docker",
-                      "--annotation", f"classroom.inputs={key}",
+                      "--annotation", f"classroom.inputs={key}", "--build-arg", f"RELEASE={release.release}",
                       "-f", str(release.dockerfile), "-t", release.ref, str(REPO)),
              logfile, f"buildah bud of {release.dockerfile.relative_to(REPO)}")
         tmp = out.with_suffix(".tar.tmp")

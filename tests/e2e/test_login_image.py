@@ -1,7 +1,7 @@
 """The Debian login image, really built here, and what it contains.
 
 ``tools/loginimage.py build`` makes the base with Debian's debootstrap, then
-buildah runs ``containers/debian-bookworm/Dockerfile`` itself: the packages
+buildah runs ``containers/login/Dockerfile`` (``RELEASE=debian:12``) itself: the packages
 are installed by apt and ``containers/common/setup-image.sh`` runs as the
 build's RUN step.  These tests read the docker-archive it produces (what a
 node's containerd imports), layer by layer with whiteouts applied, and check

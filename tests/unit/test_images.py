@@ -36,7 +36,7 @@ COMMON = CONTAINERS / "common"
 SETUP_SCRIPT = COMMON / "setup-image.sh"
 SSHD_CONFIG = REPO / "components" / "scripts" / "sshd_config"
 
-# Ubuntu releases the project ships login images for, by directory suffix.
+# Ubuntu releases the project ships login images for, by image name (the images workflow's matrix).
 UBUNTU_RELEASES = {"jammy": "22.04", "noble": "24.04", "resolute": "26.04"}
 # Debian releases likewise (built here too, by tools/loginimage.py: tests/e2e/test_login_image.py).
 DEBIAN_RELEASES = {"bookworm": "12"}
@@ -64,13 +64,9 @@ unit = pytest.mark.unit
 # The chroot tests run real programs as root, like the ssh tier's tests do.
 chroot_tier = pytest.mark.ssh
 
-LOGIN_IMAGE_DIRS = sorted(p.parent for pattern in ("ubuntu-*/Dockerfile", "debian-*/Dockerfile")
-                          for p in CONTAINERS.glob(pattern))
-
-
-def release_of(image_dir: Path) -> str:
-    """The image's name in tags and in the workflow: its directory without the distro."""
-    return image_dir.name.split("-", 1)[1]
+# One login Dockerfile for every release; the release is its RELEASE build argument.
+LOGIN_DIR = CONTAINERS / "login"
+LOGIN_DOCKERFILE = LOGIN_DIR / "Dockerfile"
 
 
 # --------------------------------------------------------------- parsing ---
@@ -175,41 +171,51 @@ def sshd_directories() -> dict[str, str]:
 
 
 # ----------------------------------------------------- Dockerfile contract ---
-@unit
-def test_every_supported_release_has_an_image() -> None:
-    names = {release_of(d) for d in LOGIN_IMAGE_DIRS}
-    assert names == set(UBUNTU_RELEASES) | set(DEBIAN_RELEASES), f"login images found: {sorted(names)}"
+def expected_release(image: str) -> str:
+    """The base image a login image is built from: `ubuntu:22.04` for jammy, `debian:12` for bookworm."""
+    if image in UBUNTU_RELEASES:
+        return f"ubuntu:{UBUNTU_RELEASES[image]}"
+    return f"debian:{DEBIAN_RELEASES[image]}"
 
 
-@pytest.fixture(params=LOGIN_IMAGE_DIRS, ids=lambda d: d.name)
-def image_dir(request: pytest.FixtureRequest) -> Path:
-    path: Path = request.param
-    return path
-
-
-@unit
-def test_base_image_is_the_pinned_release(image_dir: Path) -> None:
-    froms = [ins for ins in dockerfile(image_dir) if ins.keyword == "FROM"]
-    assert len(froms) == 1, "login images are single-stage"
-    image = froms[0].args.split()[0]
-    distro, codename = image_dir.name.split("-", 1)
-    release = {**UBUNTU_RELEASES, **DEBIAN_RELEASES}[codename]
-    repo, _, tag = image.partition(":")
-    assert repo in {distro, f"docker.io/library/{distro}"}, image
-    assert tag != "latest" and (tag == release or tag.startswith(f"{codename}-") or tag.startswith(release)), (
-        f"{image}: expected {distro}:{release} (or a dated {codename}-* tag)"
-    )
+def login_entries() -> dict[str, dict[str, str]]:
+    """The images workflow's matrix entries that build the login Dockerfile, by image name."""
+    return {e["image"]: e for e in image_matrix() if e["dockerfile"] == str(LOGIN_DOCKERFILE.relative_to(REPO))}
 
 
 @unit
-def test_stop_signal_lets_systemd_shut_down(image_dir: Path) -> None:
-    signals = [ins.args for ins in dockerfile(image_dir) if ins.keyword == "STOPSIGNAL"]
+def test_every_supported_release_has_an_image_built_from_the_one_login_dockerfile() -> None:
+    entries = login_entries()
+    assert set(entries) == set(UBUNTU_RELEASES) | set(DEBIAN_RELEASES), f"login images built: {sorted(entries)}"
+    for image, entry in entries.items():
+        assert entry["release"] == expected_release(image), f"{image}: built from {entry['release']}"
+    # No second login Dockerfile drifting on its own.
+    others = [p for p in CONTAINERS.glob("*/Dockerfile") if p.parent.name not in {"login", "labd"}]
+    assert not others, others
+
+
+@unit
+def test_base_image_is_the_release_argument_pinned_by_default() -> None:
+    instructions = dockerfile(LOGIN_DIR)
+    froms = [ins for ins in instructions if ins.keyword == "FROM"]
+    assert len(froms) == 1 and froms[0].args == "${RELEASE}", "login images are single-stage, FROM ${RELEASE}"
+    # The default (a plain `docker build`) is a supported, pinned release, declared before FROM.
+    before = instructions[: instructions.index(froms[0])]
+    defaults = [ins.args.split("=", 1)[1] for ins in before if ins.keyword == "ARG" and ins.args.startswith("RELEASE=")]
+    assert defaults and defaults[0] in {expected_release(name) for name in login_entries()}, defaults
+    for image, entry in login_entries().items():
+        assert not entry["release"].endswith(":latest"), image
+
+
+@unit
+def test_stop_signal_lets_systemd_shut_down() -> None:
+    signals = [ins.args for ins in dockerfile(LOGIN_DIR) if ins.keyword == "STOPSIGNAL"]
     assert signals and signals[-1] == "SIGRTMIN+3", signals
 
 
 @unit
-def test_systemd_is_pid_1(image_dir: Path) -> None:
-    instructions = dockerfile(image_dir)
+def test_systemd_is_pid_1() -> None:
+    instructions = dockerfile(LOGIN_DIR)
     assert not [i for i in instructions if i.keyword == "ENTRYPOINT"], "an ENTRYPOINT would wrap systemd"
     cmds = [i for i in instructions if i.keyword == "CMD"]
     assert cmds, "no CMD"
@@ -219,14 +225,14 @@ def test_systemd_is_pid_1(image_dir: Path) -> None:
 
 
 @unit
-def test_installs_what_the_pod_relies_on(image_dir: Path) -> None:
-    packages = set(apt_installed_packages(dockerfile(image_dir)))
+def test_installs_what_the_pod_relies_on() -> None:
+    packages = set(apt_installed_packages(dockerfile(LOGIN_DIR)))
     assert packages >= REQUIRED_PACKAGES, f"missing: {sorted(REQUIRED_PACKAGES - packages)}"
 
 
 @unit
-def test_apt_installs_are_lean_and_leave_no_lists(image_dir: Path) -> None:
-    runs = [i for i in dockerfile(image_dir) if i.keyword == "RUN" and "apt-get install" in i.args]
+def test_apt_installs_are_lean_and_leave_no_lists() -> None:
+    runs = [i for i in dockerfile(LOGIN_DIR) if i.keyword == "RUN" and "apt-get install" in i.args]
     assert runs
     for run in runs:
         assert "--no-install-recommends" in run.args, f"line {run.line}"
@@ -234,8 +240,8 @@ def test_apt_installs_are_lean_and_leave_no_lists(image_dir: Path) -> None:
 
 
 @unit
-def test_runs_the_shared_setup_script(image_dir: Path) -> None:
-    instructions = dockerfile(image_dir)
+def test_runs_the_shared_setup_script() -> None:
+    instructions = dockerfile(LOGIN_DIR)
     copies = [i.args.split() for i in instructions if i.keyword == "COPY"]
     assert ["containers/common/", f"{SETUP_DIR_IN_IMAGE}/"] in copies, copies
     runs = [i.args for i in instructions if i.keyword == "RUN"]
@@ -246,17 +252,17 @@ def test_runs_the_shared_setup_script(image_dir: Path) -> None:
 
 
 @unit
-def test_image_ships_the_unprivileged_entry_point(image_dir: Path) -> None:
+def test_image_ships_the_unprivileged_entry_point() -> None:
     # components/server.py runs it as the container command when privileged=false.
-    copies = [i.args.split() for i in dockerfile(image_dir) if i.keyword == "COPY"]
+    copies = [i.args.split() for i in dockerfile(LOGIN_DIR) if i.keyword == "COPY"]
     shipped = [c for c in copies if c[-1] == entrypoint_path()]
     assert shipped, f"no COPY to {entrypoint_path()}: {copies}"
     assert "--chmod=0755" in shipped[0]
 
 
 @unit
-def test_image_build_does_not_create_ready(image_dir: Path) -> None:
-    text = "\n".join(i.args for i in dockerfile(image_dir))
+def test_image_build_does_not_create_ready() -> None:
+    text = "\n".join(i.args for i in dockerfile(LOGIN_DIR))
     assert "/ready" not in text, "only the pod's boot script may create the readiness file"
     assert "rm -f /ready" in setup_script_lines()
 
@@ -335,7 +341,7 @@ def test_images_workflow_builds_every_image_on_its_tag() -> None:
     workflow = load_workflow("images.yml")
     tag_patterns = set(workflow["on"]["push"]["tags"])
     by_image = {entry["image"]: entry for entry in image_matrix()}
-    expected = {release_of(d): d / "Dockerfile" for d in LOGIN_IMAGE_DIRS}
+    expected = {image: LOGIN_DOCKERFILE for image in {**UBUNTU_RELEASES, **DEBIAN_RELEASES}}
     if (CONTAINERS / "labd" / "Dockerfile").is_file():
         expected["labd"] = CONTAINERS / "labd" / "Dockerfile"
     for image, path in expected.items():
@@ -389,12 +395,12 @@ ROOTFS = CACHE / "rootfs-images"
 DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = os.environ.get("CLASSROOM_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 # Ubuntu-only packages with no Debian counterpart; everything else in the
-# jammy image's list is installed into the Debian root filesystem as well.
+# login image's list is installed into the Debian root filesystem as well.
 NOT_IN_DEBIAN = {"unminimize"}
 
 
 def chroot_packages() -> list[str]:
-    packages = apt_installed_packages(dockerfile(CONTAINERS / "ubuntu-jammy"))
+    packages = apt_installed_packages(dockerfile(LOGIN_DIR))
     return sorted(set(packages) - NOT_IN_DEBIAN)
 
 
@@ -420,7 +426,7 @@ def debian_rootfs() -> Path:
     """A cached Debian root filesystem with the image's packages installed.
 
     Built with debootstrap on first use (a few minutes, Debian's mirror) and
-    rebuilt only when the jammy Dockerfile gains a package it lacks.
+    rebuilt only when the login Dockerfile gains a package it lacks.
     """
     if os.geteuid() != 0:
         pytest.skip("chroot tests need root (mount, chroot)")
@@ -486,9 +492,9 @@ def in_chroot(root: Path, command: str) -> subprocess.CompletedProcess[str]:
     return run(["chroot", str(root), "/bin/sh", "-c", command], env=env)
 
 
-def apply_copies(root: Path, image_dir: Path = CONTAINERS / "ubuntu-jammy") -> None:
+def apply_copies(root: Path, image_dir: Path = LOGIN_DIR) -> None:
     """Do what the Dockerfile's COPY instructions do, into a root filesystem."""
-    for ins in dockerfile(image_dir):
+    for ins in dockerfile(LOGIN_DIR):
         if ins.keyword != "COPY":
             continue
         words = ins.args.split()
@@ -731,13 +737,14 @@ echo "user=${DEFAULT_USER} id=${DEFAULT_USER_ID} host=${SET_HOSTNAME} cmd=${CUST
 def test_chroot_a_chart_style_rc_local_and_rc_user_work_with_the_programs_rc_env(image_root: Path) -> None:
     from components.config import parse_config
     from components.server import render_rc_env
+    from tests.harness import MAIN
 
     cfg = parse_config({"user": "chartuser", "userID": 12345, "hostName": "opus", "customizeCommand": "make",
                         "rcLocal": CHART_STYLE_RC_LOCAL, "rcUser": CHART_STYLE_RC_USER},
                        stack="dev", base_dir=REPO)
     assert cfg.warnings == ()  # it touches /ready
     etc = image_root / "etc"
-    (etc / "rc.env").write_text(render_rc_env(cfg))
+    (etc / "rc.env").write_text(render_rc_env(MAIN.default_user(cfg), MAIN.boot_files(cfg), cfg.privileged))
     for name, text in (("rc.local", cfg.rc_local), ("rc.user", cfg.rc_user)):
         (etc / name).write_text(text)
         (etc / name).chmod(0o755)

@@ -127,7 +127,7 @@ def _webhook(raw: Any, key: str) -> WebhookConfig | None:
     if not isinstance(raw, Mapping):
         raise LabdConfigError(key, raw, "an object with url, secretFile, timeout, retries")
     url = _get(raw, "url", str, "", "an http:// or https:// URL", key + ".")
-    if not re.match(r"^https?://[^/\s]+", url):
+    if not re.fullmatch(r"https?://[^/\s]+\S*", url):
         raise LabdConfigError(key + ".url", url, "an http:// or https:// URL")
     secret = read_secret_file(_get(raw, "secretFile", str, "", "a path", key + "."), key + ".secretFile")
     timeout = float(_get(raw, "timeout", (int, float), 5, "seconds > 0", key + "."))
@@ -150,20 +150,20 @@ def parse_config(raw: Mapping[str, Any]) -> LabdConfig:
         if key not in known:
             raise LabdConfigError(key, raw[key], "one of the known keys: " + ", ".join(sorted(known)))
     listen = _get(raw, "listen", str, "127.0.0.1:8787", "HOST:PORT")
-    match = re.match(r"^(.+):(\d{1,5})\Z", listen)
+    match = re.fullmatch(r"(.+):(\d{1,5})", listen)
     if not match or not 0 < int(match.group(2)) < 65536:
         raise LabdConfigError("listen", listen, "HOST:PORT with a port 1..65535")
-    name_re = r"^[a-z0-9][a-z0-9-]{0,39}$"
+    name_re = r"[a-z0-9][a-z0-9-]{0,39}"
     class_name = _get(raw, "class", str, "", "a class name like 'cis90'")
     term = _get(raw, "term", str, "", "a term like 'fall2026'")
     for key, value in (("class", class_name), ("term", term)):
-        if not re.match(name_re, value):
+        if not re.fullmatch(name_re, value):
             raise LabdConfigError(key, value, "lowercase letters, digits and '-', 1..40 characters")
     lab_domain = _get(raw, "labDomain", str, "", "a DNS domain like 'lab.example.edu'")
-    if not re.match(r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}\Z|^localhost\Z", lab_domain):
+    if not re.fullmatch(r"([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}|localhost", lab_domain):
         raise LabdConfigError("labDomain", lab_domain, "a lowercase DNS domain like 'lab.example.edu'")
     prefix = _get(raw, "clusterPrefix", str, "lab-", "a short hostname prefix like 'lab-'")
-    if not re.match(r"^[a-z][a-z0-9-]{0,11}\Z", prefix):
+    if not re.fullmatch(r"[a-z][a-z0-9-]{0,11}", prefix):
         raise LabdConfigError("clusterPrefix", prefix, "1..12 lowercase letters, digits or '-', starting with a letter")
     port_base = _get(raw, "portBase", int, 20000, "a port 1024..65000")
     port_limit = _get(raw, "portLimit", int, 29999, "a port above portBase, <= 65535")
@@ -197,7 +197,7 @@ def parse_config(raw: Mapping[str, Any]) -> LabdConfig:
         server_host = string.Template(kubeconfig_server).substitute(host="alice.x", user="alice", lab_domain="x")
     except (KeyError, ValueError):
         server_host = ""
-    if not re.match(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?\Z|^\[[0-9a-fA-F:]+\]\Z", server_host):
+    if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9a-fA-F:]+\]", server_host):
         raise LabdConfigError("kubeconfigServer", kubeconfig_server,
                               "a host name or address; placeholders $host (<user>.<labDomain>), $user, $lab_domain")
     hooks = _get(raw, "hooks", dict, {}, "an object with optional 'init' and 'cleanup' webhooks")
@@ -221,8 +221,8 @@ def parse_config(raw: Mapping[str, Any]) -> LabdConfig:
                            "(e.g. 'lab1.example.edu:8787')")
     host_names = _get(raw, "hostNames", list, [], host_names_accepted)
     for index, name in enumerate(host_names):
-        if not isinstance(name, str) or not re.match(
-                r"^([A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9a-fA-F:.]+\])(:\d{1,5})?\Z", name):
+        if not isinstance(name, str) or not re.fullmatch(
+                r"([A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9a-fA-F:.]+\])(:\d{1,5})?", name):
             raise LabdConfigError(f"hostNames[{index}]", name, host_names_accepted)
     return LabdConfig(
         access_end=access_end,
