@@ -13,7 +13,15 @@ from components.labconfig import LabHostSpec
 from components.labs import LabHost, LabHostArgs
 from components.roster import Roster, RosterArgs
 from components.rosterdata import class_and_term_names
-from components.server import LoginServer, LoginServerArgs
+from components.server import (
+    BootFiles,
+    DefaultUser,
+    HomeStorage,
+    LoginPod,
+    LoginServer,
+    LoginServerArgs,
+    selector_labels,
+)
 from components.services import SSH_SERVICE_NAME, PortServices, PortServicesArgs
 
 
@@ -37,21 +45,63 @@ def lab_storage_class(cfg: ClassroomConfig, spec: LabHostSpec, index: int) -> pu
     return cfg.managed_storage_class
 
 
+def default_user(cfg: ClassroomConfig) -> DefaultUser:
+    return DefaultUser(name=cfg.user, uid=cfg.user_id, ssh_key=cfg.user_ssh_key, ssh_import=cfg.user_ssh_import)
+
+
+def boot_files(cfg: ClassroomConfig) -> BootFiles:
+    return BootFiles(
+        host_name=cfg.host_name,
+        customize_repo=cfg.customize_repo,
+        customize_repo_command=cfg.customize_repo_command,
+        customize_command=cfg.customize_command,
+        rc_env=cfg.rc_env,
+        rc_env_is_secret=cfg.rc_env_is_secret,
+        rc_local=cfg.rc_local,
+        rc_user=cfg.rc_user,
+    )
+
+
+def home_storage(cfg: ClassroomConfig) -> HomeStorage:
+    return HomeStorage(
+        namespace=cfg.namespace,
+        home_size=cfg.home_size,
+        home_storage_class_name=cfg.home_storage_class_name,
+        extra_mounts=cfg.extra_mounts,
+        managed_class_name=cfg.managed_storage_class,
+        provisioner=cfg.storage_provisioner,
+        parameters=cfg.storage_parameters,
+        create_managed_class=cfg.needs_managed_storage_class,
+    )
+
+
+def login_pod(cfg: ClassroomConfig) -> LoginPod:
+    return LoginPod(
+        image=cfg.image,
+        resources=cfg.resources,
+        privileged=cfg.privileged,
+        ssh_port=cfg.service.port,
+        extra_ports=cfg.extra_ports,
+        node_selector=cfg.node_selector,
+        tolerations=cfg.tolerations,
+        affinity=cfg.affinity,
+        annotations=cfg.pod_annotations,
+    )
+
+
 def build(cfg: ClassroomConfig) -> Classroom:
     labels = {
         "app.kubernetes.io/part-of": "classroom",
         "app.kubernetes.io/managed-by": "pulumi",
         contract.STACK_LABEL: cfg.stack,
     }
-    # Everything namespaced waits for the namespace; the claims depend on it
-    # explicitly so a destroy can never delete the namespace before them.
-    namespace_deps: list[pulumi.Resource] = []
+    # Every component gets the namespace as an Output of the Namespace (when the
+    # stack creates it): everything in it, the claims first, depends on it
+    # through that input, so a destroy can never delete it before them.
     namespace_name: pulumi.Input[str] = cfg.namespace
     if cfg.create_namespace:
         namespace = storage.create_namespace(cfg.namespace, labels)
-        namespace_deps.append(namespace)
         namespace_name = namespace.metadata.apply(lambda m: m.name or cfg.namespace)
-    in_namespace = pulumi.ResourceOptions(depends_on=namespace_deps)
 
     ca = SshCertificateAuthority(
         "ssh-ca",
@@ -61,7 +111,6 @@ def build(cfg: ClassroomConfig) -> Classroom:
             existing_secret=cfg.ssh.existing_secret,
             known_hosts_patterns=cfg.ssh.known_hosts_patterns,
         ),
-        opts=in_namespace,
     )
     # Accounts, term window and certificates: a ConfigMap the login server
     # mounts; its in-pod reconciler follows changes without a pod restart,
@@ -77,7 +126,6 @@ def build(cfg: ClassroomConfig) -> Classroom:
                 stack=cfg.stack,
                 labels=labels,
             ),
-            opts=in_namespace,
         )
     # Lab hosts first: the login server's session hook needs each one's labd URL.
     lab_hosts: dict[str, LabHost] = {}
@@ -98,33 +146,39 @@ def build(cfg: ClassroomConfig) -> Classroom:
                     ca_private_key=ca.private_key_openssh,
                     storage_class_name=lab_storage_class(cfg, spec, index) if spec.in_cluster else None,
                 ),
-                opts=in_namespace,
             )
     lab_urls = (
         {user: lab_hosts[host].labd_url for user, host in cfg.labs.placement.items()} if cfg.labs.enabled else None
     )
-    server = LoginServer(
-        "login",
-        LoginServerArgs(
-            config=cfg,
-            ca_public_key=ca.public_key,
-            ca_private_key=ca.private_key_openssh,
-            ssh_service_name=SSH_SERVICE_NAME,
-            labels=labels,
-            depends_on=namespace_deps,
-            roster_config_map=roster.config_map_name if roster else None,
-            lab_urls=lab_urls,
-        ),
-    )
     ports = PortServices(
         "ports",
         PortServicesArgs(
-            namespace=cfg.namespace,
+            namespace=namespace_name,
             service=cfg.service,
             extra_ports=cfg.extra_ports,
-            selector=server.selector_labels,
+            selector=selector_labels(cfg.stack),
             labels=labels,
-            depends_on=namespace_deps,
+        ),
+    )
+    server = LoginServer(
+        "login",
+        LoginServerArgs(
+            namespace=namespace_name,
+            stack=cfg.stack,
+            user=default_user(cfg),
+            boot=boot_files(cfg),
+            storage=home_storage(cfg),
+            pod=login_pod(cfg),
+            ca_public_key=ca.public_key,
+            ca_private_key=ca.private_key_openssh,
+            # The address students are told to use (sshHost) must be a principal, even one the
+            # load balancer picked itself: else StrictHostKeyChecking refuses the certificate.
+            extra_host_names=[ports.host, cfg.service.load_balancer_ip, *cfg.ssh.host_principals],
+            ssh_service_name=SSH_SERVICE_NAME,
+            labels=labels,
+            roster_config_map=roster.config_map_name if roster else None,
+            lab_urls=lab_urls,
+            lab_session_key=cfg.labs.session_key,
         ),
     )
     return Classroom(config=cfg, ca=ca, server=server, ports=ports, roster=roster, lab_hosts=lab_hosts)

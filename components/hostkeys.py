@@ -86,7 +86,9 @@ def sign_host_certificate(ca_private_pem: str, public_key: str, *, principals: S
 
 
 def _signed_inputs(props: Mapping[str, Any]) -> dict[str, Any]:
-    return {"principals": list(props.get("principals") or []), "key_id": str(props.get("key_id") or "")}
+    """What the certificates say, from the resource's inputs (SIGNED_FIELDS, normalised)."""
+    principals, key_id = SIGNED_FIELDS
+    return {principals: list(props.get(principals) or []), key_id: str(props.get(key_id) or "")}
 
 
 def needs_resign(olds: Mapping[str, Any], news: Mapping[str, Any]) -> bool:

@@ -43,7 +43,7 @@ import pulumi_command as command
 import pulumi_kubernetes as k8s
 from cryptography.hazmat.primitives import serialization
 
-from components import contract
+from components import contract, podspec, storage
 from components.hostkeys import HOST_KEY_TYPES, HostKeySet, host_key_secret, host_key_volume, key_file
 from components.labconfig import LabHostSpec, LabsConfig
 from components.rosterdata import utc_stamp
@@ -210,6 +210,10 @@ def uninstall_command(spec: LabHostSpec) -> str:
     return f"for p in {run}/*.pid; do [ -f \"$p\" ] && kill \"$(cat \"$p\")\" 2>/dev/null; rm -f \"$p\"; done; true"
 
 
+LAB_HOST_TYPE = "classroom:index:LabHost"
+FORMER_LAB_HOST_TYPE = "classroom:labs:LabHost"  # until 2026-12; tests/labhost/test_labhost_token.py
+
+
 @dataclass
 class LabHostArgs:
     """What one lab host needs; the `inCluster` fields are required only for a host the stack runs itself."""
@@ -251,7 +255,10 @@ class LabHost(pulumi.ComponentResource):
         spec, labs, ca_public_key = args.spec, args.labs, args.ca_public_key
         class_name, term, access_end = args.class_name, args.term, args.access_end
         namespace, ca_private_key, storage_class_name = args.namespace, args.ca_private_key, args.storage_class_name
-        super().__init__("classroom:labs:LabHost", name, None, opts)
+        # The same token scheme as the other components; stacks deployed under the old token keep every
+        # URN (the engine follows the alias to the parent and, through it, to every child).
+        super().__init__(LAB_HOST_TYPE, name, None, pulumi.ResourceOptions.merge(
+            opts, pulumi.ResourceOptions(aliases=[pulumi.Alias(type_=FORMER_LAB_HOST_TYPE)])))
         child = pulumi.ResourceOptions(parent=self)
         students = labs.students_on(spec.name)
         self.stateful_set = self.volume = self.service = self.network_policy = None
@@ -363,20 +370,12 @@ class LabHost(pulumi.ComponentResource):
         service_ports = (22, spec.labd_port, 80, 443)
         meta = k8s.meta.v1.ObjectMetaArgs
         claim = f"{base}-data"
-        self.volume = k8s.core.v1.PersistentVolumeClaim(
-            f"{name}-data",
-            metadata=meta(name=claim, namespace=namespace, labels=labels),
-            spec=k8s.core.v1.PersistentVolumeClaimSpecArgs(
-                access_modes=["ReadWriteOnce"],
-                resources=k8s.core.v1.VolumeResourceRequirementsArgs(requests={"storage": spec.storage_size}),
-                # A Retain class, like the homes: Docker's images, the clusters and labd's state outlive the claim.
-                storage_class_name=storage_class_name,
-            ),
-            # The namespace (an Output of the Namespace) is an input: the claim depends on it, so the
-            # namespace can never be deleted before the claim.
-            opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True,
-                                        ignore_changes=["spec.storageClassName"]),
-        )
+        # Protected and retained like the homes, on a Retain class: Docker's images, the clusters and
+        # labd's state outlive the claim. The namespace (an Output of the Namespace) is an input: the
+        # claim depends on it, so the namespace can never be deleted before the claim.
+        self.volume = storage.persistent_claim(
+            f"{name}-data", claim_name=claim, namespace=namespace, size=spec.storage_size,
+            storage_class_name=storage_class_name, labels=labels, opts=pulumi.ResourceOptions(parent=self))
         # Every name the engine or a login server may use for this pod.
         principals = pulumi.Output.from_input(namespace).apply(lambda ns: list(dict.fromkeys([
             spec.cert_principal, base, f"{base}.{ns}", f"{base}.{ns}.svc", f"{base}.{ns}.svc.cluster.local"])))
@@ -464,10 +463,9 @@ class LabHost(pulumi.ComponentResource):
                                    k8s.core.v1.ContainerPortArgs(name="https", container_port=443)],
                             # Docker-in-Docker needs a privileged container; this
                             # pod is the only privileged thing the stack runs.
-                            security_context=k8s.core.v1.SecurityContextArgs(privileged=True),
-                            resources=k8s.core.v1.ResourceRequirementsArgs(
-                                requests={"cpu": "500m", "memory": "1Gi"},
-                                limits={"cpu": spec.cpu, "memory": spec.memory}),
+                            security_context=podspec.privileged(),
+                            resources=podspec.resources({"cpu": "500m", "memory": "1Gi"},
+                                                        {"cpu": spec.cpu, "memory": spec.memory}),
                             volume_mounts=[mounts(name="data", mount_path="/data"),
                                            mounts(name="scripts", mount_path="/scripts", read_only=True),
                                            mounts(name="sshd", mount_path="/etc/ssh/classroom", read_only=True),
@@ -476,16 +474,10 @@ class LabHost(pulumi.ComponentResource):
                                 tcp_socket=k8s.core.v1.TCPSocketActionArgs(port=22), period_seconds=10),
                         )],
                         volumes=[
-                            k8s.core.v1.VolumeArgs(name="data", persistent_volume_claim=(
-                                k8s.core.v1.PersistentVolumeClaimVolumeSourceArgs(claim_name=claim))),
-                            k8s.core.v1.VolumeArgs(name="scripts", config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(
-                                name=scripts.metadata.name,
-                                items=[k8s.core.v1.KeyToPathArgs(key=k, path=k)
-                                       for k in ("start.sh",)])),
-                            k8s.core.v1.VolumeArgs(name="sshd", config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(
-                                name=scripts.metadata.name, default_mode=0o644,
-                                items=[k8s.core.v1.KeyToPathArgs(key=k, path=k)
-                                       for k in ("sshd_config", "authorized_keys")])),
+                            podspec.claim_volume("data", claim),
+                            podspec.config_map_volume("scripts", scripts.metadata.name, keys=["start.sh"]),
+                            podspec.config_map_volume("sshd", scripts.metadata.name, mode=0o644,
+                                                      keys=["sshd_config", "authorized_keys"]),
                             host_key_volume("host-keys", host_keys_secret.metadata.apply(
                                 lambda m: m.name or f"{base}-host-keys")),
                         ],

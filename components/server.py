@@ -47,8 +47,8 @@ from pathlib import Path
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import contract, storage
-from components.config import ClassroomConfig
+from components import contract, podspec, storage
+from components.config import Image, Mount, Port, Resources
 from components.hostkeys import HostKeySet, host_key_secret, host_key_volume
 from components.services import ALLOWED_PORTS_ANNOTATION, allowed_ports, container_ports
 
@@ -100,11 +100,20 @@ def extra_claim_name(mount_name: str) -> str:
     return f"extra-{mount_name}"
 
 
-def host_principals(cfg: ClassroomConfig, ssh_service_name: str) -> list[str]:
-    """Every name a student may use to reach the server (host-cert principals)."""
-    ns = cfg.namespace
+def selector_labels(stack: str) -> dict[str, str]:
+    """The labels that select the login pod (the StatefulSet's and every Service's selector)."""
+    return {
+        "app.kubernetes.io/name": "classroom",
+        "app.kubernetes.io/instance": stack,
+        "app.kubernetes.io/component": "login",
+    }
+
+
+def host_principals(host_name: str, namespace: str, ssh_service_name: str, extra: Sequence[str] = ()) -> list[str]:
+    """Every name a student may use to reach the server (host-cert principals), `extra` last ("" skipped)."""
+    ns = namespace
     names = [
-        cfg.host_name,
+        host_name,
         f"{STATEFULSET_NAME}-0",
         f"{STATEFULSET_NAME}-0.{HEADLESS_SERVICE_NAME}.{ns}.svc.cluster.local",
         ssh_service_name,
@@ -112,13 +121,94 @@ def host_principals(cfg: ClassroomConfig, ssh_service_name: str) -> list[str]:
         f"{ssh_service_name}.{ns}.svc",
         f"{ssh_service_name}.{ns}.svc.cluster.local",
     ]
-    if cfg.service.load_balancer_ip:
-        names.append(cfg.service.load_balancer_ip)
-    names.extend(cfg.ssh.host_principals)
+    names.extend(name for name in extra if name)
     return list(dict.fromkeys(names))  # de-duplicate, keep order
 
 
-def render_rc_env(cfg: ClassroomConfig) -> str:
+@dataclass(frozen=True)
+class DefaultUser:
+    """The image's default account, as the cloud-server chart names it in rc.env."""
+
+    name: str
+    """`user`: the account rc.local creates (the instructor's own, or the chart's `human`)."""
+    uid: int
+    """`userId`: its UID."""
+    ssh_key: str = ""
+    """`userSshKey`: a public key rc.local installs for it."""
+    ssh_import: str = ""
+    """`userSshImport`: an `ssh-import-id` source (`gh:name`, `lp:name`)."""
+
+
+@dataclass(frozen=True)
+class BootFiles:
+    """What the pod runs at boot: rc.env's variables and the stack's own rc files."""
+
+    host_name: str
+    """`hostName`: the hostname rc.local sets (and the first host-certificate principal)."""
+    customize_repo: str = ""
+    """`customizeRepo`: a git repository rc.local clones into the default user's home."""
+    customize_repo_command: str = ""
+    """`customizeRepoCommand`: run in that clone."""
+    customize_command: str = ""
+    """`customizeCommand`: run in the default user's home."""
+    rc_env: str = ""
+    """`rcEnv`: shell assignments appended to rc.env."""
+    rc_env_is_secret: bool = False
+    """`rcEnv` was set with `--secret`: rc.env becomes a Secret (mode 0400)."""
+    rc_local: str = ""
+    """`rcLocal`: replaces the shipped rc.local ("" = the shipped one)."""
+    rc_user: str = ""
+    """`rcUser`: replaces the shipped rc.user ("" = the shipped one)."""
+
+
+@dataclass(frozen=True)
+class HomeStorage:
+    """The server's claims: /home and the extra mounts, and the Retain class for those without a class."""
+
+    namespace: str
+    """`namespace` as configured, for the claim guard: a plain name, so a change is refused at preview
+    even though a replaced Namespace's name is unknown until it is applied."""
+    home_size: str
+    """`homeSize`."""
+    home_storage_class_name: str
+    """`homeStorageClassName` ("" = the class this stack manages)."""
+    extra_mounts: Sequence[Mount]
+    """`extraMounts`: one claim each."""
+    managed_class_name: str
+    """The Retain StorageClass the stack creates when any claim names no class."""
+    provisioner: str
+    """`storageProvisioner` of that class."""
+    parameters: Mapping[str, str]
+    """`storageParameters` of that class."""
+    create_managed_class: bool
+    """Create that class here: some claim of the stack names no class (an in-cluster lab host's too)."""
+
+
+@dataclass(frozen=True)
+class LoginPod:
+    """How the login pod runs and where it is scheduled."""
+
+    image: Image
+    """`image`: repository, tag, pull policy and pull secrets."""
+    resources: Resources
+    """`resources`: the login container's requests and limits."""
+    privileged: bool
+    """`privileged`: systemd as PID 1 (VM-like) or the confined entrypoint."""
+    ssh_port: int
+    """`service.port`: the SSH port number Services publish (the container always listens on 22)."""
+    extra_ports: Sequence[Port] = ()
+    """`extraPorts`: container ports, named as the Service ports that target them."""
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    """`nodeSelector`."""
+    tolerations: Sequence[Mapping[str, object]] = ()
+    """`tolerations`."""
+    affinity: Mapping[str, object] = field(default_factory=dict)
+    """`affinity`."""
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    """`podAnnotations`: added to the pod template's annotations."""
+
+
+def render_rc_env(user: DefaultUser, boot: BootFiles, privileged: bool) -> str:
     """/etc/rc.env: the chart's variables, shell-quoted and exported, then the stack's rcEnv.
 
     Names and `export` as the cloud-server chart writes them, so a chart
@@ -127,34 +217,34 @@ def render_rc_env(cfg: ClassroomConfig) -> str:
     older name for DEFAULT_USER_ID, kept for scripts that use it.
     """
     variables = {
-        "DEFAULT_USER": cfg.user,
-        "DEFAULT_USER_ID": str(cfg.user_id),
-        "DEFAULT_UID": str(cfg.user_id),
-        "DEFAULT_KEY": cfg.user_ssh_key,
-        "DEFAULT_KEY_IMPORT": cfg.user_ssh_import,
-        "SET_HOSTNAME": cfg.host_name,
-        "CUSTOMIZE_REPO": cfg.customize_repo,
-        "CUSTOMIZE_REPO_COMMAND": cfg.customize_repo_command,
-        "CUSTOMIZE_COMMAND": cfg.customize_command,
-        "CLASSROOM_PRIVILEGED": "true" if cfg.privileged else "false",
+        "DEFAULT_USER": user.name,
+        "DEFAULT_USER_ID": str(user.uid),
+        "DEFAULT_UID": str(user.uid),
+        "DEFAULT_KEY": user.ssh_key,
+        "DEFAULT_KEY_IMPORT": user.ssh_import,
+        "SET_HOSTNAME": boot.host_name,
+        "CUSTOMIZE_REPO": boot.customize_repo,
+        "CUSTOMIZE_REPO_COMMAND": boot.customize_repo_command,
+        "CUSTOMIZE_COMMAND": boot.customize_command,
+        "CLASSROOM_PRIVILEGED": "true" if privileged else "false",
     }
     lines = ["# Generated by the classroom Pulumi program from the stack config."]
     lines += [f"export {name}={shlex.quote(value)}" for name, value in variables.items()]
     text = "\n".join(lines) + "\n"
-    if cfg.rc_env:
-        text += "# --- classroom:rcEnv ---\n" + cfg.rc_env.rstrip("\n") + "\n"
+    if boot.rc_env:
+        text += "# --- classroom:rcEnv ---\n" + boot.rc_env.rstrip("\n") + "\n"
     return text
 
 
-def pod_files(cfg: ClassroomConfig) -> dict[str, str]:
+def pod_files(user: DefaultUser, boot: BootFiles, privileged: bool) -> dict[str, str]:
     """Every file the pod gets from the program, keyed by ConfigMap/Secret name."""
     files = {
-        "rc-env": render_rc_env(cfg),
-        "rc-local": cfg.rc_local or (SCRIPTS / "rc.local").read_text(),
-        "rc-user": cfg.rc_user or (SCRIPTS / "rc.user").read_text(),
+        "rc-env": render_rc_env(user, boot, privileged),
+        "rc-local": boot.rc_local or (SCRIPTS / "rc.local").read_text(),
+        "rc-user": boot.rc_user or (SCRIPTS / "rc.user").read_text(),
         "sshd-config": (SCRIPTS / "sshd_config").read_text(),
     }
-    if not cfg.privileged:
+    if not privileged:
         files["entrypoint"] = (SCRIPTS / "entrypoint-unprivileged.sh").read_text()
     return files
 
@@ -196,24 +286,38 @@ def config_checksum(files: Mapping[str, str], *extra: str) -> str:
 
 @dataclass
 class LoginServerArgs:
-    config: ClassroomConfig
+    """What the login server needs, each piece narrow and typed (__main__ maps the stack config onto them)."""
+
+    namespace: pulumi.Input[str]
+    """The stack's namespace, as an Output of the Namespace when the stack creates it, so that every
+    object in it depends on it (and a destroy can never delete it before the claims)."""
+    stack: str
+    """The stack name: the pods' `app.kubernetes.io/instance` label."""
+    user: DefaultUser
+    boot: BootFiles
+    storage: HomeStorage
+    pod: LoginPod
     ca_public_key: pulumi.Input[str]
-    # Signs the host certificates in the program (a Pulumi secret); it never reaches the cluster.
+    """The class CA's public key: sshd trusts user certificates signed by it."""
     ca_private_key: pulumi.Input[str]
+    """Signs the host certificates in the program (a Pulumi secret); it never reaches the cluster."""
+    extra_host_names: Sequence[pulumi.Input[str]] = ()
+    """More host-certificate principals: the public Service's address (an Output: the one the load balancer
+    assigned, which the `sshHost` output and the printed ssh command name), `service.loadBalancerIP` and
+    `ssh.hostPrincipals`. An empty name (no address yet) is skipped."""
     ssh_service_name: str = "ssh"
+    """The public Service's name (PortServices), whose DNS names are principals too."""
     labels: Mapping[str, str] = field(default_factory=dict)
-    # Resources the claims must wait for (the namespace the stack creates).
-    depends_on: Sequence[pulumi.Resource] = ()
-    # Hook for the access/roster work: a ConfigMap mounted at
-    # /etc/classroom/roster; rc.local runs its apply-roster.sh at boot.
+    """Labels every object gets."""
     roster_config_map: pulumi.Input[str] | None = None
-    # Optional digest of the roster content; included in the pod checksum
-    # only when given (a roster change then restarts the server).
+    """The roster ConfigMap mounted at /etc/classroom/roster; rc.local runs its apply-roster.sh at boot."""
     roster_revision: pulumi.Input[str] | None = None
-    # Labs: user name -> URL of the labd holding that student's cluster
-    # (placement + LabHost.labd_url). None: the stack has no labs, and the
-    # pod gets no hook, no key and no sudo rule.
+    """A digest of the roster content, part of the pod checksum only when given (a change then rolls the pod)."""
     lab_urls: Mapping[str, pulumi.Input[str]] | None = None
+    """Labs: user name -> URL of the labd holding that student's cluster (placement + LabHost.labd_url).
+    None: the stack has no labs, and the pod gets no hook, no key and no sudo rule."""
+    lab_session_key: str = ""
+    """`labs.sessionKey`: signs the hook's requests to labd (required with lab_urls)."""
 
 
 class LoginServer(pulumi.ComponentResource):
@@ -229,23 +333,18 @@ class LoginServer(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: LoginServerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("classroom:index:LoginServer", name, None, opts)
-        cfg = args.config
-        ns = cfg.namespace
-        child = pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on))
-        self.selector_labels = {
-            "app.kubernetes.io/name": "classroom",
-            "app.kubernetes.io/instance": cfg.stack,
-            "app.kubernetes.io/component": "login",
-        }
+        ns, home, pod = args.namespace, args.storage, args.pod
+        child = pulumi.ResourceOptions(parent=self)
+        self.selector_labels = selector_labels(args.stack)
         labels = {**args.labels, **self.selector_labels}
 
         # ---- storage: Retain class, claims (protected, retained)
         self.storage_class = None
-        if cfg.needs_managed_storage_class:
+        if home.create_managed_class:
             self.storage_class = storage.retain_storage_class(
-                cfg.managed_storage_class,
-                cfg.storage_provisioner,
-                cfg.storage_parameters,
+                home.managed_class_name,
+                home.provisioner,
+                home.parameters,
                 labels,
                 opts=pulumi.ResourceOptions(parent=self),
             )
@@ -254,7 +353,7 @@ class LoginServer(pulumi.ComponentResource):
         def class_for(explicit: str, key: str) -> pulumi.Input[str]:
             if not explicit:
                 assert self.storage_class is not None
-                return self.storage_class.metadata.apply(lambda m: m.name or cfg.managed_storage_class)
+                return self.storage_class.metadata.apply(lambda m: m.name or home.managed_class_name)
             if explicit not in checked:
                 checked[explicit] = storage.require_retain_class(
                     f"class-{explicit}", explicit, key, opts=pulumi.ResourceOptions(parent=self)
@@ -263,34 +362,34 @@ class LoginServer(pulumi.ComponentResource):
 
         # What shapes the claims, recorded so a later preview refuses any change
         # they cannot take in place (storage.refused_claim_changes).
-        shape = {HOME_CLAIM: {"size": cfg.home_size, "storageClassName": cfg.home_storage_class_name,
+        shape = {HOME_CLAIM: {"size": home.home_size, "storageClassName": home.home_storage_class_name,
                               "key": "homeSize", "classKey": "homeStorageClassName"}}
-        for index, mount in enumerate(cfg.extra_mounts):
+        for index, mount in enumerate(home.extra_mounts):
             shape[extra_claim_name(mount.name)] = {
                 "size": mount.size, "storageClassName": mount.storage_class_name,
                 "key": f"extraMounts[{index}].size", "classKey": f"extraMounts[{index}].storageClassName"}
         guard = storage.ClaimGuard(
             "claim-guard",
-            namespace=cfg.namespace,
+            namespace=home.namespace,
             claims=shape,
-            managed_class={"provisioner": cfg.storage_provisioner, "parameters": dict(cfg.storage_parameters)}
+            managed_class={"provisioner": home.provisioner, "parameters": dict(home.parameters)}
             if self.storage_class is not None else None,
             opts=pulumi.ResourceOptions(parent=self),
         )
-        claim_deps = [*args.depends_on, guard]
+        claim_deps = [guard]
 
         self.claims = {}
         self.claims[HOME_CLAIM] = storage.persistent_claim(
             "home",
             claim_name=HOME_CLAIM,
             namespace=ns,
-            size=cfg.home_size,
-            storage_class_name=class_for(cfg.home_storage_class_name, "homeStorageClassName"),
+            size=home.home_size,
+            storage_class_name=class_for(home.home_storage_class_name, "homeStorageClassName"),
             labels=labels,
             depends_on=claim_deps,
             opts=pulumi.ResourceOptions(parent=self),
         )
-        for index, mount in enumerate(cfg.extra_mounts):
+        for index, mount in enumerate(home.extra_mounts):
             self.claims[mount.name] = storage.persistent_claim(
                 f"extra-{mount.name}",
                 claim_name=extra_claim_name(mount.name),
@@ -303,14 +402,14 @@ class LoginServer(pulumi.ComponentResource):
             )
 
         # ---- ConfigMaps (rc.env becomes a Secret when the stack marks it secret)
-        files = pod_files(cfg)
+        files = pod_files(args.user, args.boot, pod.privileged)
         ca_pub = pulumi.Output.from_input(args.ca_public_key).apply(lambda k: k.strip() + "\n")
         ca_public_files: dict[str, pulumi.Input[str]] = {"ca.pub": ca_pub}
         # The pod mounts all of these; the StatefulSet waits for them so its
         # first pod does not sit in ContainerCreating on a missing volume.
         self.pod_config: list[pulumi.Resource] = []
         for cm_name, content in files.items():
-            if cm_name == "rc-env" and cfg.rc_env_is_secret:
+            if cm_name == "rc-env" and args.boot.rc_env_is_secret:
                 secret = k8s.core.v1.Secret(
                     cm_name,
                     metadata=k8s.meta.v1.ObjectMetaArgs(name=cm_name, namespace=ns, labels=labels),
@@ -335,12 +434,13 @@ class LoginServer(pulumi.ComponentResource):
         self.pod_config.append(ca_config_map)
 
         # ---- host keys and certificates, signed here; the pod mounts only them.
-        principals = host_principals(cfg, args.ssh_service_name)
+        principals = pulumi.Output.all(ns, *args.extra_host_names).apply(
+            lambda names: host_principals(args.boot.host_name, names[0], args.ssh_service_name, names[1:]))
         self.host_keys = HostKeySet(
             "host-keys",
             ca_private_key=args.ca_private_key,
             principals=principals,
-            key_id=f"host:{principals[0]}",
+            key_id=f"host:{args.boot.host_name}",
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.pod_config.append(
@@ -349,10 +449,10 @@ class LoginServer(pulumi.ComponentResource):
         )
 
         # sshd reads its host certificates only at start: new principals roll the pod.
-        checksum_files = {**files, "host-principals": json.dumps(principals)}
+        checksum_files = dict(files)
         self.lab_session_secret: k8s.core.v1.Secret | None = None
         if args.lab_urls is not None:
-            if not cfg.labs.session_key:
+            if not args.lab_session_key:
                 raise ValueError("lab_urls given but the stack's labs.sessionKey is empty")
             scripts = lab_session_scripts()
             checksum_files.update({f"{LAB_SCRIPTS_CONFIG_MAP}/{k}": v for k, v in scripts.items()})
@@ -379,7 +479,7 @@ class LoginServer(pulumi.ComponentResource):
                 type="Opaque",
                 string_data={
                     "config.json": urls.apply(lab_session_config),
-                    "session.key": pulumi.Output.secret(cfg.labs.session_key.strip() + "\n"),
+                    "session.key": pulumi.Output.secret(args.lab_session_key.strip() + "\n"),
                 },
                 opts=child,
             )
@@ -388,8 +488,9 @@ class LoginServer(pulumi.ComponentResource):
         checksum_parts: list[pulumi.Input[str]] = [args.ca_public_key]
         if args.roster_revision is not None:
             checksum_parts.append(args.roster_revision)
-        self.checksum = pulumi.Output.all(*checksum_parts).apply(
-            lambda parts: config_checksum(checksum_files, *[str(p) for p in parts])
+        self.checksum = pulumi.Output.all(principals, *checksum_parts).apply(
+            lambda parts: config_checksum(
+                {**checksum_files, "host-principals": json.dumps(parts[0])}, *[str(p) for p in parts[1:]])
         )
 
         # ---- headless Service the StatefulSet names (stable pod DNS)
@@ -399,7 +500,7 @@ class LoginServer(pulumi.ComponentResource):
                 name=HEADLESS_SERVICE_NAME,
                 namespace=ns,
                 labels=labels,
-                annotations={ALLOWED_PORTS_ANNOTATION: allowed_ports(cfg.service, cfg.extra_ports)},
+                annotations={ALLOWED_PORTS_ANNOTATION: allowed_ports(pod.ssh_port, pod.extra_ports)},
             ),
             spec=k8s.core.v1.ServiceSpecArgs(
                 cluster_ip="None",
@@ -408,13 +509,13 @@ class LoginServer(pulumi.ComponentResource):
                 # The same SSH port number as the public Service, so no Service
                 # publishes a port the stack did not configure.
                 ports=[
-                    k8s.core.v1.ServicePortArgs(name="ssh", port=cfg.service.port, target_port="ssh", protocol="TCP")
+                    k8s.core.v1.ServicePortArgs(name="ssh", port=pod.ssh_port, target_port="ssh", protocol="TCP")
                 ],
             ),
             opts=child,
         )
 
-        pod_spec = build_pod_spec(cfg, args)
+        pod_spec = build_pod_spec(args)
         self.stateful_set = k8s.apps.v1.StatefulSet(
             "statefulset",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=STATEFULSET_NAME, namespace=ns, labels=labels),
@@ -428,10 +529,10 @@ class LoginServer(pulumi.ComponentResource):
                         labels=labels,
                         annotations=self.checksum.apply(
                             lambda digest: {
-                                **cfg.pod_annotations,
+                                **pod.annotations,
                                 CHECKSUM_ANNOTATION: digest,
                                 # Policy-pack contract: privileged pods say the stack asked for it.
-                                PRIVILEGED_ANNOTATION: "true" if cfg.privileged else "false",
+                                PRIVILEGED_ANNOTATION: "true" if pod.privileged else "false",
                             }
                         ),
                     ),
@@ -439,7 +540,7 @@ class LoginServer(pulumi.ComponentResource):
                 ),
             ),
             opts=pulumi.ResourceOptions(
-                parent=self, depends_on=[*args.depends_on, *self.claims.values(), *self.pod_config]
+                parent=self, depends_on=[*self.claims.values(), *self.pod_config]
             ),
         )
         self.register_outputs(
@@ -457,50 +558,34 @@ def _file_key(cm_name: str) -> str:
     }[cm_name]
 
 
-def _config_map_volume(name: str, mode: int) -> k8s.core.v1.VolumeArgs:
-    return k8s.core.v1.VolumeArgs(
-        name=name, config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(name=name, default_mode=mode)
-    )
-
-
 def _file_mount(volume: str, path: str) -> k8s.core.v1.VolumeMountArgs:
     # subPath: one file from a ConfigMap without hiding the image's directory.
     return k8s.core.v1.VolumeMountArgs(name=volume, mount_path=path, sub_path=_file_key(volume), read_only=True)
 
 
-def build_pod_spec(cfg: ClassroomConfig, args: LoginServerArgs) -> k8s.core.v1.PodSpecArgs:
+def build_pod_spec(args: LoginServerArgs) -> k8s.core.v1.PodSpecArgs:
     """The pod: one container, `login`."""
+    pod, mounts = args.pod, args.storage.extra_mounts
     volumes = [
-        k8s.core.v1.VolumeArgs(
-            name="home",
-            persistent_volume_claim=k8s.core.v1.PersistentVolumeClaimVolumeSourceArgs(claim_name=HOME_CLAIM),
-        ),
-        *[
-            k8s.core.v1.VolumeArgs(
-                name=extra_claim_name(m.name),
-                persistent_volume_claim=k8s.core.v1.PersistentVolumeClaimVolumeSourceArgs(
-                    claim_name=extra_claim_name(m.name)
-                ),
-            )
-            for m in cfg.extra_mounts
-        ],
+        podspec.claim_volume("home", HOME_CLAIM),
+        *[podspec.claim_volume(extra_claim_name(m.name), extra_claim_name(m.name)) for m in mounts],
         # A Secret volume is tmpfs on the node: the host private keys never touch its disk.
         host_key_volume("host-keys", HOST_KEYS_SECRET),
-        _ca_public_volume(args),
-        _config_map_volume("sshd-config", 0o444),
-        _config_map_volume("rc-local", 0o755),
-        _config_map_volume("rc-user", 0o755),
+        podspec.config_map_volume("ca-public", "ca-public-key", mode=0o444, keys=["ca.pub"]),
+        podspec.config_map_volume("sshd-config", "sshd-config", mode=0o444),
+        podspec.config_map_volume("rc-local", "rc-local", mode=0o755),
+        podspec.config_map_volume("rc-user", "rc-user", mode=0o755),
     ]
-    if cfg.rc_env_is_secret:
+    if args.boot.rc_env_is_secret:
         volumes.append(
             k8s.core.v1.VolumeArgs(
                 name="rc-env", secret=k8s.core.v1.SecretVolumeSourceArgs(secret_name="rc-env", default_mode=0o400)
             )
         )
     else:
-        volumes.append(_config_map_volume("rc-env", 0o444))
-    if not cfg.privileged:
-        volumes.append(_config_map_volume("entrypoint", 0o755))
+        volumes.append(podspec.config_map_volume("rc-env", "rc-env", mode=0o444))
+    if not pod.privileged:
+        volumes.append(podspec.config_map_volume("entrypoint", "entrypoint", mode=0o755))
     if args.roster_config_map is not None:
         volumes.append(
             k8s.core.v1.VolumeArgs(
@@ -515,12 +600,12 @@ def build_pod_spec(cfg: ClassroomConfig, args: LoginServerArgs) -> k8s.core.v1.P
                 name=LAB_SESSION_SECRET,
                 secret=k8s.core.v1.SecretVolumeSourceArgs(secret_name=LAB_SESSION_SECRET, default_mode=0o400),
             ),
-            _config_map_volume(LAB_SCRIPTS_CONFIG_MAP, 0o444),
+            podspec.config_map_volume(LAB_SCRIPTS_CONFIG_MAP, LAB_SCRIPTS_CONFIG_MAP, mode=0o444),
         ]
 
     login_mounts = [
         k8s.core.v1.VolumeMountArgs(name="home", mount_path="/home"),
-        *[k8s.core.v1.VolumeMountArgs(name=extra_claim_name(m.name), mount_path=m.path) for m in cfg.extra_mounts],
+        *[k8s.core.v1.VolumeMountArgs(name=extra_claim_name(m.name), mount_path=m.path) for m in mounts],
         k8s.core.v1.VolumeMountArgs(name="host-keys", mount_path=HOST_KEY_DIR, read_only=True),
         k8s.core.v1.VolumeMountArgs(name="ca-public", mount_path=CA_PUBLIC_DIR, read_only=True),
         _file_mount("sshd-config", "/etc/ssh/sshd_config"),
@@ -528,7 +613,7 @@ def build_pod_spec(cfg: ClassroomConfig, args: LoginServerArgs) -> k8s.core.v1.P
         _file_mount("rc-local", "/etc/rc.local"),
         _file_mount("rc-user", "/etc/rc.user"),
     ]
-    if not cfg.privileged:
+    if not pod.privileged:
         login_mounts.append(_file_mount("entrypoint", ENTRYPOINT_PATH))
     if args.roster_config_map is not None:
         login_mounts.append(k8s.core.v1.VolumeMountArgs(name="roster", mount_path=ROSTER_MOUNT, read_only=True))
@@ -540,26 +625,23 @@ def build_pod_spec(cfg: ClassroomConfig, args: LoginServerArgs) -> k8s.core.v1.P
             k8s.core.v1.VolumeMountArgs(name=LAB_SCRIPTS_CONFIG_MAP, mount_path=LAB_SCRIPTS_DIR, read_only=True),
         ]
 
-    ports = container_ports(cfg.extra_ports)
+    ports = container_ports(pod.extra_ports)
 
-    if cfg.privileged:
-        security = k8s.core.v1.SecurityContextArgs(
-            privileged=True,
-            capabilities=k8s.core.v1.CapabilitiesArgs(add=["SYS_ADMIN"]),
-        )
+    if pod.privileged:
+        security = podspec.privileged(add=["SYS_ADMIN"])
         command = None
     else:
-        security = _confined_root(read_only_root=False, add=UNPRIVILEGED_CAPABILITIES)
+        security = podspec.confined_root(read_only_root=False, add=UNPRIVILEGED_CAPABILITIES)
         command = [ENTRYPOINT_PATH]
 
     login = k8s.core.v1.ContainerArgs(
         name="login",
-        image=cfg.image.reference,
-        image_pull_policy=cfg.image.pull_policy,
+        image=pod.image.reference,
+        image_pull_policy=pod.image.pull_policy,
         command=command,
         ports=ports,
         volume_mounts=login_mounts,
-        resources=_resources(cfg.resources.requests, cfg.resources.limits),
+        resources=podspec.resources(pod.resources.requests, pod.resources.limits),
         security_context=security,
         # rc.local touches /ready when accounts and keys are in place.
         readiness_probe=k8s.core.v1.ProbeArgs(
@@ -589,41 +671,13 @@ def build_pod_spec(cfg: ClassroomConfig, args: LoginServerArgs) -> k8s.core.v1.P
         automount_service_account_token=False,
         enable_service_links=False,
         termination_grace_period_seconds=30,
-        image_pull_secrets=[k8s.core.v1.LocalObjectReferenceArgs(name=s) for s in cfg.image.pull_secrets] or None,
-        node_selector=dict(cfg.node_selector) or None,
-        tolerations=[dict(t) for t in cfg.tolerations] or None,  # type: ignore[misc]
-        affinity=dict(cfg.affinity) or None,  # type: ignore[arg-type]
+        image_pull_secrets=[k8s.core.v1.LocalObjectReferenceArgs(name=s) for s in pod.image.pull_secrets] or None,
+        node_selector=dict(pod.node_selector) or None,
+        tolerations=[dict(t) for t in pod.tolerations] or None,  # type: ignore[misc]
+        affinity=dict(pod.affinity) or None,  # type: ignore[arg-type]
         # systemd (privileged mode) needs syscalls RuntimeDefault blocks, and a
         # privileged container is unconfined anyway: say so explicitly.
         security_context=k8s.core.v1.PodSecurityContextArgs(
-            seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="Unconfined" if cfg.privileged else "RuntimeDefault")
+            seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="Unconfined" if pod.privileged else "RuntimeDefault")
         ),
     )
-
-
-def _ca_public_volume(args: LoginServerArgs) -> k8s.core.v1.VolumeArgs:
-    return k8s.core.v1.VolumeArgs(
-        name="ca-public",
-        config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(
-            name="ca-public-key",
-            items=[k8s.core.v1.KeyToPathArgs(key="ca.pub", path="ca.pub")],
-            default_mode=0o444,
-        ),
-    )
-
-
-def _confined_root(*, read_only_root: bool, add: Sequence[str] = ()) -> k8s.core.v1.SecurityContextArgs:
-    """Root inside the container, but no privilege, no escalation and only the capabilities named."""
-    return k8s.core.v1.SecurityContextArgs(
-        run_as_user=0,
-        run_as_non_root=False,
-        privileged=False,
-        allow_privilege_escalation=False,
-        read_only_root_filesystem=read_only_root,
-        capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"], add=list(add) or None),
-        seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
-    )
-
-
-def _resources(requests: Mapping[str, str], limits: Mapping[str, str]) -> k8s.core.v1.ResourceRequirementsArgs:
-    return k8s.core.v1.ResourceRequirementsArgs(requests=dict(requests), limits=dict(limits))

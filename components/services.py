@@ -34,7 +34,6 @@ class PortServicesArgs:
     extra_ports: Sequence[Port]
     selector: Mapping[str, str]
     labels: Mapping[str, str] = field(default_factory=dict)
-    depends_on: Sequence[pulumi.Resource] = ()
 
 
 # Label/annotation contract with the policy pack (policy/classroom_policies.py):
@@ -43,8 +42,9 @@ class PortServicesArgs:
 ALLOWED_PORTS_ANNOTATION = contract.ALLOWED_PORTS_ANNOTATION
 
 
-def allowed_ports(service: ServiceConfig, extra_ports: Sequence[Port]) -> str:
-    return ",".join(str(p) for p in sorted({service.port, *(p.port for p in extra_ports)}))
+def allowed_ports(ssh_port: int, extra_ports: Sequence[Port]) -> str:
+    """The policy pack's contract annotation: every port number a Service of the stack may publish."""
+    return ",".join(str(p) for p in sorted({ssh_port, *(p.port for p in extra_ports)}))
 
 
 # One route from `extraPorts` to Kubernetes: the container's ports and the Services' ports are made
@@ -123,7 +123,7 @@ class PortServices(pulumi.ComponentResource):
                 labels=dict(args.labels),
                 annotations={
                     **cfg.annotations,
-                    ALLOWED_PORTS_ANNOTATION: allowed_ports(cfg, args.extra_ports),
+                    ALLOWED_PORTS_ANNOTATION: allowed_ports(cfg.port, args.extra_ports),
                 },
             ),
             spec=k8s.core.v1.ServiceSpecArgs(
@@ -133,7 +133,7 @@ class PortServices(pulumi.ComponentResource):
                 load_balancer_ip=cfg.load_balancer_ip or None,
                 external_traffic_policy="Local" if external else None,
             ),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
+            opts=pulumi.ResourceOptions(parent=self),
         )
         self.port = cfg.port
 
@@ -148,7 +148,7 @@ class PortServices(pulumi.ComponentResource):
             selector=args.selector,
             ports=[(SSH_CONTAINER_PORT, "TCP"), *((p.port, p.protocol) for p in args.extra_ports)],
             labels=args.labels,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
+            opts=pulumi.ResourceOptions(parent=self),
         )
 
         def address(status: k8s.core.v1.outputs.ServiceStatus | None) -> str:

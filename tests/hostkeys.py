@@ -13,6 +13,9 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
 
 from components.hostkeys import HOST_KEY_TYPES, generate_host_key, host_key_files, host_key_mode, sign_host_certificate
 
@@ -43,3 +46,14 @@ def install_host_keys(ca_private_pem: str, host_dir: Path, principals: Sequence[
     for name in files:
         (host_dir / name).symlink_to(f"..data/{name}")
     return files
+
+
+def verified_host_certificate(cert_line: str) -> tuple[Any, str]:
+    """The OpenSSH certificate in `cert_line`, its signature checked, and the signer's key as `type base64`.
+
+    Raises (cryptography's InvalidSignature) unless the certificate is signed by the key it names.
+    """
+    cert: Any = serialization.load_ssh_public_identity(" ".join(cert_line.split()[:2]).encode())
+    cert.verify_cert_signature()
+    signer = cert.signature_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return cert, " ".join(signer.decode().split()[:2])

@@ -18,6 +18,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from tests.e2e.project import PulumiProject, kget, kubectl, steps_by_type
+from tests.hostkeys import verified_host_certificate
 
 STACK = "cis90-fall2026"
 PVC = "kubernetes:core/v1:PersistentVolumeClaim"
@@ -85,12 +86,13 @@ def test_up_from_nothing_rolls_out_and_keeps_ca_key_secret(project: PulumiProjec
     assert "PRIVATE KEY" not in revealed and "ssh-ed25519-cert-v01" in revealed
     # The engine ran the host-key provider: the pod's certificate is signed by this stack's CA.
     files = host_keys(project)
-    cert: Any = serialization.load_ssh_public_identity(
-        " ".join(files["ssh_host_ed25519_key-cert.pub"].split()[:2]).encode())
-    cert.verify_cert_signature()
-    signer = cert.signature_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    assert signer.decode().split()[:2] == outputs["caPublicKey"].split()[:2]
+    cert, signer = verified_host_certificate(files["ssh_host_ed25519_key-cert.pub"])
+    assert signer.split() == outputs["caPublicKey"].split()[:2]
     assert "ca_key" not in files and all("CA" not in n for n in files)
+    # The address the local load balancer assigned (its pool, not the stack's loadBalancerIP) is
+    # the one sshHost and the ssh command name: the certificate must list it.
+    assert outputs["sshHost"] and outputs["sshHost"] in outputs["sshCommand"]
+    assert outputs["sshHost"].encode() in cert.valid_principals
 
 
 def test_second_up_reports_no_changes(project: PulumiProject) -> None:

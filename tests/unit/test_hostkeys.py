@@ -24,6 +24,7 @@ from components.hostkeys import (
     sign_host_certificate,
 )
 from components.sshcert import ca_public_key_line
+from tests.hostkeys import verified_host_certificate
 
 
 def new_ca() -> str:
@@ -53,10 +54,7 @@ def keygen_listing(tmp_path: Path, cert_line: str) -> str:
 
 
 def signer_of(cert_line: str) -> str:
-    cert: Any = serialization.load_ssh_public_identity(" ".join(cert_line.split()[:2]).encode())
-    cert.verify_cert_signature()
-    return str(cert.signature_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode())
+    return verified_host_certificate(cert_line)[1]
 
 
 def test_create_makes_both_key_types_with_host_certificates_openssh_reads(tmp_path: Path) -> None:

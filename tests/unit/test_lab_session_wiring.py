@@ -356,3 +356,25 @@ def test_an_in_cluster_lab_volume_class_must_be_retain() -> None:
     with pytest.raises(pulumi.RunError, match=r"labs\.hosts\[0\]\.storageClassName.*'lab-ssd'.*Delete.*Retain"):
         render(in_cluster_labs(storageClassName="lab-ssd"), stack="cis90-fall2026",
                class_reclaim={"lab-ssd": "Delete"})
+
+
+
+def _hook_config(tmp_path: Path, urls: dict[str, str]) -> str:
+    """A config.json (and key) the hook accepts apart from what the test puts in `urls`."""
+    tmp_path.mkdir(exist_ok=True)
+    key = tmp_path / "session.key"
+    key.write_text(SESSION_KEY + "\n")
+    key.chmod(0o600)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"urls": urls, "keyFile": str(key)}))
+    path.chmod(0o400)
+    return str(path)
+
+
+@pytest.mark.parametrize("url", ["http://10.0.0.5:8787\n", "http://10.0.0.5:8787/ x", "ftp://10.0.0.5"])
+def test_the_hook_refuses_a_config_whose_urls_are_not_whole_urls(url: str, tmp_path: Path) -> None:
+    # The check was `$`-anchored: it let a URL with a trailing newline through.
+    hook = _hook_module()
+    with pytest.raises(hook.HookError, match="key 'urls' must map user names to labd URLs"):
+        hook.load_config(_hook_config(tmp_path, {"alice": url}))
+    assert hook.load_config(_hook_config(tmp_path / "ok", {"alice": "http://10.0.0.5:8787/"}))["urls"]

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from components.hostkeys import HostKeySetProvider
 from components.labconfig import LabsConfig, parse_labs
 from components.labs import LabHost, LabHostArgs, cluster_commands
+from tests.hostkeys import verified_host_certificate
 
 REPO = Path(__file__).resolve().parents[2]
 CA_PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHRlc3RjYQ class-ca"
@@ -261,9 +262,7 @@ def test_in_cluster_host_is_a_privileged_dind_statefulset_with_a_protected_volum
     # Host keys and certificates were signed by the program; the pod mounts only them, never the CA key.
     files = by_type(mocks, "kubernetes:core/v1:Secret")["lab1-host-key-secret"].inputs["stringData"]
     assert CA_PRIVATE not in json.dumps(files)
-    cert: Any = serialization.load_ssh_public_identity(
-        " ".join(files["ssh_host_ed25519_key-cert.pub"].split()[:2]).encode())
-    cert.verify_cert_signature()
+    cert, _ = verified_host_certificate(files["ssh_host_ed25519_key-cert.pub"])
     assert cert.type == serialization.SSHCertificateType.HOST
     assert [p.decode() for p in cert.valid_principals] == [
         "labhost-lab1", "labhost-lab1.classroom", "labhost-lab1.classroom.svc",

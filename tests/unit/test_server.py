@@ -12,7 +12,8 @@ from cryptography.hazmat.primitives import serialization
 
 from components import server as server_module
 from components.server import CHECKSUM_ANNOTATION, UNPRIVILEGED_CAPABILITIES
-from tests.harness import FAKE_CA_PRIVATE, FAKE_CA_PUBLIC, LB_ADDRESS, Rendered, render
+from tests.harness import FAKE_CA_PRIVATE, FAKE_CA_PUBLIC, LB_ADDRESS, MAIN, Rendered, render
+from tests.hostkeys import verified_host_certificate
 
 PVC = "kubernetes:core/v1:PersistentVolumeClaim"
 NS = "kubernetes:core/v1:Namespace"
@@ -146,21 +147,33 @@ def test_ca_private_key_reaches_no_pod() -> None:
         assert "PRIVATE KEY" not in str(cm.inputs.get("data"))
 
 
+def test_the_address_the_load_balancer_assigned_is_a_host_certificate_principal() -> None:
+    # sshHost (and the printed ssh command) is the Service's assigned address; with only the
+    # configured names in the certificate, StrictHostKeyChecking would refuse the server there.
+    r = render({"hostName": "opus", "service": {"type": "LoadBalancer"}})
+    assert r.outputs["host"] == LB_ADDRESS
+    principals = r.one("pulumi-python:dynamic:Resource", "host-keys").inputs["principals"]
+    assert LB_ADDRESS in principals and principals[0] == "opus"
+    ssh_service = r.one("kubernetes:core/v1:Service", "ssh")
+    assert ssh_service.urn in r.one("pulumi-python:dynamic:Resource", "host-keys").dependencies
+    # A ClusterIP Service's address is its DNS name, already a principal: nothing is added twice.
+    internal = render({"service": {"type": "ClusterIP"}})
+    names = internal.one("pulumi-python:dynamic:Resource", "host-keys").inputs["principals"]
+    assert internal.outputs["host"] in names and len(names) == len(set(names))
+
+
 def test_host_certificates_are_signed_at_deploy_time_for_every_name_students_use() -> None:
     r = render({"hostName": "opus", "service": {"loadBalancerIP": "10.1.2.3"}, "ssh": {"hostPrincipals": ["opus.edu"]}})
     files = r.one(SECRET, "ssh-host-keys").inputs["stringData"]
     assert set(files) == {f"ssh_host_{k}_key{s}" for k in ("ed25519", "rsa") for s in ("", ".pub", "-cert.pub")}
     ca = serialization.load_ssh_public_identity(FAKE_CA_PUBLIC.encode())
     for kind in ("ed25519", "rsa"):
-        cert = host_certificate(files[f"ssh_host_{kind}_key-cert.pub"])
+        cert, signer = verified_host_certificate(files[f"ssh_host_{kind}_key-cert.pub"])
         assert cert.type == serialization.SSHCertificateType.HOST
         principals = [p.decode() for p in cert.valid_principals]
         assert principals[0] == "opus" and cert.key_id == b"host:opus"
         assert {"login-0", "ssh", "ssh.classroom-dev.svc.cluster.local", "10.1.2.3", "opus.edu"} <= set(principals)
-        cert.verify_cert_signature()  # raises unless the signature is good
-        assert cert.signature_key().public_bytes(
-            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH) == ca.public_bytes(
-            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        assert signer == ca.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
         # The certificate is for the key the pod gets, and the private half is that key's.
         private = serialization.load_ssh_private_key(files[f"ssh_host_{kind}_key"].encode(), password=None)
         public = private.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
@@ -228,10 +241,9 @@ def test_existing_ca_secret_signs_but_is_mounted_nowhere_and_nothing_is_generate
     assert r.of_type("tls:index/privateKey:PrivateKey") == []
     assert [s.inputs["metadata"]["name"] for s in r.of_type(SECRET)] == ["ssh-host-keys"]
     assert all(v.get("secret", {}).get("secretName") != "class-ca" for v in r.pod["volumes"])
-    cert = host_certificate(r.one(SECRET, "ssh-host-keys").inputs["stringData"]["ssh_host_ed25519_key-cert.pub"])
-    cert.verify_cert_signature()
-    assert cert.signature_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode() == FAKE_CA_PUBLIC
+    _, signer = verified_host_certificate(
+        r.one(SECRET, "ssh-host-keys").inputs["stringData"]["ssh_host_ed25519_key-cert.pub"])
+    assert signer == " ".join(FAKE_CA_PUBLIC.split()[:2])
     assert r.outputs["public_key"] == FAKE_CA_PUBLIC
 
 
@@ -399,9 +411,10 @@ def test_roster_config_map_hook_is_a_plain_optional_input() -> None:
     assert "sh /etc/classroom/roster/apply-roster.sh" in r.config_map("rc-local")["data"]["rc.local"]
     cfg = r.config
     pod_spec = server_module.build_pod_spec(
-        cfg,
         server_module.LoginServerArgs(
-            config=cfg, ca_public_key="k", ca_private_key=FAKE_CA_PRIVATE, roster_config_map="roster"
+            namespace=cfg.namespace, stack=cfg.stack, user=MAIN.default_user(cfg), boot=MAIN.boot_files(cfg),
+            storage=MAIN.home_storage(cfg), pod=MAIN.login_pod(cfg),
+            ca_public_key="k", ca_private_key=FAKE_CA_PRIVATE, roster_config_map="roster"
         ),
     )
     vols = {v.name: v for v in pod_spec.volumes}  # type: ignore[union-attr]
@@ -593,8 +606,8 @@ def test_lab_hosts_are_built_when_the_stack_has_labs() -> None:
         },
     }
     r = render(raw, stack="cis90-fall2026")
-    components = [x for x in r.resources if x.type == "classroom:labs:LabHost"]
+    components = [x for x in r.resources if x.type == "classroom:index:LabHost"]
     assert [c.name for c in components] == ["lab-lab1"]
     assert any(x.type == "command:remote:Command" and x.name.endswith("-cluster-alice") for x in r.resources)
     # No labs section, no lab hosts.
-    assert not [x for x in render().resources if x.type == "classroom:labs:LabHost"]
+    assert not [x for x in render().resources if x.type == "classroom:index:LabHost"]

@@ -1,0 +1,52 @@
+"""LabHost's type token changed (classroom:labs:LabHost -> classroom:index:LabHost): the REAL engine keeps every URN.
+
+A stack deployed before the change has the old token in every URN of the
+lab host and its children (the remote install, each student's cluster
+command). The test makes such a state honestly: it deploys, then rewrites the
+token in the exported state back to the old one and imports it, which is
+byte for byte what the older release left behind. The preview must then plan
+no create, delete or replace (the alias is followed), and the next `up` must
+leave the clusters alone and record the new token.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from components.labs import FORMER_LAB_HOST_TYPE, LAB_HOST_TYPE
+from tests.labhost.conftest import Ca, Netns, Sshd, k3d_double, start_sshd
+from tests.labhost.test_labhost import Engine, engine_env, labs_raw, mutating
+
+
+def test_stacks_deployed_under_the_old_lab_host_token_keep_their_clusters(
+        netns: Netns, pki: tuple[Ca, Ca, Path], sshd_factory: list[Sshd], tmp_path: Path) -> None:
+    env = engine_env()
+    assert env is not None, "no pulumi CLI with the command 1.2.1 plugin: run tools/toolchain.sh engine"
+    ca, _other, engine = pki
+    sshd_factory.append(start_sshd(netns, tmp_path / "sshd", "10.231.0.2", ca, "lab1.example.test", engine))
+    k3d, state = k3d_double(tmp_path)
+    raw = labs_raw(engine, tmp_path / "host-root", k3d, 18789)
+    program = Engine(netns, tmp_path, env)
+    program.write({"labs": raw, "people": [{"username": u} for u in ("alice", "bob")], "caPublicKey": ca.public})
+    program.up()
+    calls = mutating(state)
+    assert sorted(Path(a[-1]).stem for a in calls if a[:2] == ["cluster", "create"]) == ["lab-alice", "lab-bob"]
+
+    exported = program.pulumi("stack", "export").stdout
+    assert exported.count(LAB_HOST_TYPE) >= 4  # the component, its install, two cluster commands
+    older = tmp_path / "older-state.json"
+    older.write_text(exported.replace(LAB_HOST_TYPE, FORMER_LAB_HOST_TYPE))
+    program.pulumi("stack", "import", "--file", str(older))
+    urns = [r["urn"] for r in json.loads(program.pulumi("stack", "export").stdout)["deployment"]["resources"]]
+    assert not [u for u in urns if LAB_HOST_TYPE in u]
+    assert len([u for u in urns if FORMER_LAB_HOST_TYPE in u]) >= 4
+
+    # Without the alias this plans a create of every resource and a delete of every old one
+    # (each cluster deleted, then made again, empty).
+    assert program.changes() == {}
+    program.up()
+    assert mutating(state) == calls  # no cluster deleted or created
+    urns = [r["urn"] for r in json.loads(program.pulumi("stack", "export").stdout)["deployment"]["resources"]]
+    assert not [u for u in urns if FORMER_LAB_HOST_TYPE in u]
+    assert len([u for u in urns if LAB_HOST_TYPE in u]) >= 4
