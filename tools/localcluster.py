@@ -169,22 +169,43 @@ class Pki:
         ca_key = serialization.load_pem_private_key(self.key("ca").read_bytes(), password=None)
         ca_cert = x509.load_pem_x509_certificate(self.ca_crt.read_bytes())
         assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+        self._issue(name, cn, org, ca_key, ca_cert.subject, ca_cert.not_valid_after_utc)
+
+    def _issue(self, name: str, cn: str, org: str | None, ca_key: ec.EllipticCurvePrivateKey,
+               ca_name: x509.Name, not_after: datetime.datetime, server: bool = False) -> None:
+        """Write `name`.key and `name`.crt: a new key, certified by the CA for client or server auth."""
         now = datetime.datetime.now(datetime.UTC)
         key = ec.generate_private_key(ec.SECP256R1())
         attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
         if org:
             attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
-        cert = (
+        usage = x509.oid.ExtendedKeyUsageOID.SERVER_AUTH if server else x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH
+        builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name(attrs))
-            .issuer_name(ca_cert.subject)
+            .issuer_name(ca_name)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(ca_cert.not_valid_after_utc)
-            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .sign(ca_key, hashes.SHA256())
+            .not_valid_after(not_after)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         )
+        if server:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName(
+                    [
+                        x509.DNSName("localhost"),
+                        x509.DNSName("kubernetes"),
+                        x509.DNSName("kubernetes.default"),
+                        x509.DNSName("kubernetes.default.svc"),
+                        x509.DNSName("kubernetes.default.svc.cluster.local"),
+                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                        x509.IPAddress(ipaddress.ip_address("10.96.0.1")),
+                    ]
+                ),
+                critical=False,
+            )
+        cert = builder.sign(ca_key, hashes.SHA256())
         _write(self.key(name), _pem_key(key))
         _write(self.crt(name), cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
@@ -223,51 +244,11 @@ class Pki:
         _write(self.key("ca"), _pem_key(ca_key))
         _write(self.ca_crt, ca.public_bytes(serialization.Encoding.PEM), 0o644)
 
-        def issue(name: str, cn: str, org: str | None, server: bool) -> None:
-            key = ec.generate_private_key(ec.SECP256R1())
-            attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
-            if org:
-                attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
-            builder = (
-                x509.CertificateBuilder()
-                .subject_name(x509.Name(attrs))
-                .issuer_name(ca_name)
-                .public_key(key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(minutes=5))
-                .not_valid_after(now + datetime.timedelta(days=30))
-                .add_extension(
-                    x509.ExtendedKeyUsage(
-                        [x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]
-                        if server
-                        else [x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]
-                    ),
-                    critical=False,
-                )
-            )
-            if server:
-                builder = builder.add_extension(
-                    x509.SubjectAlternativeName(
-                        [
-                            x509.DNSName("localhost"),
-                            x509.DNSName("kubernetes"),
-                            x509.DNSName("kubernetes.default"),
-                            x509.DNSName("kubernetes.default.svc"),
-                            x509.DNSName("kubernetes.default.svc.cluster.local"),
-                            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                            x509.IPAddress(ipaddress.ip_address("10.96.0.1")),
-                        ]
-                    ),
-                    critical=False,
-                )
-            cert = builder.sign(ca_key, hashes.SHA256())
-            _write(self.key(name), _pem_key(key))
-            _write(self.crt(name), cert.public_bytes(serialization.Encoding.PEM), 0o644)
-
-        issue("apiserver", "kube-apiserver", None, server=True)
-        issue("admin", "classroom-admin", "system:masters", server=False)
-        issue("controller-manager", "system:kube-controller-manager", None, server=False)
-        issue("scheduler", "system:kube-scheduler", None, server=False)
+        not_after = now + datetime.timedelta(days=30)
+        self._issue("apiserver", "kube-apiserver", None, ca_key, ca_name, not_after, server=True)
+        self._issue("admin", "classroom-admin", "system:masters", ca_key, ca_name, not_after)
+        self._issue("controller-manager", "system:kube-controller-manager", None, ca_key, ca_name, not_after)
+        self._issue("scheduler", "system:kube-scheduler", None, ca_key, ca_name, not_after)
         # service-account token signing pair (RSA: what every client expects)
         sa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         _write(self.key("sa"), _pem_key(sa))
