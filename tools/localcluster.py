@@ -730,19 +730,12 @@ class LocalCluster:
             "kube-controller-manager",
             [
                 str(bins["kube-controller-manager"]),
-                f"--kubeconfig={kcm_kc}",
-                f"--authentication-kubeconfig={kcm_kc}",
-                f"--authorization-kubeconfig={kcm_kc}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={self.ports['controller-manager']}",
-                f"--cert-dir={self.dir / 'pki' / 'kcm-serving'}",
+                *self._control_loop_flags(kcm_kc, "controller-manager", "kcm-serving"),
                 f"--service-account-private-key-file={pki.key('sa')}",
                 f"--root-ca-file={pki.ca_crt}",
                 "--use-service-account-credentials=true",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
-                "--leader-elect=false",
                 "--controllers=*",
-                "--profiling=false",
             ],
         )
         sched_kc = self.dir / "scheduler.kubeconfig"
@@ -750,14 +743,7 @@ class LocalCluster:
             "kube-scheduler",
             [
                 str(bins["kube-scheduler"]),
-                f"--kubeconfig={sched_kc}",
-                f"--authentication-kubeconfig={sched_kc}",
-                f"--authorization-kubeconfig={sched_kc}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={self.ports['scheduler']}",
-                f"--cert-dir={self.dir / 'pki' / 'scheduler-serving'}",
-                "--leader-elect=false",
-                "--profiling=false",
+                *self._control_loop_flags(sched_kc, "scheduler", "scheduler-serving"),
             ],
         )
         self._spawn(
@@ -791,6 +777,20 @@ class LocalCluster:
         self._wait("fake nodes Ready", deadline, lambda: self._nodes_ready(api, self.fake_nodes))
         self._wait("default ServiceAccount", deadline, lambda: self._default_sa(api))
         log(f"cluster ready in {time.monotonic() - t0:.1f}s; KUBECONFIG={self.kubeconfig}")
+
+    def _control_loop_flags(self, kubeconfig: Path, port: str, cert_dir: str) -> list[str]:
+        """Flags the controller manager and the scheduler share: their kubeconfig for the API server and
+        for authenticating and authorizing their own callers, a loopback serving port and its cert dir."""
+        return [
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={self.ports[port]}",
+            f"--cert-dir={self.dir / 'pki' / cert_dir}",
+            "--leader-elect=false",
+            "--profiling=false",
+        ]
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         logfile = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
