@@ -7,25 +7,9 @@ out of the home. Called directly on the hook as shipped (components/scripts/lab-
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
-from types import ModuleType
-
 import pytest
 
-from tests.labs.support import HOOK
-
-pytestmark = pytest.mark.labs
-
-
-def load_hook() -> ModuleType:
-    loader = importlib.machinery.SourceFileLoader("lab_session_hook", str(HOOK))
-    spec = importlib.util.spec_from_loader("lab_session_hook", loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
-
+from tests.hookmodule import load_hook
 
 HOOK_MODULE = load_hook()
 CONFIG = {"url": "http://lab1.example.edu:8787", "urls": {}}

@@ -9,14 +9,11 @@ ConfigMap, and rc.local installs them. Without labs none of it exists.
 from __future__ import annotations
 
 import fnmatch
-import importlib.machinery
-import importlib.util
 import json
 import os
 import re
 import subprocess
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import kubernetes_validate
@@ -26,6 +23,7 @@ import yaml
 
 import components.server as server
 from tests.harness import FAKE_CA_PRIVATE, ROOT, Rendered, render
+from tests.hookmodule import load_hook
 
 SECRET = "kubernetes:core/v1:Secret"
 CM = "kubernetes:core/v1:ConfigMap"
@@ -178,7 +176,7 @@ def test_installer_installs_hook_pam_include_and_sudo_rule_for_the_hooks_student
 def test_the_hook_reads_the_rendered_config(labs: Rendered, tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("the hook accepts only root-owned config files")
-    hook = _hook_module()
+    hook = load_hook()
     key = tmp_path / "session.key"
     key.write_text(secret_data(labs)["session.key"])
     key.chmod(0o600)
@@ -195,15 +193,6 @@ def test_the_hook_reads_the_rendered_config(labs: Rendered, tmp_path: Path) -> N
         assert (placement[user] == "lab2") == hook.lab_url(loaded, user).endswith(":9000")
     assert hook.lab_url(loaded, "frank") == ""
     assert hook.all_urls(loaded) == ["http://10.0.0.5:8787", "http://lab2.example.edu:9000"]
-
-
-def _hook_module() -> ModuleType:
-    loader = importlib.machinery.SourceFileLoader("lab_session_hook", str(HOOK))
-    spec = importlib.util.spec_from_loader("lab_session_hook", loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
 
 
 def test_a_new_student_changes_the_secret_but_does_not_roll_the_pod(labs: Rendered) -> None:
@@ -374,7 +363,7 @@ def _hook_config(tmp_path: Path, urls: dict[str, str]) -> str:
 @pytest.mark.parametrize("url", ["http://10.0.0.5:8787\n", "http://10.0.0.5:8787/ x", "ftp://10.0.0.5"])
 def test_the_hook_refuses_a_config_whose_urls_are_not_whole_urls(url: str, tmp_path: Path) -> None:
     # The check was `$`-anchored: it let a URL with a trailing newline through.
-    hook = _hook_module()
+    hook = load_hook()
     with pytest.raises(hook.HookError, match="key 'urls' must map user names to labd URLs"):
         hook.load_config(_hook_config(tmp_path, {"alice": url}))
     assert hook.load_config(_hook_config(tmp_path / "ok", {"alice": "http://10.0.0.5:8787/"}))["urls"]
