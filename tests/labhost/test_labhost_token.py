@@ -33,20 +33,25 @@ def test_stacks_deployed_under_the_old_lab_host_token_keep_their_clusters(
     calls = mutating(state)
     assert sorted(Path(a[-1]).stem for a in calls if a[:2] == ["cluster", "create"]) == ["lab-alice", "lab-bob"]
 
+    before = tokens_in_state(program)
+    deployed = before.get(LAB_HOST_TYPE, 0)
+    assert deployed >= 4 and before == {LAB_HOST_TYPE: deployed}, before  # LabHost, its install, 2 clusters
     exported = program.pulumi("stack", "export").stdout
-    assert exported.count(LAB_HOST_TYPE) >= 4  # the component, its install, two cluster commands
     older = tmp_path / "older-state.json"
     older.write_text(exported.replace(LAB_HOST_TYPE, FORMER_LAB_HOST_TYPE))
     program.pulumi("stack", "import", "--file", str(older))
-    urns = [r["urn"] for r in json.loads(program.pulumi("stack", "export").stdout)["deployment"]["resources"]]
-    assert not [u for u in urns if LAB_HOST_TYPE in u]
-    assert len([u for u in urns if FORMER_LAB_HOST_TYPE in u]) >= 4
+    assert tokens_in_state(program) == {FORMER_LAB_HOST_TYPE: deployed}
 
     # Without the alias this plans a create of every resource and a delete of every old one
     # (each cluster deleted, then made again, empty).
     assert program.changes() == {}
     program.up()
     assert mutating(state) == calls  # no cluster deleted or created
+    assert tokens_in_state(program) == {LAB_HOST_TYPE: deployed}
+
+
+def tokens_in_state(program: Engine) -> dict[str, int]:
+    """How many URNs in the stack's exported state carry each of LabHost's two type tokens."""
     urns = [r["urn"] for r in json.loads(program.pulumi("stack", "export").stdout)["deployment"]["resources"]]
-    assert not [u for u in urns if FORMER_LAB_HOST_TYPE in u]
-    assert len([u for u in urns if LAB_HOST_TYPE in u]) >= 4
+    counts = {token: sum(token in urn for urn in urns) for token in (LAB_HOST_TYPE, FORMER_LAB_HOST_TYPE)}
+    return {token: n for token, n in counts.items() if n}
