@@ -309,6 +309,8 @@ def cluster_list(state: State, args: list[str]) -> str:
                  for i in range(info["servers"])]
         nodes += [{"name": f"k3d-{name}-agent-{i}", "role": "agent", "State": {"Running": running}}
                   for i in range(info["agents"])]
+        # k3d lists its loadbalancer among the nodes (checked against the real k3d: test_k3d_real.py)
+        nodes.append({"name": f"k3d-{name}-serverlb", "role": "loadbalancer", "State": {"Running": running}})
         items.append({"name": name, "nodes": nodes, "serversCount": info["servers"],
                       "serversRunning": info["servers"] if running else 0, "agentsCount": info["agents"],
                       "agentsRunning": info["agents"] if running else 0, "hasLoadbalancer": True})
