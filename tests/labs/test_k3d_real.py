@@ -194,8 +194,10 @@ def test_delete_removes_containers_and_network(k3d: RealK3d) -> None:
 def _shape(item: dict[str, Any]) -> dict[str, Any]:
     """What the double claims of a `cluster list -o json` item, in a comparable form."""
     keys = ("name", "serversCount", "serversRunning", "agentsCount", "agentsRunning", "hasLoadbalancer")
+    lb = next(n for n in item["nodes"] if n["role"] == "loadbalancer")
     return {**{k: item[k] for k in keys},
-            "nodes": sorted((n["name"], n["role"], n["State"]["Running"]) for n in item["nodes"])}
+            "nodes": sorted((n["name"], n["role"], n["State"]["Running"]) for n in item["nodes"]),
+            "published": {port: [b["HostPort"] for b in binds] for port, binds in lb["portMappings"].items()}}
 
 
 def test_the_double_claims_what_the_real_k3d_does(k3d: RealK3d, tmp_path: Path) -> None:
@@ -205,18 +207,22 @@ def test_the_double_claims_what_the_real_k3d_does(k3d: RealK3d, tmp_path: Path) 
                               env={"K3D_DOUBLE_DIR": str(tmp_path / "double"), "PATH": "/usr/bin:/bin"})
 
     path, dave = k3d.config("dave")
+    clash, ivan = k3d.config("ivan", {**DEFAULT_TEMPLATE, "ports": [
+        {"port": f"{dave.http_port}:80", "nodeFilters": ["loadbalancer"]}]})
     real_list: list[Any] = []
     double_list: list[Any] = []
     try:
         for run, seen in ((k3d, real_list), (double, double_list)):
-            steps = [("cluster", "create", "--config", str(path)), ("cluster", "list", "-o", "json"),
+            steps = [("cluster", "create", "--config", str(path)), ("cluster", "create", "--config", str(clash)),
+                     ("cluster", "list", "-o", "json"),
                      ("cluster", "stop", dave.cluster), ("cluster", "list", "-o", "json"),
                      ("cluster", "start", dave.cluster), ("kubeconfig", "get", dave.cluster)]
             for step in steps:
                 done = run(*step)
                 seen.append((step[:2], done.returncode))
                 if step[1] == "list":
-                    seen.append(_shape(next(i for i in json.loads(done.stdout) if i["name"] == dave.cluster)))
+                    listed = {i["name"]: i for i in json.loads(done.stdout)}
+                    seen.append((_shape(listed[dave.cluster]), ivan.cluster in listed))
                 if step[0] == "kubeconfig":
                     config = yaml.safe_load(done.stdout)
                     seen.append((config["current-context"], config["clusters"][0]["cluster"]["server"],
@@ -228,7 +234,17 @@ def test_the_double_claims_what_the_real_k3d_does(k3d: RealK3d, tmp_path: Path) 
                                           if i["name"] == dave.cluster]))
     finally:
         k3d("cluster", "delete", dave.cluster)
+        k3d("cluster", "delete", ivan.cluster)
     assert double_list == real_list
+
+
+def wait_running(labd: Labd, user: str, what: str) -> None:
+    """Until labd reports user's cluster running; on time-out the message carries labd's record and log."""
+    try:
+        wait_for(lambda: labd.status(user)["state"] == "running", timeout=120, what=what)
+    except AssertionError as err:
+        log = (labd.root / "labd.log").read_text()[-3000:]
+        raise AssertionError(f"{err}; labd says {labd.status(user)}; labd.log ends:\n{log}") from None
 
 
 def test_labd_drives_the_real_k3d(k3d: RealK3d, tmp_path: Path, labd_factory: list[Labd]) -> None:
@@ -237,12 +253,9 @@ def test_labd_drives_the_real_k3d(k3d: RealK3d, tmp_path: Path, labd_factory: li
     labd_factory.append(labd)
     labd.start()
 
-    def state() -> str:
-        return str(labd.status("erin")["state"])
-
     status, body = labd.request("POST", "/v1/users/erin/ensure", "erin")
     assert status == 202, body
-    wait_for(lambda: state() == "running", timeout=90, what="erin's cluster running")
+    wait_running(labd, "erin", "erin's cluster running")
     ports = labd.status("erin")["ports"]
     lb = k3d.containers("lab-erin")["k3d-lab-erin-serverlb"]
     bindings = {port: binds[0]["HostPort"] for port, binds in lb["HostConfig"]["PortBindings"].items()}
@@ -260,7 +273,7 @@ def test_labd_drives_the_real_k3d(k3d: RealK3d, tmp_path: Path, labd_factory: li
 
     status, body = labd.request("POST", "/v1/users/erin/ensure", "erin")
     assert status == 202, body
-    wait_for(lambda: state() == "running", timeout=90, what="erin's cluster started again")
+    wait_running(labd, "erin", "erin's cluster started again")
     assert {name: c["Id"] for name, c in k3d.containers("lab-erin").items()} == ids
     assert labd.status("erin")["ports"] == ports
 
@@ -268,3 +281,41 @@ def test_labd_drives_the_real_k3d(k3d: RealK3d, tmp_path: Path, labd_factory: li
     assert status == 200 and body["state"] == "deleted", body
     assert "lab-erin" not in k3d.listed()
     assert k3d.containers("lab-erin") == {}
+
+
+def test_labd_readopts_real_clusters_on_their_published_ports_after_losing_its_state(
+        k3d: RealK3d, tmp_path: Path, labd_factory: list[Labd]) -> None:
+    """State file gone: labd adopts both clusters from `k3d cluster list` on the ports k3d really published,
+    so each student's domain still routes to that student's own cluster."""
+    labd = Labd(tmp_path / "labd", k3dBinary=str(k3d.wrapper), k3dTimeout=120)
+    labd_factory.append(labd)
+    labd.start()
+    # gina first: she gets the first ports, so a re-allocation in k3d's (alphabetical) order would swap them
+    for user in ("gina", "frank"):
+        status, body = labd.request("POST", f"/v1/users/{user}/ensure", user)
+        assert status == 202, body
+        wait_running(labd, user, f"{user}'s cluster running")
+    ports = {u: labd.status(u)["ports"] for u in ("frank", "gina")}
+    routes_file = Path(labd.config["traefik"]["file"])
+    routes = yaml.safe_load(routes_file.read_text())
+    labd.stop()
+    Path(labd.config["stateFile"]).unlink()
+    routes_file.unlink()
+
+    labd.start()
+    try:
+        assert {u: labd.status(u)["ports"] for u in ("frank", "gina")} == ports
+        assert yaml.safe_load(routes_file.read_text()) == routes
+        for user in ("frank", "gina"):
+            assert labd.status(user)["state"] == "running"
+            body = k3d.engine.fetch(ports[user]["http"]) or ""
+            assert f"ingress k3d-lab-{user}-server-0" in body
+        # a new student gets ports neither adopted cluster uses
+        status, body = labd.request("POST", "/v1/users/hana/ensure", "hana")
+        assert status == 202, body
+        wait_running(labd, "hana", "hana's cluster running")
+        taken = {p for u in ("frank", "gina") for p in ports[u].values()}
+        assert not set(labd.status("hana")["ports"].values()) & taken
+    finally:
+        for user in ("frank", "gina", "hana"):
+            k3d("cluster", "delete", f"lab-{user}")
