@@ -1,5 +1,11 @@
 #!/usr/bin/env python3
-"""k3d DOUBLE: a stand-in for the k3d CLI in tests (k3d and Docker cannot run here).
+"""k3d DOUBLE: a stand-in for the k3d CLI in labd's fast tests and for fault injection.
+
+The real k3d runs in this tier too (tests/labs/test_k3d_real.py, on a
+throwaway dockerd); this double stays for what a real engine cannot produce
+on demand (K3D_DOUBLE_FAIL, K3D_DOUBLE_DELAY) and for the many labd tests
+that need no containers. What it claims is replayed against the real k3d in
+test_k3d_real.py::test_the_double_claims_what_the_real_k3d_does.
 
 It is not k3d. It records every call (argv, environment, exit status) as one
 JSON line in $K3D_DOUBLE_DIR/calls.jsonl, checks each call against k3d v5's
