@@ -6,7 +6,8 @@
 #         checkov), policies, comment builder, linters       seconds
 #   ssh   real OpenSSH on loopback / in network namespaces   tens of seconds
 #   labs  labd over real HTTP, session hook under real sshd,
-#         Traefik routing (k3d itself is a named double)     tens of seconds
+#         Traefik routing, the real k3d on a throwaway dockerd
+#         (stand-in node images; the k3d double for faults)  a few minutes
 #   attack   a hostile student against the image's real PAM stack:
 #         Debian's pam.d as setup-image.sh leaves it, real sshd,
 #         the lab hook, labd, reconcile-roster              a few minutes

@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Builds the real tools the e2e tier runs (Pulumi engine + provider plugins,
 # etcd / kube-apiserver / controller-manager / scheduler / kubectl, kwok,
-# actionlint, traefik) from the Go module proxy with the machine's Go, and
+# actionlint, traefik, k3d) from the Go module proxy with the machine's Go, and
 # caches them under ~/.cache/classroom/toolchain so a warm run costs seconds.
 # Progress goes to stderr; each build's log is in the cache's logs/ and a
 # failure prints its last lines and names it.
 #
-#   tools/toolchain.sh [all|engine|cluster|lint|traefik]   build what is missing
+#   tools/toolchain.sh [all|engine|cluster|lint|traefik|k3d|helm]  build what is missing
 #       cluster: etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok
 #                kubelet kube-proxy (the real node of tools/node.py)
 #       engine:  pulumi pulumi-language-python + kubernetes/tls/command plugins (installed)
-#       lint: actionlint   traefik: traefik   helm: helm (benchmarks only, not in all)
+#       lint: actionlint   traefik: traefik   k3d: k3d (the labs tier's real k3d)
+#       helm: helm (benchmarks only, not in all)
 #       all: every one the tests need (any failure fails)
 #   tools/toolchain.sh env                                 print `export` lines for eval
 #   tools/toolchain.sh dir                                 print the cache directory
@@ -38,6 +39,8 @@ KWOK_VERSION=0.8.0
 ACTIONLINT_VERSION=1.7.12
 TRAEFIK_VERSION=3.6.12           # 3.7.x needs modules the proxy here refuses
 HELM_VERSION=3.22.0              # benchmarks only: the upstream chart's no-op upgrade, side by side
+K3D_VERSION=5.8.3                # labd's k3d, driven for real by the labs tier (tests/labs/test_k3d_real.py)
+K3D_K3S_VERSION=v1.31.5-k3s1     # k3d's default node image tag: the one labd's default template names
 
 GO=${GO:-/usr/local/go/bin/go}
 [[ -x $GO ]] || GO=$(command -v go || true)
@@ -167,6 +170,7 @@ pin_of() {
         actionlint) printf '%s' "$ACTIONLINT_VERSION" ;;
         traefik) printf '%s' "$TRAEFIK_VERSION" ;;
         helm) printf '%s' "$HELM_VERSION" ;;
+        k3d) printf '%s' "$K3D_VERSION/$K3D_K3S_VERSION" ;;
         kube*) printf '%s' "$KUBERNETES_VERSION" ;;
         *) printf 'unknown' ;;
     esac
@@ -268,6 +272,21 @@ build_traefik() {
     [[ -n $(ls -A "$dir/webui/static") ]] || printf 'web UI not built\n' >"$dir/webui/static/index.html"
     go_build traefik "$dir" ./cmd/traefik "-X github.com/traefik/traefik/v3/pkg/version.Version=v$TRAEFIK_VERSION"
     stamp traefik
+}
+
+# -------------------------------------------------------------------- k3d ---
+# The module ships a vendor/ directory that does not match its go.mod; GOFLAGS'
+# -mod=mod (need_go) builds from the module cache instead.  One package at a
+# time (-p 1): ~65 s cold on 2 cores, beside whatever else is building.
+build_k3d() {
+    stamped k3d && return
+    need_go
+    say "building k3d (github.com/k3d-io/k3d/v5 v$K3D_VERSION)..."
+    local dir
+    dir=$(fetch_module github.com/k3d-io/k3d/v5 "v$K3D_VERSION" k3d)
+    JOBS=1 go_build k3d "$dir" . \
+        "-X github.com/k3d-io/k3d/v5/version.Version=v$K3D_VERSION -X github.com/k3d-io/k3d/v5/version.K3sVersion=$K3D_K3S_VERSION"
+    stamp k3d
 }
 
 # ------------------------------------------------------------------- helm ---
@@ -494,6 +513,7 @@ main() {
         lint) build_actionlint ;;
         traefik) build_traefik ;;
         helm) build_helm ;;
+        k3d) build_k3d ;;
         all)
             # Two builds at once: `go build -p 2` leaves a core idle in its long
             # single-threaded link steps, so the engine (the longest, ~35 min
@@ -503,13 +523,13 @@ main() {
             engine_pid=$!
             # a failure here must not leave the engine build running on its own
             trap 'kill "$engine_pid" 2>/dev/null || true' EXIT
-            build_etcd; build_kubernetes; build_kwok; build_actionlint; build_traefik
+            build_etcd; build_kubernetes; build_kwok; build_actionlint; build_traefik; build_k3d
             wait "$engine_pid" || engine_rc=$?
             trap - EXIT
             [[ $engine_rc -eq 0 ]] || die "the engine build failed (exit $engine_rc); see the messages above and $LOGS"
             ;;
-        -h|--help|help) sed -n "2,13p" "$0" | sed 's/^# \{0,1\}//'; return ;;
-        *) die "unknown target '$target'; accepted: all, engine, cluster, lint, traefik, helm, env, dir" ;;
+        -h|--help|help) sed -n "2,14p" "$0" | sed 's/^# \{0,1\}//'; return ;;
+        *) die "unknown target '$target'; accepted: all, engine, cluster, lint, traefik, k3d, helm, env, dir" ;;
     esac
     mkdir -p "$TOOLCHAIN_DIR"
     say "$target ready in $(( $(date +%s) - t0 ))s under $TOOLCHAIN_DIR"

@@ -1,5 +1,11 @@
 #!/usr/bin/env python3
-"""k3d DOUBLE: a stand-in for the k3d CLI in tests (k3d and Docker cannot run here).
+"""k3d DOUBLE: a stand-in for the k3d CLI in labd's fast tests and for fault injection.
+
+The real k3d runs in this tier too (tests/labs/test_k3d_real.py, on a
+throwaway dockerd); this double stays for what a real engine cannot produce
+on demand (K3D_DOUBLE_FAIL, K3D_DOUBLE_DELAY) and for the many labd tests
+that need no containers. What it claims is replayed against the real k3d in
+test_k3d_real.py::test_the_double_claims_what_the_real_k3d_does.
 
 It is not k3d. It records every call (argv, environment, exit status) as one
 JSON line in $K3D_DOUBLE_DIR/calls.jsonl, checks each call against k3d v5's
@@ -45,6 +51,20 @@ KUBECONFIG_GET_FLAGS = {"-a": False, "--all": False, "-h": False, "--help": Fals
 
 NODE_FILTER_RE = re.compile(r"^(all|loadbalancer|(server|agent|servers|agents)(:(\*|\d+([,-]\d+)*))?)$")
 PORT_RE = re.compile(r"^(?:(?:\d{1,3}(?:\.\d{1,3}){3}|[a-z0-9.-]+):)?(?:(\d{1,5}):)?(\d{1,5})(?:/(tcp|udp))?$")
+
+
+def split_port(spec: str) -> tuple[str | None, str, str]:
+    """(host port or None, container port, protocol) of a valid `[ip:][hostPort:]containerPort[/proto]`.
+
+    Not PORT_RE's groups: its optional host-name alternative also matches a bare
+    host port ("8080:80"), which left the host port out (the real k3d's port
+    bindings showed it: test_k3d_real.py).
+    """
+    ports, _, proto = spec.partition("/")
+    parts = ports.split(":")
+    return (parts[-2] if len(parts) >= 2 else None), parts[-1], proto or "tcp"
+
+
 HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 # The k3d.io/v1alpha5 "Simple" schema, transcribed: key -> expected type or nested spec.
@@ -246,7 +266,7 @@ def cluster_create(state: State, args: list[str]) -> str:
         raise Fatal(f"Failed to create cluster '{name}' because a cluster with that name already exists")
     servers = int(one(flags, "-s", "--servers") or config.get("servers", 1))
     agents = int(one(flags, "-a", "--agents") or config.get("agents", 0))
-    host_ports = [m.group(1) for e in config.get("ports", []) if (m := PORT_RE.match(e["port"])) and m.group(1)]
+    host_ports = [host for e in config.get("ports", []) if (host := split_port(e["port"])[0])]
     api_port = config.get("kubeAPI", {}).get("hostPort") or str(6443 + len(state.clusters) + 1)
     host_ports.append(api_port)
     # A real Docker daemon refuses to bind a host port twice.
@@ -257,8 +277,15 @@ def cluster_create(state: State, args: list[str]) -> str:
                         f"(cluster {other})")
     maybe_fail("create")
     delay()
+    # As k3d publishes them on the loadbalancer: the API port keyed without a protocol
+    mappings = {"6443": [{"HostIp": "", "HostPort": api_port}]}
+    for entry in config.get("ports", []):
+        host, container, proto = split_port(entry["port"])
+        if host and "loadbalancer" in entry.get("nodeFilters", ["loadbalancer"]):
+            mappings[f"{container}/{proto}"] = [{"HostIp": "", "HostPort": host}]
     state.clusters[name] = {
         "servers": servers, "agents": agents, "running": True, "apiPort": api_port, "hostPorts": host_ports,
+        "portMappings": mappings,
         "image": config.get("image", "docker.io/rancher/k3s:latest"), "config": config,
     }
     state.save()
@@ -309,6 +336,9 @@ def cluster_list(state: State, args: list[str]) -> str:
                  for i in range(info["servers"])]
         nodes += [{"name": f"k3d-{name}-agent-{i}", "role": "agent", "State": {"Running": running}}
                   for i in range(info["agents"])]
+        # k3d lists its loadbalancer among the nodes (checked against the real k3d: test_k3d_real.py)
+        nodes.append({"name": f"k3d-{name}-serverlb", "role": "loadbalancer", "State": {"Running": running},
+                      "portMappings": info.get("portMappings", {})})
         items.append({"name": name, "nodes": nodes, "serversCount": info["servers"],
                       "serversRunning": info["servers"] if running else 0, "agentsCount": info["agents"],
                       "agentsRunning": info["agents"] if running else 0, "hasLoadbalancer": True})

@@ -364,3 +364,37 @@ def test_header_names_are_case_insensitive(labd: Labd) -> None:
     response = conn.getresponse()
     assert response.status == 200, response.read()
     conn.close()
+
+
+def test_lost_state_adopts_clusters_on_the_ports_k3d_lists(tmp_path: Path, labd_factory: list[Labd]) -> None:
+    """The double's version of test_k3d_real's re-adoption: ports come from `cluster list`, not a re-allocation."""
+    daemon = Labd(tmp_path / "d")
+    labd_factory.append(daemon)
+    daemon.start()
+    for user in ("gina", "frank"):  # gina gets the first ports; k3d lists frank first
+        ensure_running(daemon, user)
+    ports = {u: daemon.status(u)["ports"] for u in ("frank", "gina")}
+    routes = yaml.safe_load(Path(daemon.config["traefik"]["file"]).read_text())
+    daemon.stop()
+    Path(daemon.config["stateFile"]).unlink()
+    daemon.start()
+    assert {u: daemon.status(u)["ports"] for u in ("frank", "gina")} == ports
+    assert yaml.safe_load(Path(daemon.config["traefik"]["file"]).read_text()) == routes
+
+
+def test_recorded_ports_that_k3d_contradicts_follow_k3d(tmp_path: Path, labd_factory: list[Labd]) -> None:
+    daemon = Labd(tmp_path / "d")
+    labd_factory.append(daemon)
+    daemon.start()
+    ensure_running(daemon, "alice")
+    ports = daemon.status("alice")["ports"]
+    daemon.stop()
+    state_path = Path(daemon.config["stateFile"])
+    state = json.loads(state_path.read_text())
+    state["users"]["alice"]["ports"] = {"api": 29000, "http": 29001, "https": 29002}
+    state_path.write_text(json.dumps(state))
+    daemon.start()
+    assert daemon.status("alice")["ports"] == ports
+    routes = yaml.safe_load(Path(daemon.config["traefik"]["file"]).read_text())
+    assert routes["http"]["services"]["lab-alice"]["loadBalancer"]["servers"][0]["url"] == \
+        f"http://127.0.0.1:{ports['http']}"

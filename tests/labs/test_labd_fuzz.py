@@ -85,6 +85,8 @@ def busy_labd(tmp_path: Path, labd_factory: list[Labd]) -> Iterator[Labd]:
     daemon.start()
     ensure_running(daemon, "alice")
     ensure_running(daemon, "bob")
+    # "running" is written before the init hook's "initialized": a snapshot between the two would differ
+    wait_for(lambda: all(r["initialized"] for r in daemon.state_file()["users"].values()), what="both initialized")
     yield daemon
 
 

@@ -6,16 +6,44 @@ import json
 import re
 import subprocess
 from dataclasses import dataclass
+from typing import Any
 
 
 class K3dError(Exception):
     """k3d failed; the message carries its exit status and last lines of output."""
 
 
+# Container port -> labd's name for it. k3d publishes all three on the cluster's
+# loadbalancer node; it keys the API port without a protocol ("6443"), HTTP and
+# HTTPS as "80/tcp" and "443/tcp" (checked against the real k3d, tests/labs/test_k3d_real.py).
+PORT_NAMES = {"6443": "api", "80": "http", "443": "https"}
+
+
 @dataclass(frozen=True)
 class ClusterInfo:
     name: str
     running: bool
+    # The host ports the cluster is published on ({"api", "http", "https"}), read
+    # from k3d; None unless all three are there.
+    ports: dict[str, int] | None = None
+
+
+def _published_ports(nodes: Any) -> dict[str, int] | None:
+    found: dict[str, int] = {}
+    for node in nodes if isinstance(nodes, list) else []:
+        if not isinstance(node, dict) or node.get("role") != "loadbalancer":
+            continue
+        mappings = node.get("portMappings")
+        for key, bindings in (mappings.items() if isinstance(mappings, dict) else []):
+            name = PORT_NAMES.get(str(key).removesuffix("/tcp"))
+            if name is None or not isinstance(bindings, list):
+                continue
+            for binding in bindings:
+                port = str(binding.get("HostPort", "")) if isinstance(binding, dict) else ""
+                if port.isdigit() and 0 < int(port) < 65536:
+                    found[name] = int(port)
+                    break
+    return found if set(found) == set(PORT_NAMES.values()) else None
 
 
 class K3d:
@@ -48,7 +76,7 @@ class K3d:
             # k3d counts running server containers; a cluster whose servers
             # are all stopped cannot serve its API, whatever the agents do.
             running = int(item.get("serversRunning", 0)) > 0
-            clusters[name] = ClusterInfo(name=name, running=running)
+            clusters[name] = ClusterInfo(name=name, running=running, ports=_published_ports(item.get("nodes")))
         return clusters
 
     def create(self, config_file: str) -> None:

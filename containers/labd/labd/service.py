@@ -94,10 +94,11 @@ class LabService:
     # ----- records -----------------------------------------------------------------------------------------
 
     def _allocate_ports(self) -> dict[str, int]:
-        used = {r["ports"]["api"] for r in self.users.values()}
+        # every port of every record: an adopted cluster keeps the ports k3d published it on
+        used = {port for r in self.users.values() for port in r["ports"].values()}
         base = self.cfg.port_base
         while base + 2 <= self.cfg.port_limit:
-            if base not in used:
+            if not {base, base + 1, base + 2} & used:
                 return {"api": base, "http": base + 1, "https": base + 2}
             base += 3
         raise Conflict(f"no free ports left between portBase {self.cfg.port_base} and portLimit {self.cfg.port_limit}")
@@ -362,6 +363,11 @@ class LabService:
             for record in self.users.values():
                 info = actual.get(record["cluster"])
                 record["state"] = ABSENT if info is None else (RUNNING if info.running else STOPPED)
+                if info is not None and info.ports is not None and info.ports != record["ports"]:
+                    # Traefik must route to where the cluster really is, whatever the record says.
+                    log.warning("cluster %s is published on %s, not on the recorded %s; recording what k3d says",
+                                record["cluster"], info.ports, record["ports"])
+                    record["ports"] = dict(info.ports)
             for name, info in actual.items():
                 if name in known or not name.startswith(self.cfg.cluster_prefix):
                     continue
@@ -372,7 +378,12 @@ class LabService:
                 record = self._record(user)
                 record["state"] = RUNNING if info.running else STOPPED
                 record["initialized"] = True
-                log.warning("adopted cluster %s for %s; its ports are unknown, reallocated", name, user)
+                if info.ports is not None:
+                    # The ports the cluster is really published on: routes keep pointing at it.
+                    record["ports"] = dict(info.ports)
+                    log.warning("adopted cluster %s for %s with its published ports %s", name, user, info.ports)
+                else:
+                    log.warning("adopted cluster %s for %s; k3d lists no ports for it, reallocated", name, user)
             self._save()
         self._write_routes()
 
