@@ -12,12 +12,11 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from components.cli import main, replace_revocations
+from components.rosterdata import parse_access, roster_document
+from components.sshcert import certificate_fields
 
-from components.cli import main, replace_revocations  # noqa: E402
-from components.rosterdata import parse_access, roster_document  # noqa: E402
-from components.sshcert import certificate_fields  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 STACK = "cis90-fall2026"
 
