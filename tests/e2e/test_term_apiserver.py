@@ -4,13 +4,13 @@ Without an engine (the Pulumi CLI cannot be built on this machine), the
 program's rendered objects are applied server-side the way
 tests/e2e/test_apiserver.py does; "destroy --exclude-protected" is played by
 deleting exactly the objects it removes (everything but the namespace, the
-claims and the Retain StorageClass), then `ops.term`'s kept-data summary is
+claims and the Retain StorageClass), then `classroom term`'s kept-data summary is
 checked against the cluster and a byte written into the home volume, and the
-next term's stack file (`ops.term new --adopt-homes`) is applied on top: same
+next term's stack file (`classroom term new --adopt-homes`) is applied on top: same
 claim, same volume, same file.
 
 With a `pulumi` CLI on PATH, test_end_and_adopt_with_the_engine runs the same
-story through the engine (`ops.term end` really calls `pulumi destroy`);
+story through the engine (`classroom term end` really calls `pulumi destroy`);
 without one it is skipped, saying why.
 """
 
@@ -151,7 +151,7 @@ ENGINE_NEW = "termops-spring2027"
 
 def ops_term(proj: PulumiProject, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ops.term", *args, "--stacks-dir", str(proj.workdir / "stacks")],
+        [str(Path(sys.executable).parent / "classroom"), "term", *args, "--stacks-dir", str(proj.workdir / "stacks")],
         cwd=REPO, env=proj.env, text=True, capture_output=True, timeout=1800,
     )  # fmt: skip
 
@@ -159,7 +159,7 @@ def ops_term(proj: PulumiProject, *args: str) -> subprocess.CompletedProcess[str
 def test_end_and_adopt_with_the_engine(
     tmp_path: Path, local_cluster: Any, toolchain_env: dict[str, str], pulumi_bin: str
 ) -> None:
-    """`ops.term end` runs the real destroy; the next stack adopts the homes with the upsert variable."""
+    """`classroom term end` runs the real destroy; the next stack adopts the homes with the upsert variable."""
     assert shutil.which("pulumi", path=toolchain_env.get("PATH"))  # pulumi_bin skipped otherwise
     proj = PulumiProject.create(tmp_path, ENGINE_OLD, toolchain_env, str(local_cluster.kubeconfig))
     class_config = yaml.safe_load((REPO / "stacks" / f"Pulumi.{OLD}.yaml").read_text())["config"]

@@ -71,9 +71,9 @@ class Walk:
 
     def issue(self) -> dict[str, Any]:
         """Certificates, known_hosts and the address, from the instructor CLI (stack outputs)."""
-        proc = subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-m", "components.cli", "issue",
+        proc = subprocess.run([str(REPO / ".venv" / "bin" / "classroom"), "roster", "issue",
                                "--stack", STACK, "--out", str(self.certs)],
-                              cwd=self.project.workdir, env={**self.project.env, "PYTHONPATH": str(REPO)},
+                              cwd=self.project.workdir, env=self.project.env,
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         outputs = self.project.outputs()
