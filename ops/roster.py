@@ -5,8 +5,8 @@
     classroom roster revoke --stack cis90-fall2026 jsmith
     classroom roster revoke --stack cis90-fall2026 --serial 123456789
 
-`issue` and `status` read the stack's outputs (`pulumi stack output
---show-secrets --json`: certificates signed by `pulumi up`, the known_hosts
+`issue` and `status` read the stack's outputs (ops/engine.py, the Automation API's
+`Stack.outputs()`, secrets shown: certificates signed by `pulumi up`, the known_hosts
 line, the ssh endpoint). Given `--ca-key FILE` they work without the engine:
 the roster comes from the stack file (or `--roster-json`, the roster.json of
 the ConfigMap) and certificates are signed locally with the same serials and
@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,7 +40,7 @@ from components.sshcert import (
     known_hosts_line,
     sign_user_certificate,
 )
-from ops import stackfile
+from ops import engine, stackfile
 from ops.errors import OperatorError
 
 NAMESPACE = "classroom"
@@ -96,17 +94,13 @@ def document_from_config(project: Path, stack: str) -> dict[str, Any]:
 
 
 def pulumi_outputs(stack: str, project: Path) -> dict[str, Any]:
-    pulumi = shutil.which("pulumi")
-    if pulumi is None:
-        raise CliError("pulumi is not on PATH: install it, or pass --ca-key FILE to work from the stack file")
-    result = subprocess.run([pulumi, "stack", "output", "--stack", stack, "--show-secrets", "--json"],
-                            cwd=project, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise CliError(f"pulumi stack output --stack {stack} failed: {result.stderr.strip()[-400:]}")
     try:
-        outputs: dict[str, Any] = json.loads(result.stdout or "{}")
-    except json.JSONDecodeError:
-        raise CliError("pulumi stack output did not print JSON") from None
+        outputs = engine.outputs(stack, project)
+    except engine.EngineUnavailable:
+        raise CliError("pulumi is not on PATH: install it, or pass --ca-key FILE to work from the stack file") \
+            from None
+    except engine.EngineFailed as error:
+        raise CliError(f"pulumi stack output --stack {stack} failed: {error}") from None
     if "roster" not in outputs:
         raise CliError(f"stack {stack} has no 'roster' output yet: run `pulumi up` first")
     return outputs

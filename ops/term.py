@@ -53,7 +53,7 @@ from components.rosterdata import (
     parse_access,
     parse_roster_csv,
 )
-from ops import stackfile
+from ops import engine, stackfile
 from ops.errors import OperatorError
 
 STACK_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,100}")
@@ -308,6 +308,20 @@ def summary_markdown(stack: str, summary: Mapping[str, Any], destroyed: bool) ->
     return "\n".join(lines)
 
 
+def destroy_all_but_protected(stack: str, project: Path) -> None:
+    """`pulumi destroy --exclude-protected` through the Automation API, its output shown as it comes."""
+    print(f"destroying {stack} except what is protected (pulumi destroy --exclude-protected)", flush=True)
+    try:
+        engine.destroy_unprotected(stack, project, on_output=lambda line: print(line, flush=True))
+    except engine.EngineUnavailable:
+        raise TermError(
+            "pulumi is not on PATH: install it to destroy the stack, or pass --skip-destroy to write only the summary",
+            status=1,
+        ) from None
+    except engine.EngineFailed as error:
+        raise TermError(f"pulumi destroy --stack {stack} failed: {error}", status=1) from None
+
+
 def cmd_end(args: SimpleNamespace) -> int:
     stacks_dir = Path(args.stacks_dir)
     path = existing_stack(stacks_dir, args.stack)
@@ -316,21 +330,7 @@ def cmd_end(args: SimpleNamespace) -> int:
     if summary_file.is_dir():
         raise TermError(f"argument --summary: {summary_file} is a directory; expected a file path (FILE.md)")
     if not args.skip_destroy:
-        pulumi = shutil.which("pulumi")
-        if pulumi is None:
-            raise TermError(
-                "pulumi is not on PATH: install it to destroy the stack, or pass --skip-destroy to write only "
-                "the summary",
-                status=1,
-            )
-        argv = [pulumi, "destroy", "--stack", args.stack, "--yes", "--exclude-protected", "--non-interactive"]
-        print("$ pulumi " + " ".join(argv[1:]), flush=True)
-        try:
-            proc = subprocess.run(argv, cwd=stacks_dir.resolve().parent)
-        except OSError as exc:
-            raise TermError(f"pulumi destroy: cannot run pulumi ({exc.strerror})", status=1) from None
-        if proc.returncode != 0:
-            raise TermError(f"pulumi destroy --stack {args.stack} failed (exit {proc.returncode})", status=1)
+        destroy_all_but_protected(args.stack, stacks_dir.resolve().parent)
     summary = kept_data_summary(os.environ.get("KUBECONFIG"), namespace)
     summary["stack"] = args.stack
     summary_file.parent.mkdir(parents=True, exist_ok=True)
@@ -481,34 +481,22 @@ def old_uid_ledger(stack: str, project: Path) -> dict[str, int] | None:
     the state after `classroom term end` (`destroy --exclude-protected`). Any failure to read it is an
     error (exit 1): a stack that adopts homes without their UIDs would lock the returning people out.
     """
-    pulumi = shutil.which("pulumi")
-    if pulumi is None:
+    print(f"reading {stack}'s UID ledger from its state (pulumi stack export)", flush=True)
+    try:
+        resources = engine.resources(stack, project)
+    except engine.EngineUnavailable:
         raise TermError(
             f"--adopt-homes: pulumi is not on PATH, so the UIDs that own {stack}'s kept homes cannot be read from "
             "its state; nothing written (install pulumi, or use the machine that deploys the stack)",
             status=1,
-        )
-    argv = [pulumi, "stack", "export", "--stack", stack, "--non-interactive"]
-    print("$ pulumi " + " ".join(argv[1:]), flush=True)
-    try:
-        proc = subprocess.run(argv, cwd=project, capture_output=True, text=True, timeout=300)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "timed out after 300s"
-        raise TermError(f"--adopt-homes: cannot run pulumi stack export ({reason}); nothing written", status=1) \
-            from None
-    if proc.returncode != 0:
-        tail = " ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+        ) from None
+    except engine.EngineFailed as error:
         raise TermError(
-            f"--adopt-homes: pulumi stack export --stack {stack} failed (exit {proc.returncode}): {tail}; the UIDs "
+            f"--adopt-homes: pulumi stack export --stack {stack} failed: {error}; the UIDs "
             "that own its kept homes cannot be read, nothing written (log in to the stack's backend, check the "
             "stack name)",
             status=1,
-        )
-    try:
-        resources = (json.loads(proc.stdout).get("deployment") or {}).get("resources") or []
-    except (json.JSONDecodeError, AttributeError):
-        raise TermError(f"--adopt-homes: pulumi stack export --stack {stack} did not print a state (JSON); "
-                        "nothing written", status=1) from None
+        ) from None
     ledgers = [r for r in resources if isinstance(r, dict) and r.get("type") == LEDGER_TYPE
                and str(r.get("urn", "")).endswith("::" + LEDGER_NAME)]
     if not ledgers:
@@ -672,22 +660,14 @@ def term_state(term: Term | None, today: date) -> str:
 
 
 def server_address(stack: str, project: Path) -> str:
-    pulumi = shutil.which("pulumi")
-    if pulumi is None:
-        return "unknown (no pulumi CLI)"
     try:
-        proc = subprocess.run(
-            [pulumi, "stack", "output", "sshHost", "--stack", stack, "--non-interactive"],
-            cwd=project,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown (pulumi failed)"
-    if proc.returncode != 0:
+        outputs = engine.outputs(stack, project)
+    except engine.EngineUnavailable:
+        return "unknown (no pulumi CLI)"
+    except engine.EngineFailed:
         return "unknown (not deployed)"
-    return proc.stdout.strip() or "unknown (no sshHost output)"
+    host = outputs.get("sshHost")
+    return str(host) if host else "unknown (no sshHost output)"
 
 
 def stack_status(stacks_dir: Path, stack: str, today: date, *, address: bool = True) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The stack outputs the instructor tools read are the ones the program exports.
 
-`classroom roster` and `classroom term` read `pulumi stack output --json`; a renamed
+`classroom roster` and `classroom term` read the stack's outputs (ops/engine.py); a renamed
 export would make them silently find nothing (this once happened with
 `studentCertificates`).
 """
@@ -21,7 +21,6 @@ def exported() -> set[str]:
 def read_by(path: Path) -> set[str]:
     text = path.read_text()
     names = set(re.findall(r'outputs(?:\.get\(|\[)"([A-Za-z]+)"', text))
-    names |= set(re.findall(r'stack", "output", "([A-Za-z]+)"', text))
     return names
 
 
