@@ -380,6 +380,29 @@ def test_a_new_namespace_carries_no_uids_and_asks_pulumi_nothing(
     assert fake_pulumi.calls() == []
 
 
+def test_a_commented_stack_file_keeps_its_comments_through_revoke_and_term_new(
+    stacks: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Both edits are round-trip (ops/stackfile.py, ruamel.yaml): an instructor's notes are never lost."""
+    path = stacks / f"Pulumi.{OLD}.yaml"
+    notes = "  classroom:homeSize: 50Gi  # grown in week 6\n  # the depot holds the labs\n"
+    path.write_text(path.read_text().replace("  classroom:homeSize: 50Gi\n", notes, 1))
+    comments = ["#" + line.split("#", 1)[1] for line in path.read_text().splitlines() if "#" in line]
+    assert "# grown in week 6" in comments and len(comments) > 5
+
+    assert cli.main(["roster", "--project", str(stacks.parent), "revoke", "--stack", OLD, "--serial", "4242"]) == 0
+    revoked = path.read_text()
+    assert yaml.safe_load(revoked)["config"]["classroom:revocations"] == {"serials": [4242]}
+    assert [c for c in comments if c not in revoked] == []
+
+    # With this term's roster, so the roster mapping is edited in place (its comments stay with it).
+    code, _out, err = run(capsys, *new_args(stacks, "--roster", str(spring_roster(stacks))))
+    assert code == 0, err
+    new_text = (stacks / f"Pulumi.{NEW}.yaml").read_text()
+    assert "classroom:revocations" not in new_text  # a new term signs new certificates
+    assert [c for c in comments if c not in new_text] == []
+
+
 def test_new_refuses_to_overwrite_an_existing_stack(stacks: Path, capsys: pytest.CaptureFixture[str]) -> None:
     target = stacks / f"Pulumi.{NEW}.yaml"
     target.write_text("config: {}\n")
