@@ -197,7 +197,7 @@ def test_end_and_adopt_with_the_engine(
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     # Read from the real engine's state after `end` (destroy --exclude-protected): the protected ledger.
-    assert f"stack export --stack {ENGINE_OLD}" in proc.stdout
+    assert f"reading {ENGINE_OLD}'s UID ledger from its state" in proc.stdout
     new_file = yaml.safe_load((proj.workdir / "stacks" / f"Pulumi.{ENGINE_NEW}.yaml").read_text())
     assert new_file["config"]["classroom:adoptedUids"] == old_uids
     assert term.ADOPT_ENV in proc.stdout
