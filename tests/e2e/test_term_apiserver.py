@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from components.rosterdata import _uid_hash
-from ops import term
+from ops import cli, term
 from tests.e2e.project import PulumiProject, kget, kubectl
 from tests.e2e.test_apiserver import REPO, stack_config, wait_for
 from tests.harness import manifests_for
@@ -110,8 +110,9 @@ def test_kept_homes_are_listed_and_adopted_by_the_next_term(
     # The command writes the same, as Markdown and JSON, with KUBECONFIG from the environment.
     monkeypatch.setenv("KUBECONFIG", kc)
     out_md = tmp_path / "out" / f"end-of-term-{OLD}.md"
-    code = term.main(
-        ["end", "--stacks-dir", str(project), "--stack", OLD, "--skip-destroy", "--json", "--summary", str(out_md)]
+    code = cli.main(
+        ["term", "end", "--stacks-dir", str(project), "--stack", OLD, "--skip-destroy", "--json",
+         "--summary", str(out_md)]
     )
     assert code == 0
     assert f"hostPath {home_dir}" in out_md.read_text()
@@ -124,8 +125,8 @@ def test_kept_homes_are_listed_and_adopted_by_the_next_term(
                          ["data"]["roster.json"])
     ledger = {p["username"]: p["uid"] for p in applied["people"]}
     monkeypatch.setattr(term, "old_uid_ledger", lambda stack, project: ledger)
-    code = term.main(
-        ["new", "--stacks-dir", str(project), "--from", OLD, "--to", NEW,
+    code = cli.main(
+        ["term", "new", "--stacks-dir", str(project), "--from", OLD, "--to", NEW,
          "--start", "2027-01-25", "--end", "2027-05-28", "--adopt-homes"]
     )  # fmt: skip
     assert code == 0
