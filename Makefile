@@ -23,13 +23,13 @@ destroy: ## End-of-term teardown of STACK: everything but the protected homes
 	tools/up.sh destroy $(STACK)
 
 term-end: ## Close STACK's term: destroy all but the homes, write out/end-of-term-STACK.md
-	.venv/bin/python -m ops.term end --stack $(STACK)
+	.venv/bin/classroom term end --stack $(STACK)
 
 term-new: ## Next term's stack from FROM: make term-new FROM=a TO=b START=YYYY-MM-DD END=YYYY-MM-DD [ROSTER=f.csv] [ADOPT=1]
-	.venv/bin/python -m ops.term new --from $(FROM) --to $(TO) --start $(START) --end $(END) $(if $(ROSTER),--roster $(ROSTER)) $(if $(ADOPT),--adopt-homes)
+	.venv/bin/classroom term new --from $(FROM) --to $(TO) --start $(START) --end $(END) $(if $(ROSTER),--roster $(ROSTER)) $(if $(ADOPT),--adopt-homes)
 
 term-status: ## Every stack: class, term, dates, students, address, lab hosts, state
-	.venv/bin/python -m ops.term status
+	.venv/bin/classroom term status
 
 cluster-start: ## Start the local control plane (etcd, apiserver, kwok) in .state/cluster
 	tools/up.sh cluster-start

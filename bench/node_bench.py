@@ -3,7 +3,7 @@
 - login image: `tools/loginimage.py build` in an empty cache (debootstrap + buildah, cold), then again (warm);
 - node: a local control plane with no kwok node, then tools/node.py's start (kubelet Ready, kube-proxy's rules);
 - walkthrough: the login image imported, `pulumi up` of an unprivileged stack (real engine), then the
-  first successful `ssh` with the instructor CLI's certificate; login latency over 5 logins.
+  first successful `ssh` with the certificate `classroom roster issue` wrote; login latency over 5 logins.
 
 Needs root. Writes bench/results/node.md. Usage: .venv/bin/python -m bench.node_bench [--skip-cold]
 """

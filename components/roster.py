@@ -198,7 +198,7 @@ class Roster(pulumi.ComponentResource):
             )
         else:
             self.certificates = pulumi.Output.secret(pulumi.Output.from_input({}))
-        # What the instructor CLI needs to show status and write files: no keys, no e-mail.
+        # What `classroom roster` needs to show status and write files: no keys, no e-mail.
         self.summary = document.apply(_summary)
         self.register_outputs({
             "config_map_name": self.config_map_name, "uids": self.uids, "revision": self.revision,

@@ -2,7 +2,7 @@
 
 Everything here is a plain function of the stack config (and the roster CSV
 it names), so it can be property-tested without the Pulumi engine and reused
-by the instructor CLI. Nothing here talks to Kubernetes or signs anything.
+by `classroom roster`. Nothing here talks to Kubernetes or signs anything.
 """
 
 from __future__ import annotations

@@ -1011,15 +1011,15 @@ class RevocationsModel(Section):
     """Certificates and keys refused at once (a KRL)."""
 
     serials: Annotated[tuple[int, ...], BeforeValidator(_serials)] = Field(
-        (), **doc("Certificate serials (see `python -m components.cli status`).", "a list of whole numbers",
+        (), **doc("Certificate serials (see `classroom roster status`).", "a list of whole numbers",
                   example=[123456789]))
     keys: Annotated[tuple[str, ...], BeforeValidator(lambda v: () if v is None else string_list(_revoked_key)(v))] = \
         Field((), **doc("Public keys or SHA256 fingerprints.", "a list of public keys or SHA256:... fingerprints"))
 
 
 # The access keys, declared once: StackModel has them, and AccessModel is
-# what rosterdata.parse_access validates on its own (the instructor CLI and
-# ops.term call it without the rest of a stack).
+# what rosterdata.parse_access validates on its own (`classroom roster` and
+# `classroom term` call it without the rest of a stack).
 RosterField = Annotated[Roster | None, BeforeValidator(lambda v: v), Field(None, **doc(
     "A list of people (or usernames), or `{csv: students.csv, defaults: {role: student, labs: false}}`.",
     "a list of people or {csv: path}", default_text="none"))]
@@ -1061,7 +1061,7 @@ def _uid_map(value: Any) -> dict[str, int]:
 
 
 AdoptedUidsField = Annotated[dict[str, int], BeforeValidator(_uid_map), Field(default_factory=dict, **doc(
-    "UIDs that own kept homes, from the previous term's UID ledger; `ops.term new --adopt-homes` writes it. The "
+    "UIDs that own kept homes, from the previous term's UID ledger; `classroom term new --adopt-homes` writes it. The "
     "UID ledger starts from them: a returning person keeps their UID (so their home), nobody else gets one of "
     "them, and an explicit `uid` that contradicts them is refused.", _UID_MAP_ACCEPTED, default_text="{}",
     example={"alice": 41234, "bob": 27001}))]

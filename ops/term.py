@@ -2,10 +2,10 @@
 
 Usage::
 
-    python -m ops.term end    --stack S [--summary FILE] [--json] [--skip-destroy]
-    python -m ops.term new    --from OLD --to NEW --start YYYY-MM-DD --end YYYY-MM-DD \
-                              [--roster FILE.csv] [--adopt-homes]
-    python -m ops.term status [--json]
+    classroom term end    --stack S [--summary FILE] [--json] [--skip-destroy]
+    classroom term new    --from OLD --to NEW --start YYYY-MM-DD --end YYYY-MM-DD \
+                          [--roster FILE.csv] [--adopt-homes]
+    classroom term status [--json]
 
 Every command takes `--stacks-dir DIR` (default `stacks`); the project directory
 (where `pulumi` runs and where roster CSV paths are resolved) is its parent.
@@ -27,7 +27,6 @@ Exit status: 0 done, 1 a tool (pulumi, kubectl) failed, 2 bad input.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -37,7 +36,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, NoReturn
+from types import SimpleNamespace
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import yaml
@@ -53,7 +53,8 @@ from components.rosterdata import (
     parse_access,
     parse_roster_csv,
 )
-from ops import stackfile
+from ops import engine, stackfile
+from ops.errors import OperatorError
 
 STACK_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 # Per-stack secret material: a new stack gets its own key, so these never carry over.
@@ -65,12 +66,8 @@ PATCH_FORCE_VARIABLE = "PULUMI_K8S_ENABLE_PATCH_FORCE"
 ADOPT_ENV = f"{UPSERT_VARIABLE}=true {PATCH_FORCE_VARIABLE}=true"
 
 
-class TermError(Exception):
+class TermError(OperatorError):
     """Bad input (exit 2) or a failed tool (exit 1); the message names the argument or the tool."""
-
-    def __init__(self, message: str, status: int = 2) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 # ------------------------------------------------------------------ stack files
@@ -302,7 +299,7 @@ def summary_markdown(stack: str, summary: Mapping[str, Any], destroyed: bool) ->
     if summary["warnings"]:
         lines += ["Warnings:", ""] + [f"- {w}" for w in summary["warnings"]] + [""]
     lines += [
-        "Next term with these homes: `python -m ops.term new --from "
+        "Next term with these homes: `classroom term new --from "
         f"{stack} --to NEW --start YYYY-MM-DD --end YYYY-MM-DD --adopt-homes`.",
         f"Deleting the homes for good: `kubectl delete namespace {summary['namespace']}`, then "
         "`kubectl delete pv` each volume above and remove its disk or directory (README, End of term).",
@@ -311,7 +308,21 @@ def summary_markdown(stack: str, summary: Mapping[str, Any], destroyed: bool) ->
     return "\n".join(lines)
 
 
-def cmd_end(args: argparse.Namespace) -> int:
+def destroy_all_but_protected(stack: str, project: Path) -> None:
+    """`pulumi destroy --exclude-protected` through the Automation API, its output shown as it comes."""
+    print(f"destroying {stack} except what is protected (pulumi destroy --exclude-protected)", flush=True)
+    try:
+        engine.destroy_unprotected(stack, project, on_output=lambda line: print(line, flush=True))
+    except engine.EngineUnavailable:
+        raise TermError(
+            "pulumi is not on PATH: install it to destroy the stack, or pass --skip-destroy to write only the summary",
+            status=1,
+        ) from None
+    except engine.EngineFailed as error:
+        raise TermError(f"pulumi destroy --stack {stack} failed: {error}", status=1) from None
+
+
+def cmd_end(args: SimpleNamespace) -> int:
     stacks_dir = Path(args.stacks_dir)
     path = existing_stack(stacks_dir, args.stack)
     namespace = stack_namespace(load_stack(path), args.stack)
@@ -319,21 +330,7 @@ def cmd_end(args: argparse.Namespace) -> int:
     if summary_file.is_dir():
         raise TermError(f"argument --summary: {summary_file} is a directory; expected a file path (FILE.md)")
     if not args.skip_destroy:
-        pulumi = shutil.which("pulumi")
-        if pulumi is None:
-            raise TermError(
-                "pulumi is not on PATH: install it to destroy the stack, or pass --skip-destroy to write only "
-                "the summary",
-                status=1,
-            )
-        argv = [pulumi, "destroy", "--stack", args.stack, "--yes", "--exclude-protected", "--non-interactive"]
-        print("$ pulumi " + " ".join(argv[1:]), flush=True)
-        try:
-            proc = subprocess.run(argv, cwd=stacks_dir.resolve().parent)
-        except OSError as exc:
-            raise TermError(f"pulumi destroy: cannot run pulumi ({exc.strerror})", status=1) from None
-        if proc.returncode != 0:
-            raise TermError(f"pulumi destroy --stack {args.stack} failed (exit {proc.returncode})", status=1)
+        destroy_all_but_protected(args.stack, stacks_dir.resolve().parent)
     summary = kept_data_summary(os.environ.get("KUBECONFIG"), namespace)
     summary["stack"] = args.stack
     summary_file.parent.mkdir(parents=True, exist_ok=True)
@@ -353,13 +350,13 @@ def cmd_end(args: argparse.Namespace) -> int:
 
 
 def parse_day(text: str) -> date:
-    """argparse type: argparse prefixes the message with the argument's name."""
+    """A YYYY-MM-DD day; ValueError says why not (the CLI prefixes the option's name)."""
     if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date; expected YYYY-MM-DD (e.g. 2027-01-25)")
+        raise ValueError(f"{text!r} is not a date; expected YYYY-MM-DD (e.g. 2027-01-25)")
     try:
         return date.fromisoformat(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a calendar date; expected YYYY-MM-DD") from None
+        raise ValueError(f"{text!r} is not a calendar date; expected YYYY-MM-DD") from None
 
 
 def secret_paths(value: Any, path: str) -> list[str]:
@@ -381,13 +378,15 @@ def drop_secrets(value: Any) -> Any:
     return value
 
 
-CREATED_BY = "# Created by `python -m ops.term new"
+CREATED_BY = "# Created by `classroom term new"
+# The header older stack files carry (the command before `classroom term`).
+CREATED_BY_BEFORE = "# Created by `python -m ops.term new"
 
 
 def without_created_by(text: str) -> str:
-    """The file without an earlier `ops.term new` header line (a stack made from a made stack)."""
+    """The file without an earlier `classroom term new` header line (a stack made from a made stack)."""
     lines = text.splitlines(keepends=True)
-    return "".join(lines[1:]) if lines and lines[0].startswith(CREATED_BY) else text
+    return "".join(lines[1:]) if lines and lines[0].startswith((CREATED_BY, CREATED_BY_BEFORE)) else text
 
 
 def mentions(value: Any, needle: str, path: str) -> list[str]:
@@ -468,7 +467,7 @@ def new_term(old_term: Any, start: date, end: date, notes: list[str]) -> dict[st
 LEDGER_TYPE = "pulumi-python:dynamic:Resource"
 LEDGER_NAME = "roster-uids"
 RELEASED_HINT = (
-    "run `ops.term new --adopt-homes` before the old stack's homes are released (`pulumi state unprotect` + "
+    "run `classroom term new --adopt-homes` before the old stack's homes are released (`pulumi state unprotect` + "
     "`pulumi destroy`: the ledger goes with them), or, if they already were, set each kept home's owner by hand: "
     "`pulumi config set --path 'classroom:adoptedUids.USER' UID` (the UID is `ls -ln` of the home)"
 )
@@ -479,37 +478,25 @@ def old_uid_ledger(stack: str, project: Path) -> dict[str, int] | None:
 
     The ledger, not the `roster` output: it also holds the people who left (their kept homes are
     owned by their UIDs too, and no newcomer may get one), and it is protected, so it is still in
-    the state after `ops.term end` (`destroy --exclude-protected`). Any failure to read it is an
+    the state after `classroom term end` (`destroy --exclude-protected`). Any failure to read it is an
     error (exit 1): a stack that adopts homes without their UIDs would lock the returning people out.
     """
-    pulumi = shutil.which("pulumi")
-    if pulumi is None:
+    print(f"reading {stack}'s UID ledger from its state (pulumi stack export)", flush=True)
+    try:
+        resources = engine.resources(stack, project)
+    except engine.EngineUnavailable:
         raise TermError(
             f"--adopt-homes: pulumi is not on PATH, so the UIDs that own {stack}'s kept homes cannot be read from "
             "its state; nothing written (install pulumi, or use the machine that deploys the stack)",
             status=1,
-        )
-    argv = [pulumi, "stack", "export", "--stack", stack, "--non-interactive"]
-    print("$ pulumi " + " ".join(argv[1:]), flush=True)
-    try:
-        proc = subprocess.run(argv, cwd=project, capture_output=True, text=True, timeout=300)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "timed out after 300s"
-        raise TermError(f"--adopt-homes: cannot run pulumi stack export ({reason}); nothing written", status=1) \
-            from None
-    if proc.returncode != 0:
-        tail = " ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+        ) from None
+    except engine.EngineFailed as error:
         raise TermError(
-            f"--adopt-homes: pulumi stack export --stack {stack} failed (exit {proc.returncode}): {tail}; the UIDs "
+            f"--adopt-homes: pulumi stack export --stack {stack} failed: {error}; the UIDs "
             "that own its kept homes cannot be read, nothing written (log in to the stack's backend, check the "
             "stack name)",
             status=1,
-        )
-    try:
-        resources = (json.loads(proc.stdout).get("deployment") or {}).get("resources") or []
-    except (json.JSONDecodeError, AttributeError):
-        raise TermError(f"--adopt-homes: pulumi stack export --stack {stack} did not print a state (JSON); "
-                        "nothing written", status=1) from None
+        ) from None
     ledgers = [r for r in resources if isinstance(r, dict) and r.get("type") == LEDGER_TYPE
                and str(r.get("urn", "")).endswith("::" + LEDGER_NAME)]
     if not ledgers:
@@ -527,9 +514,9 @@ def validation_error_is_secret(error: ConfigError, dropped: Sequence[str]) -> bo
     return any(error.key == p or error.key.startswith(p + ".") or p.startswith(error.key + ".") for p in dropped)
 
 
-def cmd_new(args: argparse.Namespace) -> int:
+def cmd_new(args: SimpleNamespace) -> int:
     if args.end <= args.start:
-        args.subparser.error(f"argument --end: {args.end.isoformat()} is not after --start {args.start.isoformat()}")
+        raise TermError(f"argument --end: {args.end.isoformat()} is not after --start {args.start.isoformat()}")
     stacks_dir = Path(args.stacks_dir)
     project = stacks_dir.resolve().parent
     old_path = existing_stack(stacks_dir, args.from_stack, "--from")
@@ -641,7 +628,7 @@ def cmd_new(args: argparse.Namespace) -> int:
     print("note: the old file's comments were kept; check those next to the keys that changed (term, roster)")
     print("next:")
     if args.adopt_homes:
-        print(f"  python -m ops.term end --stack {args.from_stack}      # if not done: the server goes, homes stay")
+        print(f"  classroom term end --stack {args.from_stack}      # if not done: the server goes, homes stay")
         print(f"  pulumi state unprotect --all --yes --stack {args.from_stack}  # release the homes from the old stack")
         print(f"  pulumi destroy --yes --stack {args.from_stack}  # retainOnDelete: they stay in the cluster")
         print(f"  pulumi stack init {args.to_stack}")
@@ -673,22 +660,14 @@ def term_state(term: Term | None, today: date) -> str:
 
 
 def server_address(stack: str, project: Path) -> str:
-    pulumi = shutil.which("pulumi")
-    if pulumi is None:
-        return "unknown (no pulumi CLI)"
     try:
-        proc = subprocess.run(
-            [pulumi, "stack", "output", "sshHost", "--stack", stack, "--non-interactive"],
-            cwd=project,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown (pulumi failed)"
-    if proc.returncode != 0:
+        outputs = engine.outputs(stack, project)
+    except engine.EngineUnavailable:
+        return "unknown (no pulumi CLI)"
+    except engine.EngineFailed:
         return "unknown (not deployed)"
-    return proc.stdout.strip() or "unknown (no sshHost output)"
+    host = outputs.get("sshHost")
+    return str(host) if host else "unknown (no sshHost output)"
 
 
 def stack_status(stacks_dir: Path, stack: str, today: date, *, address: bool = True) -> dict[str, Any]:
@@ -754,11 +733,11 @@ def status_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def cmd_status(args: argparse.Namespace, today: date | None = None) -> int:
+def cmd_status(args: SimpleNamespace) -> int:
     stacks_dir = Path(args.stacks_dir)
     if not stacks_dir.is_dir():
         raise TermError(f"argument --stacks-dir: {stacks_dir} is not a directory; expected the stacks/ directory")
-    day = today or date.today()
+    day = args.today or date.today()
     rows = [stack_status(stacks_dir, s, day) for s in known_stacks(stacks_dir)]
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -767,59 +746,3 @@ def cmd_status(args: argparse.Namespace, today: date | None = None) -> int:
     else:
         print(f"no stack files (Pulumi.*.yaml) in {stacks_dir}")
     return 0
-
-
-# ------------------------------------------------------------------ entry point
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def build_parser() -> Parser:
-    parser = Parser(prog="python -m ops.term", description="Close a term, start the next one, list terms.")
-    common = Parser(add_help=False)
-    common.add_argument("--stacks-dir", default="stacks", help="directory of Pulumi.<stack>.yaml (default: stacks)")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-
-    end = sub.add_parser("end", parents=[common], help="destroy all but the protected homes, then list what is kept")
-    end.add_argument("--stack", required=True, help="stack to close, e.g. cis90-fall2026")
-    end.add_argument("--summary", help="Markdown summary file (default: out/end-of-term-<stack>.md)")
-    end.add_argument("--json", action="store_true", help="also write the summary as JSON next to it (.json)")
-    end.add_argument("--skip-destroy", action="store_true", help="only write the summary")
-
-    new = sub.add_parser("new", parents=[common], help="write the next term's stack file from the last one")
-    new.add_argument("--from", dest="from_stack", required=True, help="the old stack, e.g. cis90-fall2026")
-    new.add_argument("--to", dest="to_stack", required=True, help="the new stack, e.g. cis90-spring2027")
-    new.add_argument("--start", required=True, type=parse_day, help="first day of access, YYYY-MM-DD")
-    new.add_argument("--end", required=True, type=parse_day, help="last day of access, YYYY-MM-DD")
-    new.add_argument("--roster", help="this term's roster CSV (the registrar's or LMS export)")
-    new.set_defaults(subparser=new)
-    new.add_argument("--adopt-homes", action="store_true", help="keep the old namespace so the kept homes are adopted")
-
-    status = sub.add_parser("status", parents=[common], help="every stack's class, term, students, server, state")
-    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None, *, today: date | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "end":
-            return cmd_end(args)
-        if args.command == "new":
-            return cmd_new(args)
-        return cmd_status(args, today)
-    except TermError as error:
-        print(f"{parser.prog} {args.command}: error: {error}", file=sys.stderr)
-        return error.status
-    except ConfigError as error:
-        print(f"{parser.prog} {args.command}: error: {error}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -24,11 +24,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from components.config import ClassroomConfig, parse_config
 
-from components.config import ClassroomConfig, parse_config  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 # A real key pair, so the roster's certificate signing runs for real under mocks.
 _CA_KEY = ed25519.Ed25519PrivateKey.generate()

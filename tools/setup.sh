@@ -29,10 +29,11 @@ setup_system() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${wanted[@]}"
 }
 
-make_venv() {  # make_venv DIR REQUIREMENTS...
-    local dir=$1; shift
+make_venv() {  # make_venv DIR PROJECT REQUIREMENTS...   (PROJECT: a directory to install editable, or "")
+    local dir=$1 project=$2; shift 2
     local stamp
-    stamp=$(stamp_of "$@")
+    # The project's pyproject.toml (dependencies, entry points, build system) is part of the stamp.
+    stamp=$(stamp_of "$@" ${project:+"$project/pyproject.toml"})
     if [ -f "$dir/.classroom-stamp" ] && [ "$(cat "$dir/.classroom-stamp")" = "$stamp" ]; then
         say "$dir: up to date"
         return
@@ -44,12 +45,14 @@ make_venv() {  # make_venv DIR REQUIREMENTS...
     local req
     for req in "$@"; do args+=(-r "$req"); done
     "$dir/bin/pip" install -q --disable-pip-version-check "${args[@]}"
+    # Editable: `import components`/`import ops` and the `classroom` command follow the checkout.
+    [ -z "$project" ] || "$dir/bin/pip" install -q --disable-pip-version-check -e "$project"
     echo "$stamp" > "$dir/.classroom-stamp"
 }
 
 setup_venv() {
-    make_venv .venv requirements.txt requirements-dev.txt
-    make_venv .venv-checkov requirements-checkov.txt
+    make_venv .venv . requirements.txt requirements-dev.txt
+    make_venv .venv-checkov "" requirements-checkov.txt
 }
 
 [ $# -gt 0 ] || set -- system venv toolchain

@@ -73,7 +73,7 @@ case "$action" in
         # that makes every client trust the server's CA-signed host keys.
         say "connect with:   $(pulumi stack output --stack "$stack" sshCommand)"
         say "known_hosts:    $(pulumi stack output --stack "$stack" knownHostsLine)"
-        say "(put that line in ~/.ssh/known_hosts; certificates: python -m components.cli issue --stack $stack --out certs/)"
+        say "(put that line in ~/.ssh/known_hosts; certificates: classroom roster issue --stack $stack --out certs/)"
         ;;
     preview) pulumi preview --stack "$stack" --diff --non-interactive ;;
     destroy)

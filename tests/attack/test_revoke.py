@@ -1,4 +1,4 @@
-"""`components.cli revoke USER` must stop every way in: certificate, roster keys, imported keys,
+"""`classroom roster revoke USER` must stop every way in: certificate, roster keys, imported keys,
 and what is already open."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from components import cli
 from components.sshcert import sign_user_certificate
+from ops import cli, roster
 from tests.attack.conftest import STACK, Server, wait_until
 from tests.ssh.sshd import ssh
 
@@ -27,7 +27,7 @@ def stack_project(server: Server, tmp: Path) -> Path:
 
 
 def access(project: Path) -> dict[str, object]:
-    return cli.access_raw(project / "stacks" / f"Pulumi.{STACK}.yaml")
+    return roster.access_raw(project / "stacks" / f"Pulumi.{STACK}.yaml")
 
 
 def test_revoked_student_cannot_come_back_by_any_key(server: Server, tmp_path: Path) -> None:
@@ -51,7 +51,7 @@ def test_revoked_student_cannot_come_back_by_any_key(server: Server, tmp_path: P
     session = server.session("bob", "sleep 300")
     wait_until(lambda: server.processes("bob"), "bob's open session")
 
-    assert cli.main(["--project", str(project), "revoke", "--stack", STACK, "bob"]) == 0
+    assert cli.main(["roster", "--project", str(project), "revoke", "--stack", STACK, "bob"]) == 0
     server.write_roster(raw=access(project))
     result = server.reconcile()
     assert result.returncode == 0, result.stdout + result.stderr

@@ -14,16 +14,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+from ops import comment
 
-from ops import comment  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 PROGRAM = textwrap.dedent(
     """

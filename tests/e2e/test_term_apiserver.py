@@ -4,13 +4,13 @@ Without an engine (the Pulumi CLI cannot be built on this machine), the
 program's rendered objects are applied server-side the way
 tests/e2e/test_apiserver.py does; "destroy --exclude-protected" is played by
 deleting exactly the objects it removes (everything but the namespace, the
-claims and the Retain StorageClass), then `ops.term`'s kept-data summary is
+claims and the Retain StorageClass), then `classroom term`'s kept-data summary is
 checked against the cluster and a byte written into the home volume, and the
-next term's stack file (`ops.term new --adopt-homes`) is applied on top: same
+next term's stack file (`classroom term new --adopt-homes`) is applied on top: same
 claim, same volume, same file.
 
 With a `pulumi` CLI on PATH, test_end_and_adopt_with_the_engine runs the same
-story through the engine (`ops.term end` really calls `pulumi destroy`);
+story through the engine (`classroom term end` really calls `pulumi destroy`);
 without one it is skipped, saying why.
 """
 
@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from components.rosterdata import _uid_hash
-from ops import term
+from ops import cli, term
 from tests.e2e.project import PulumiProject, kget, kubectl
 from tests.e2e.test_apiserver import REPO, stack_config, wait_for
 from tests.harness import manifests_for
@@ -110,8 +110,9 @@ def test_kept_homes_are_listed_and_adopted_by_the_next_term(
     # The command writes the same, as Markdown and JSON, with KUBECONFIG from the environment.
     monkeypatch.setenv("KUBECONFIG", kc)
     out_md = tmp_path / "out" / f"end-of-term-{OLD}.md"
-    code = term.main(
-        ["end", "--stacks-dir", str(project), "--stack", OLD, "--skip-destroy", "--json", "--summary", str(out_md)]
+    code = cli.main(
+        ["term", "end", "--stacks-dir", str(project), "--stack", OLD, "--skip-destroy", "--json",
+         "--summary", str(out_md)]
     )
     assert code == 0
     assert f"hostPath {home_dir}" in out_md.read_text()
@@ -124,8 +125,8 @@ def test_kept_homes_are_listed_and_adopted_by_the_next_term(
                          ["data"]["roster.json"])
     ledger = {p["username"]: p["uid"] for p in applied["people"]}
     monkeypatch.setattr(term, "old_uid_ledger", lambda stack, project: ledger)
-    code = term.main(
-        ["new", "--stacks-dir", str(project), "--from", OLD, "--to", NEW,
+    code = cli.main(
+        ["term", "new", "--stacks-dir", str(project), "--from", OLD, "--to", NEW,
          "--start", "2027-01-25", "--end", "2027-05-28", "--adopt-homes"]
     )  # fmt: skip
     assert code == 0
@@ -151,7 +152,7 @@ ENGINE_NEW = "termops-spring2027"
 
 def ops_term(proj: PulumiProject, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ops.term", *args, "--stacks-dir", str(proj.workdir / "stacks")],
+        [str(Path(sys.executable).parent / "classroom"), "term", *args, "--stacks-dir", str(proj.workdir / "stacks")],
         cwd=REPO, env=proj.env, text=True, capture_output=True, timeout=1800,
     )  # fmt: skip
 
@@ -159,7 +160,7 @@ def ops_term(proj: PulumiProject, *args: str) -> subprocess.CompletedProcess[str
 def test_end_and_adopt_with_the_engine(
     tmp_path: Path, local_cluster: Any, toolchain_env: dict[str, str], pulumi_bin: str
 ) -> None:
-    """`ops.term end` runs the real destroy; the next stack adopts the homes with the upsert variable."""
+    """`classroom term end` runs the real destroy; the next stack adopts the homes with the upsert variable."""
     assert shutil.which("pulumi", path=toolchain_env.get("PATH"))  # pulumi_bin skipped otherwise
     proj = PulumiProject.create(tmp_path, ENGINE_OLD, toolchain_env, str(local_cluster.kubeconfig))
     class_config = yaml.safe_load((REPO / "stacks" / f"Pulumi.{OLD}.yaml").read_text())["config"]
@@ -197,7 +198,7 @@ def test_end_and_adopt_with_the_engine(
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     # Read from the real engine's state after `end` (destroy --exclude-protected): the protected ledger.
-    assert f"stack export --stack {ENGINE_OLD}" in proc.stdout
+    assert f"reading {ENGINE_OLD}'s UID ledger from its state" in proc.stdout
     new_file = yaml.safe_load((proj.workdir / "stacks" / f"Pulumi.{ENGINE_NEW}.yaml").read_text())
     assert new_file["config"]["classroom:adoptedUids"] == old_uids
     assert term.ADOPT_ENV in proc.stdout

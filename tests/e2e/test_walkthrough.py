@@ -9,7 +9,7 @@ engine runs `pulumi up` of an unprivileged stack using that image; the pod
 really boots (the entry point runs rc.local, which touches /ready; sshd
 starts), and a student logs in with OpenSSH through the Service's
 LoadBalancer address (routed to kube-proxy's rules on the node, as MetalLB
-would make it reach the node), using the certificate the instructor CLI
+would make it reach the node), using the certificate `classroom roster issue`
 issues, ``StrictHostKeyChecking=yes`` and only the stack's ``@cert-authority``
 line in known_hosts.  They write a file in their home; `pulumi destroy
 --exclude-protected` and a new `pulumi up` later the file is there with the
@@ -70,10 +70,10 @@ class Walk:
     alice_uid: str = ""
 
     def issue(self) -> dict[str, Any]:
-        """Certificates, known_hosts and the address, from the instructor CLI (stack outputs)."""
-        proc = subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-m", "components.cli", "issue",
+        """Certificates, known_hosts and the address, from `classroom roster issue` (stack outputs)."""
+        proc = subprocess.run([str(REPO / ".venv" / "bin" / "classroom"), "roster", "issue",
                                "--stack", STACK, "--out", str(self.certs)],
-                              cwd=self.project.workdir, env={**self.project.env, "PYTHONPATH": str(REPO)},
+                              cwd=self.project.workdir, env=self.project.env,
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         outputs = self.project.outputs()

@@ -228,11 +228,11 @@ def test_host_certificate_is_required(lab: Lab) -> None:
 
 
 def test_cli_issued_certificate_and_known_hosts_work(lab: Lab) -> None:
-    from components import cli
+    from ops import cli
 
     (lab.tmp / "roster.json").write_text(json.dumps(lab.roster))
     out = lab.tmp / "issued"
-    assert cli.main(["issue", "--stack", STACK, "--out", str(out), "--ca-key", str(lab.tmp / "ca"),
+    assert cli.main(["roster", "issue", "--stack", STACK, "--out", str(out), "--ca-key", str(lab.tmp / "ca"),
                      "--roster-json", str(lab.tmp / "roster.json"), "--host", "127.0.0.1",
                      "--port", str(lab.sshd.port)]) == 0
     serial = next(p for p in lab.roster["people"] if p["username"] == "alice")["certificates"][0]["serial"]

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from ops import changed_stacks as cs
 
-from ops import changed_stacks as cs  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 STACKS = ["cis90-fall2026", "cis91-fall2026", "dev"]
 

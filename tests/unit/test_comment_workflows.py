@@ -5,17 +5,15 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from ops import comment
 
-from ops import comment  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 WORKFLOWS = ROOT / ".github" / "workflows"
 

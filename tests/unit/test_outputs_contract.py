@@ -1,6 +1,6 @@
 """The stack outputs the instructor tools read are the ones the program exports.
 
-The CLI and the term commands read `pulumi stack output --json`; a renamed
+`classroom roster` and `classroom term` read the stack's outputs (ops/engine.py); a renamed
 export would make them silently find nothing (this once happened with
 `studentCertificates`).
 """
@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-READERS = [ROOT / "components" / "cli.py", ROOT / "ops" / "term.py"]
+READERS = [ROOT / "ops" / "roster.py", ROOT / "ops" / "term.py"]
 
 
 def exported() -> set[str]:
@@ -21,7 +21,6 @@ def exported() -> set[str]:
 def read_by(path: Path) -> set[str]:
     text = path.read_text()
     names = set(re.findall(r'outputs(?:\.get\(|\[)"([A-Za-z]+)"', text))
-    names |= set(re.findall(r'stack", "output", "([A-Za-z]+)"', text))
     return names
 
 

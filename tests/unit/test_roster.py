@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import string
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,11 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from components.errors import ConfigError  # noqa: E402
-from components.rosterdata import (  # noqa: E402
+from components.errors import ConfigError
+from components.rosterdata import (
     UID_DERIVED_MAX,
     UID_DERIVED_MIN,
     AccessConfig,
@@ -31,6 +27,8 @@ from components.rosterdata import (  # noqa: E402
     parse_roster_csv,
     roster_document,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
 
 TERM = {"start": "2026-08-24", "end": "2026-12-18", "timezone": "America/Los_Angeles", "grace": "7d"}
 

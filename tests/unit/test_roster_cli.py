@@ -1,4 +1,4 @@
-"""The instructor CLI (components/cli.py) on a scratch project: issue, status, revoke."""
+"""`classroom roster` (ops/roster.py) on a scratch project: issue, status, revoke."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from components.rosterdata import parse_access, roster_document
+from components.sshcert import certificate_fields
+from ops.cli import main
+from ops.roster import replace_revocations
 
-from components.cli import main, replace_revocations  # noqa: E402
-from components.rosterdata import parse_access, roster_document  # noqa: E402
-from components.sshcert import certificate_fields  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 STACK = "cis90-fall2026"
 
@@ -60,7 +60,7 @@ def project(tmp_path: Path) -> Path:
 
 
 def run(project: Path, *argv: str) -> int:
-    return main(["--project", str(project), *argv])
+    return main(["roster", "--project", str(project), *argv])
 
 
 def test_issue_from_the_stack_file(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -179,7 +179,8 @@ def test_revoking_keeps_every_comment_and_other_line() -> None:
     assert flow == {"config": {"classroom:hostName": "x", "classroom:revocations": {"serials": [4]}}}
 
 
-def test_module_entry_point_runs_without_traceback(project: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "components.cli", "--project", str(project), "status",
+def test_console_script_runs_without_traceback(project: Path) -> None:
+    classroom = Path(sys.executable).parent / "classroom"  # pyproject.toml [project.scripts]
+    result = subprocess.run([str(classroom), "roster", "--project", str(project), "status",
                              "--stack", "nope", "--from-config"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr and "no stack file" in result.stderr

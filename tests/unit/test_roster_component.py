@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +11,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from components.roster import UidLedgerProvider
+from components.rosterdata import parse_access
+from components.sshcert import certificate_fields
+from tests.harness import dynamic_provider_for
 
-from components.roster import UidLedgerProvider  # noqa: E402
-from components.rosterdata import parse_access  # noqa: E402
-from components.sshcert import certificate_fields  # noqa: E402
-from tests.harness import dynamic_provider_for  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 CA_KEY = ed25519.Ed25519PrivateKey.generate()
 CA_PEM = CA_KEY.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,

@@ -10,10 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from components.sshcert import (  # noqa: E402
+from components.sshcert import (
     USER_EXTENSIONS,
     CertificateRequest,
     CertificateSetProvider,
@@ -24,6 +21,8 @@ from components.sshcert import (  # noqa: E402
     sign_request,
     sign_user_certificate,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def private_pem(key: ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey) -> str:

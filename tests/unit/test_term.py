@@ -1,4 +1,4 @@
-"""ops.term: the next term's stack file, the view across stacks, and `end`'s argument checks.
+"""`classroom term` (ops/term.py): the next term's stack file, the view across stacks, and `end`'s argument checks.
 
 Everything here runs on a temporary copy of stacks/ (`--stacks-dir`), so the
 repository's stack files are never touched. The engine steps of `end`
@@ -13,13 +13,15 @@ import os
 import shutil
 from datetime import date
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import yaml
+from pulumi import automation as auto
 
 from components.config import parse_config
-from ops import term
+from ops import cli, engine, term
 
 REPO = Path(__file__).resolve().parents[2]
 OLD = "cis90-fall2026"
@@ -42,10 +44,7 @@ def stacks(tmp_path: Path) -> Path:
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str, today: date | None = None) -> tuple[int, str, str]:
-    try:
-        code = term.main(list(argv), today=today)
-    except SystemExit as exc:  # argparse exits on bad arguments
-        code = int(exc.code or 0)
+    code = cli.main(["term", *argv], today=today)
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -79,38 +78,87 @@ def ledger_state(uids: dict[str, int], stack: str = OLD) -> dict[str, Any]:
     ]}}
 
 
-@pytest.fixture()
-def fake_pulumi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """A `pulumi` first on PATH that answers `stack export` from a file and logs its argv.
+class FakeEngine:
+    """The Automation API as ops/engine.py uses it (LocalWorkspace, Stack.select, the stack's calls), logging them.
 
-    Only the stack-export call is faked here; tests/e2e/test_term_apiserver.py::
-    test_end_and_adopt_with_the_engine runs `ops.term new --adopt-homes` against the real engine.
+    Only the API is faked here; tests/e2e/test_term_apiserver.py::test_end_and_adopt_with_the_engine
+    runs `classroom term end` and `classroom term new --adopt-homes` against the real engine.
     """
+
+    def __init__(self) -> None:
+        self.log: list[tuple[Any, ...]] = []
+        self.state: dict[str, Any] = ledger_state({})
+        self.fail = ""  # stderr of a failing CLI: the stack cannot be selected
+        self.destroy_fails = ""
+        self.selected_before: str | None = None
+
+    def answer(self, uids: dict[str, int] | None = None, *, fail: str = "") -> None:
+        self.state = ledger_state(uids) if uids is not None else {"version": 3, "deployment": {"resources": []}}
+        self.fail = fail
+
+    def calls(self) -> list[tuple[Any, ...]]:
+        return self.log
+
+    def error(self, stderr: str) -> auto.CommandError:
+        return auto.CommandError(auto.CommandResult(stdout="", stderr=stderr, code=255))
+
+    def workspace(self, work_dir: str) -> Any:
+        fake = self
+
+        class Command:
+            def run(self, args: list[str], cwd: str, env: dict[str, str]) -> None:
+                fake.log.append(("run", *args))
+
+        class Workspace:
+            pulumi_command = Command()
+
+            def __init__(self, work_dir: str) -> None:
+                fake.log.append(("workspace", Path(work_dir).name))
+
+            def stack(self) -> Any:
+                return None if fake.selected_before is None else SimpleNamespace(name=fake.selected_before)
+
+            def select_stack(self, name: str) -> None:
+                fake.log.append(("select", name))
+
+        return Workspace(work_dir)
+
+    def select(self, name: str, workspace: Any) -> Any:
+        fake = self
+        if self.fail:
+            raise self.error(self.fail)
+        self.log.append(("select", name))
+
+        class Stack:
+            def export_stack(self) -> Any:
+                fake.log.append(("export_stack",))
+                return SimpleNamespace(deployment=fake.state["deployment"])
+
+            def outputs(self) -> dict[str, Any]:
+                fake.log.append(("outputs",))
+                return {"sshHost": SimpleNamespace(value="203.0.113.7", secret=False)}
+
+            def destroy(self, **options: Any) -> None:
+                fake.log.append(("destroy", options.get("exclude_protected")))
+                if fake.destroy_fails:
+                    raise fake.error(fake.destroy_fails)
+                options["on_output"]("Resources: 7 deleted")
+
+        return Stack()
+
+
+@pytest.fixture()
+def fake_pulumi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeEngine:
+    """The Automation API faked, and a `pulumi` on PATH that fails the test if anything runs it directly."""
     bin_dir = tmp_path / "fake-bin"
     bin_dir.mkdir()
-    state, log = tmp_path / "state.json", tmp_path / "pulumi-argv.log"
     script = bin_dir / "pulumi"
-    script.write_text(
-        "#!/bin/sh\n"
-        f'echo "$*" >> "{log}"\n'
-        f'if [ -f "{tmp_path}/fail" ]; then cat "{tmp_path}/fail" >&2; exit 255; fi\n'
-        f'cat "{state}"\n'
-    )
+    script.write_text("#!/bin/sh\necho 'pulumi run outside the Automation API' >&2\nexit 99\n")
     script.chmod(0o755)
     without_pulumi_on_path(monkeypatch, bin_dir)
-
-    class Fake:
-        def answer(self, uids: dict[str, int] | None = None, *, fail: str = "") -> None:
-            state.write_text(json.dumps(ledger_state(uids or {}) if uids is not None else
-                                        {"version": 3, "deployment": {"resources": []}}))
-            if fail:
-                (tmp_path / "fail").write_text(fail)
-
-        def calls(self) -> list[str]:
-            return log.read_text().splitlines() if log.exists() else []
-
-    fake = Fake()
-    fake.answer({})
+    fake = FakeEngine()
+    monkeypatch.setattr(engine.auto, "LocalWorkspace", fake.workspace)
+    monkeypatch.setattr(engine.auto.Stack, "select", staticmethod(fake.select))
     return fake
 
 
@@ -154,7 +202,7 @@ def test_new_writes_dates_roster_and_a_fresh_namespace(stacks: Path, capsys: pyt
     new_text = (stacks / f"Pulumi.{NEW}.yaml").read_text()
     comments = [line.strip() for line in old_text.splitlines() if line.strip().startswith("#")]
     assert comments and all(c in new_text for c in comments), [c for c in comments if c not in new_text]
-    assert new_text.startswith(f"# Created by `python -m ops.term new --from {OLD}`")
+    assert new_text.startswith(f"# Created by `classroom term new --from {OLD}`")
     assert "comments were kept" in out
     assert "PULUMI_K8S_UPSERT_EXISTING_OBJECTS" not in out
     cfg = parse_config(raw_of(config), stack=NEW, base_dir=stacks.parent)
@@ -259,7 +307,10 @@ def test_adopt_homes_carries_the_old_ledgers_uids_so_returning_people_keep_their
     fake_pulumi.answer(ledger)
     code, out, err = run(capsys, *new_args(stacks, "--adopt-homes", "--roster", str(spring_roster(stacks))))
     assert code == 0, err
-    assert fake_pulumi.calls() == [f"stack export --stack {OLD} --non-interactive"]
+    # One stack selected, its state exported, and no stack left selected that was not before.
+    assert fake_pulumi.calls() == [
+        ("workspace", "project"), ("select", OLD), ("export_stack",), ("run", "stack", "unselect"),
+    ]
     config = load(stacks / f"Pulumi.{NEW}.yaml")
     assert config["classroom:adoptedUids"] == ledger  # the whole ledger, the people who left included
     assert "carried 3 UID(s)" in out
@@ -291,7 +342,7 @@ def test_adopt_homes_with_an_unreachable_state_says_so_and_writes_nothing(
 ) -> None:
     fake_pulumi.answer(fail="error: no stack named 'cis90-fall2026' found")
     code, _out, err = run(capsys, *new_args(stacks, "--adopt-homes"))
-    assert code == 1 and "pulumi stack export --stack cis90-fall2026 failed (exit 255)" in err
+    assert code == 1 and "pulumi stack export --stack cis90-fall2026 failed: error: no stack named" in err
     assert "no stack named" in err and "nothing written" in err and "Traceback" not in err
     assert not (stacks / f"Pulumi.{NEW}.yaml").exists()
 
@@ -329,6 +380,29 @@ def test_a_new_namespace_carries_no_uids_and_asks_pulumi_nothing(
     assert fake_pulumi.calls() == []
 
 
+def test_a_commented_stack_file_keeps_its_comments_through_revoke_and_term_new(
+    stacks: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Both edits are round-trip (ops/stackfile.py, ruamel.yaml): an instructor's notes are never lost."""
+    path = stacks / f"Pulumi.{OLD}.yaml"
+    notes = "  classroom:homeSize: 50Gi  # grown in week 6\n  # the depot holds the labs\n"
+    path.write_text(path.read_text().replace("  classroom:homeSize: 50Gi\n", notes, 1))
+    comments = ["#" + line.split("#", 1)[1] for line in path.read_text().splitlines() if "#" in line]
+    assert "# grown in week 6" in comments and len(comments) > 5
+
+    assert cli.main(["roster", "--project", str(stacks.parent), "revoke", "--stack", OLD, "--serial", "4242"]) == 0
+    revoked = path.read_text()
+    assert yaml.safe_load(revoked)["config"]["classroom:revocations"] == {"serials": [4242]}
+    assert [c for c in comments if c not in revoked] == []
+
+    # With this term's roster, so the roster mapping is edited in place (its comments stay with it).
+    code, _out, err = run(capsys, *new_args(stacks, "--roster", str(spring_roster(stacks))))
+    assert code == 0, err
+    new_text = (stacks / f"Pulumi.{NEW}.yaml").read_text()
+    assert "classroom:revocations" not in new_text  # a new term signs new certificates
+    assert [c for c in comments if c not in new_text] == []
+
+
 def test_new_refuses_to_overwrite_an_existing_stack(stacks: Path, capsys: pytest.CaptureFixture[str]) -> None:
     target = stacks / f"Pulumi.{NEW}.yaml"
     target.write_text("config: {}\n")
@@ -353,7 +427,8 @@ def test_new_bad_dates_exit_2_naming_the_argument(
 ) -> None:
     code, out, err = run(capsys, *new_args(stacks, start=start, end=end))
     assert code == 2
-    assert f"argument {argument}" in err and reason in err
+    # click names a malformed option ("Invalid value for '--start'"), the command one that contradicts another.
+    assert (f"Invalid value for '{argument}'" in err or f"argument {argument}:" in err) and reason in err
     assert "Traceback" not in err + out
     assert not (stacks / f"Pulumi.{NEW}.yaml").exists()
 
@@ -513,6 +588,43 @@ def test_end_without_pulumi_says_so_and_destroys_nothing(
     code, _, err = run(capsys, "end", "--stacks-dir", str(stacks), "--stack", OLD, "--summary", str(summary))
     assert code == 1 and "pulumi is not on PATH" in err and "--skip-destroy" in err
     assert not summary.exists()
+
+
+def test_end_destroys_all_but_the_protected_through_the_api_and_keeps_the_selected_stack(
+    stacks: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    fake_pulumi: FakeEngine,
+) -> None:
+    fake_pulumi.selected_before = "dev"  # the instructor's own `pulumi` commands act on dev
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
+    code, out, err = run(capsys, "end", "--stacks-dir", str(stacks), "--stack", OLD,
+                         "--summary", str(tmp_path / "s.md"))
+    # destroy ran (exclude_protected) and streamed its output; then listing the kept claims failed on the kubeconfig
+    # (or on a missing kubectl), exit 1 either way, and dev is selected again.
+    assert fake_pulumi.calls() == [("workspace", "project"), ("select", OLD), ("destroy", True), ("select", "dev")]
+    assert "Resources: 7 deleted" in out
+    assert code == 1 and ("missing-kubeconfig" in err or "kubectl is not on PATH" in err), err
+
+
+def test_a_failed_destroy_exits_1_with_what_pulumi_said(
+    stacks: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path, fake_pulumi: FakeEngine
+) -> None:
+    fake_pulumi.destroy_fails = "error: the stack is currently locked by 1 lock(s)"
+    summary = tmp_path / "s.md"
+    code, _out, err = run(capsys, "end", "--stacks-dir", str(stacks), "--stack", OLD, "--summary", str(summary))
+    assert code == 1 and f"pulumi destroy --stack {OLD} failed: error: the stack is currently locked" in err
+    assert "Traceback" not in err and not summary.exists()
+    assert fake_pulumi.calls()[-1] == ("run", "stack", "unselect")  # nothing was selected before
+
+
+def test_status_reads_the_server_address_from_the_outputs(
+    stacks: Path, capsys: pytest.CaptureFixture[str], fake_pulumi: FakeEngine
+) -> None:
+    code, out, err = run(capsys, "status", "--stacks-dir", str(stacks), "--json")
+    assert code == 0, err
+    assert {row["stack"]: row["server"] for row in json.loads(out)}[OLD] == "203.0.113.7"
+    fake_pulumi.answer(fail="error: no stack named 'cis90-fall2026' found")
+    code, out, _err = run(capsys, "status", "--stacks-dir", str(stacks), "--json")
+    assert {row["stack"]: row["server"] for row in json.loads(out)}[OLD] == "unknown (not deployed)"
 
 
 def test_end_with_an_unreachable_cluster_exits_1_naming_the_kubeconfig(

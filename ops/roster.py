@@ -1,12 +1,12 @@
-"""classroom: the instructor's command line for certificates, status and revocation.
+"""`classroom roster`: the instructor's certificates, status and revocation (ops/cli.py parses the arguments).
 
-    python -m components.cli issue  --stack cis90-fall2026 --out certs/
-    python -m components.cli status --stack cis90-fall2026
-    python -m components.cli revoke --stack cis90-fall2026 jsmith
-    python -m components.cli revoke --stack cis90-fall2026 --serial 123456789
+    classroom roster issue  --stack cis90-fall2026 --out certs/
+    classroom roster status --stack cis90-fall2026
+    classroom roster revoke --stack cis90-fall2026 jsmith
+    classroom roster revoke --stack cis90-fall2026 --serial 123456789
 
-`issue` and `status` read the stack's outputs (`pulumi stack output
---show-secrets --json`: certificates signed by `pulumi up`, the known_hosts
+`issue` and `status` read the stack's outputs (ops/engine.py, the Automation API's
+`Stack.outputs()`, secrets shown: certificates signed by `pulumi up`, the known_hosts
 line, the ssh endpoint). Given `--ca-key FILE` they work without the engine:
 the roster comes from the stack file (or `--roster-json`, the roster.json of
 the ConfigMap) and certificates are signed locally with the same serials and
@@ -17,20 +17,16 @@ installs the new KRL.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
-import shutil
-import subprocess
-import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import yaml
 
-from components.errors import ConfigError
 from components.rosterdata import (
     ACCESS_KEYS,
     FINGERPRINT_RE,
@@ -44,13 +40,14 @@ from components.sshcert import (
     known_hosts_line,
     sign_user_certificate,
 )
-from ops import stackfile
+from ops import engine, stackfile
+from ops.errors import OperatorError
 
 NAMESPACE = "classroom"
 REPO = Path(__file__).resolve().parents[1]
 
 
-class CliError(Exception):
+class CliError(OperatorError):
     """A user-facing error: printed as one line, exit status 2."""
 
 
@@ -97,17 +94,13 @@ def document_from_config(project: Path, stack: str) -> dict[str, Any]:
 
 
 def pulumi_outputs(stack: str, project: Path) -> dict[str, Any]:
-    pulumi = shutil.which("pulumi")
-    if pulumi is None:
-        raise CliError("pulumi is not on PATH: install it, or pass --ca-key FILE to work from the stack file")
-    result = subprocess.run([pulumi, "stack", "output", "--stack", stack, "--show-secrets", "--json"],
-                            cwd=project, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise CliError(f"pulumi stack output --stack {stack} failed: {result.stderr.strip()[-400:]}")
     try:
-        outputs: dict[str, Any] = json.loads(result.stdout or "{}")
-    except json.JSONDecodeError:
-        raise CliError("pulumi stack output did not print JSON") from None
+        outputs = engine.outputs(stack, project)
+    except engine.EngineUnavailable:
+        raise CliError("pulumi is not on PATH: install it, or pass --ca-key FILE to work from the stack file") \
+            from None
+    except engine.EngineFailed as error:
+        raise CliError(f"pulumi stack output --stack {stack} failed: {error}") from None
     if "roster" not in outputs:
         raise CliError(f"stack {stack} has no 'roster' output yet: run `pulumi up` first")
     return outputs
@@ -172,7 +165,7 @@ def ssh_config_text(alias: str, host: str, port: int, class_name: str) -> str:
     )
 
 
-def cmd_issue(args: argparse.Namespace) -> int:
+def cmd_issue(args: SimpleNamespace) -> int:
     project = project_dir(args.project)
     if args.ca_key:
         doc = load_json(args.roster_json) if args.roster_json else document_from_config(project, args.stack)
@@ -209,7 +202,7 @@ def cmd_issue(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def cmd_status(args: SimpleNamespace) -> int:
     project = project_dir(args.project)
     certificates: dict[str, list[str]] = {}
     if args.roster_json:
@@ -278,7 +271,7 @@ def replace_revocations(text: str, serials: Sequence[int], keys: Sequence[str]) 
     return stackfile.dump(doc)
 
 
-def cmd_revoke(args: argparse.Namespace) -> int:
+def cmd_revoke(args: SimpleNamespace) -> int:
     project = project_dir(args.project)
     path = stack_file(project, args.stack)
     raw = access_raw(path)
@@ -343,63 +336,3 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         print(f"revoked {item}")
     print(f"updated {path}; run `pulumi up --stack {args.stack}` to install the new revocation list")
     return 0
-
-
-# --------------------------------------------------------------------------- entry point
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="classroom", description="Certificates, status and revocation "
-                                     "for a classroom stack.")
-    parser.add_argument("--project", help="project directory (default: cwd if it has Pulumi.yaml, else the repo)")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    issue = sub.add_parser("issue", help="write <user>-cert.pub files, known_hosts and an ssh_config snippet")
-    issue.add_argument("--stack", required=True)
-    issue.add_argument("--out", required=True, help="directory to write into")
-    issue.add_argument("--ca-key", help="CA private key (OpenSSH); sign locally instead of reading stack outputs")
-    issue.add_argument("--roster-json", help="with --ca-key: roster.json from the roster ConfigMap "
-                       "(default: the stack file)")
-    issue.add_argument("--host", help="login server address for ssh_config/known_hosts (default: sshHost output)")
-    issue.add_argument("--port", type=int, help="ssh port (default: sshPort output, or 22)")
-    issue.set_defaults(func=cmd_issue)
-
-    status = sub.add_parser("status", help="who has what access, and until when")
-    status.add_argument("--stack", required=True)
-    source = status.add_mutually_exclusive_group()
-    source.add_argument("--roster-json", help="roster.json from the roster ConfigMap instead of stack outputs")
-    source.add_argument("--from-config", action="store_true", help="read the stack file instead of stack outputs")
-    status.add_argument("--json", action="store_true", help="machine-readable output")
-    status.set_defaults(func=cmd_status)
-
-    revoke = sub.add_parser("revoke", help="add to classroom:revocations in stacks/Pulumi.<stack>.yaml")
-    revoke.add_argument("--stack", required=True)
-    revoke.add_argument("user", nargs="?", help="revoke this person's current certificate(s)")
-    revoke.add_argument("--serial", type=int, action="append", help="a certificate serial (repeatable)")
-    revoke.add_argument("--key", action="append", help="a public key file, key line or SHA256: fingerprint")
-    revoke.set_defaults(func=cmd_revoke)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command == "revoke" and not (args.user or args.serial or args.key):
-        parser.error("revoke: give a USER, --serial N or --key KEY")
-    try:
-        result: int = args.func(args)
-        return result
-    except (CliError, ConfigError) as exc:
-        print(f"classroom {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except (ValueError, KeyError, yaml.YAMLError) as exc:
-        # Malformed inputs that got past the checks above (a hand-edited roster.json, say).
-        print(f"classroom {args.command}: error: unexpected input: {exc!r}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"classroom {args.command}: error: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
