@@ -41,7 +41,8 @@ def lab_storage_class(cfg: ClassroomConfig, spec: LabHostSpec, index: int) -> pu
     """An in-cluster lab host's volume class: the one named (checked to be Retain), or the stack's Retain class."""
     if spec.storage_class_name:
         return storage.require_retain_class(
-            f"lab-{spec.name}-class", spec.storage_class_name, f"labs.hosts[{index}].storageClassName")
+            f"lab-{spec.name}-class", spec.storage_class_name, f"labs.hosts[{index}].storageClassName"
+        )
     return cfg.managed_storage_class
 
 

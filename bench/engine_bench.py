@@ -78,12 +78,18 @@ def floor_program(root: Path, name: str) -> Path:
     """A Pulumi project directory holding the floor program `name` (FLOOR_PROGRAMS)."""
     program = root / f"program-{name}"
     (program / "stacks").mkdir(parents=True)
-    (program / "__main__.py").write_text(f'"""Floor program {name!r} of bench/engine_bench.py."""\n'
-                                         + FLOOR_PROGRAMS[name])
-    (program / "Pulumi.yaml").write_text(yaml.safe_dump({
-        "name": f"floor-{name}", "stackConfigDir": "stacks",
-        "runtime": {"name": "python", "options": {}},
-    }))
+    (program / "__main__.py").write_text(
+        f'"""Floor program {name!r} of bench/engine_bench.py."""\n' + FLOOR_PROGRAMS[name]
+    )
+    (program / "Pulumi.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": f"floor-{name}",
+                "stackConfigDir": "stacks",
+                "runtime": {"name": "python", "options": {}},
+            }
+        )
+    )
     return program
 
 
@@ -92,15 +98,24 @@ def chart_values() -> dict[str, Any]:
     cfg = yaml.safe_load((REPO / "stacks" / "Pulumi.cis90-fall2026.yaml").read_text())["config"]
     get = lambda key: cfg[f"classroom:{key}"]  # noqa: E731
     return {
-        "homeSize": get("homeSize"), "user": get("user"), "userID": get("userID"), "hostName": get("hostName"),
-        "privileged": get("privileged"), "userSSHImport": get("userSSHImport"),
-        "customizeRepo": get("customizeRepo"), "customizeRepoCommand": get("customizeRepoCommand"),
+        "homeSize": get("homeSize"),
+        "user": get("user"),
+        "userID": get("userID"),
+        "hostName": get("hostName"),
+        "privileged": get("privileged"),
+        "userSSHImport": get("userSSHImport"),
+        "customizeRepo": get("customizeRepo"),
+        "customizeRepoCommand": get("customizeRepoCommand"),
         "rcEnv": get("rcEnv"),
         "extraPorts": [{"port": p["port"], "proto": p["protocol"], "name": p["name"]} for p in get("extraPorts")],
-        "extraMounts": [{"name": m["name"], "path": m["path"], "size": m["size"], "className": "local-retain"}
-                        for m in get("extraMounts")],
+        "extraMounts": [
+            {"name": m["name"], "path": m["path"], "size": m["size"], "className": "local-retain"}
+            for m in get("extraMounts")
+        ],
         "homeStorageClassName": "local-retain",
-        "image": get("image"), "resources": get("resources"), "podAnnotations": get("podAnnotations"),
+        "image": get("image"),
+        "resources": get("resources"),
+        "podAnnotations": get("podAnnotations"),
         "service": {"type": "LoadBalancer", "port": 22},
     }
 
@@ -124,8 +139,13 @@ class Project:
         backend = root / f"{stack}-backend"
         backend.mkdir()
         self.stack = stack
-        self.env = {**env, "PULUMI_BACKEND_URL": f"file://{backend}", "PULUMI_CONFIG_PASSPHRASE": "bench",
-                    "PULUMI_SKIP_UPDATE_CHECK": "true", "NO_COLOR": "1"}
+        self.env = {
+            **env,
+            "PULUMI_BACKEND_URL": f"file://{backend}",
+            "PULUMI_CONFIG_PASSPHRASE": "bench",
+            "PULUMI_SKIP_UPDATE_CHECK": "true",
+            "NO_COLOR": "1",
+        }
         self.pulumi("stack", "select", "--create", stack)
 
     def pulumi(self, *args: str) -> float:
@@ -140,8 +160,14 @@ class Project:
         return seconds
 
     def resources(self) -> int:
-        out = subprocess.run(["pulumi", "stack", "export", "--stack", self.stack], cwd=self.dir, env=self.env,
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ["pulumi", "stack", "export", "--stack", self.stack],
+            cwd=self.dir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         return len(json.loads(out)["deployment"]["resources"])
 
 
@@ -174,8 +200,18 @@ def main() -> int:
             env["KUBECONFIG"] = str(cluster.kubeconfig)
             values = tmp / "values.yaml"
             values.write_text(yaml.safe_dump(chart_values()))
-            helm_cmd = [helm, "upgrade", "--install", "cis90", str(CHART), "-n", "chart-bench",
-                        "--create-namespace", "-f", str(values)]
+            helm_cmd = [
+                helm,
+                "upgrade",
+                "--install",
+                "cis90",
+                str(CHART),
+                "-n",
+                "chart-bench",
+                "--create-namespace",
+                "-f",
+                str(values),
+            ]
 
             def helm_noop() -> float:
                 start = time.perf_counter()
@@ -187,7 +223,8 @@ def main() -> int:
             dev = yaml.safe_load((args.program / "stacks" / "Pulumi.dev.yaml").read_text())
             dev["config"]["classroom:namespace"] = "bench-dev"
             stacks: list[tuple[str, Path, dict[str, Any]]] = [
-                (name, floor_program(tmp, name), {"config": {}}) for name in FLOOR_PROGRAMS]
+                (name, floor_program(tmp, name), {"config": {}}) for name in FLOOR_PROGRAMS
+            ]
             stacks.append(("dev", args.program, dev))
             for size in sizes:
                 stacks.append((f"class{size}", args.program, class_stack(size, f"bench-class{size}")))

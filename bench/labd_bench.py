@@ -80,7 +80,7 @@ def main() -> int:
             labd.stop()
     text = f"""# labd benchmark
 
-`bench/labd_bench.py`, {args.rounds} rounds, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, on this
+`bench/labd_bench.py`, {args.rounds} rounds, {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}, on this
 2-core machine. Real OpenSSH sshd with the PAM session hook, real labd on 127.0.0.1, the k3d **double**
 in place of k3d (it answers immediately), `stopGrace` 0.
 

@@ -40,8 +40,11 @@ from components.labs import LabHost, LabHostArgs  # noqa: E402
 
 SIZES = (30, 300)
 PIN = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBenchmarkPinnedHostKeyxxxxxxxxxxxxxxxxxxxx"
-KEY = ed25519.Ed25519PrivateKey.generate().private_bytes(
-    serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()).decode()
+KEY = (
+    ed25519.Ed25519PrivateKey.generate()
+    .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+    .decode()
+)
 
 
 @dataclass(frozen=True)
@@ -54,8 +57,9 @@ def labs_raw(students: int) -> dict[str, Any]:
     capacity = students  # generous: the benchmark measures declaration, not fitting
     return {
         "domain": "lab.example.edu",
-        "hosts": [{"name": f"lab{i}", "address": f"10.0.0.{i}", "capacity": capacity, "hostKey": PIN}
-                  for i in (1, 2, 3)],
+        "hosts": [
+            {"name": f"lab{i}", "address": f"10.0.0.{i}", "capacity": capacity, "hostKey": PIN} for i in (1, 2, 3)
+        ],
         "ssh": {"privateKey": KEY},
         "sessionKey": "s" * 48,
         "adminKey": "a" * 48,
@@ -86,8 +90,10 @@ def mocks_once(students: int) -> tuple[float, int]:
     @pulumi.runtime.test
     def program() -> pulumi.Output[Any]:
         labs = parse_labs({"labs": labs_raw(students)}, base_dir=REPO, people=people(students))
-        hosts = [LabHost(s.name, LabHostArgs(spec=s, labs=labs, ca_public_key=PIN, class_name="bench", term="t1"))
-                 for s in labs.hosts]
+        hosts = [
+            LabHost(s.name, LabHostArgs(spec=s, labs=labs, ca_public_key=PIN, class_name="bench", term="t1"))
+            for s in labs.hosts
+        ]
         return pulumi.Output.all(*[c.id for h in hosts for c in h.clusters.values()])
 
     program()
@@ -96,15 +102,17 @@ def mocks_once(students: int) -> tuple[float, int]:
 
 def engine_env() -> dict[str, str] | None:
     env = dict(os.environ)
-    out = subprocess.run(["bash", str(REPO / "tools" / "toolchain.sh"), "env"], capture_output=True, text=True,
-                         check=False).stdout
+    out = subprocess.run(
+        ["bash", str(REPO / "tools" / "toolchain.sh"), "env"], capture_output=True, text=True, check=False
+    ).stdout
     for line in out.splitlines():
         if line.startswith("export PATH="):
             env["PATH"] = line.split("=", 1)[1].split(":")[0].strip("'\"") + ":" + env["PATH"]
     if not shutil.which("pulumi", path=env["PATH"]):
         return None
-    listed = subprocess.run(["pulumi", "plugin", "ls", "--json"], capture_output=True, text=True, env=env,
-                            check=False).stdout
+    listed = subprocess.run(
+        ["pulumi", "plugin", "ls", "--json"], capture_output=True, text=True, env=env, check=False
+    ).stdout
     try:
         plugins = json.loads(listed or "[]") or []
     except json.JSONDecodeError:
@@ -119,19 +127,42 @@ def engine_once(env: dict[str, str], students: int) -> float:
         shutil.copytree(REPO / "tests" / "labhost" / "program", program)
         (program / "Pulumi.yaml").write_text(
             "name: labs-bench\nruntime:\n  name: python\n  options:\n"
-            f"    toolchain: pip\n    virtualenv: {REPO / '.venv'}\n")
+            f"    toolchain: pip\n    virtualenv: {REPO / '.venv'}\n"
+        )
         (root / "backend").mkdir()
-        (root / "labs.json").write_text(json.dumps({
-            "labs": labs_raw(students), "people": [{"username": p.username} for p in people(students)],
-            "caPublicKey": PIN}))
-        run_env = {**env, "PULUMI_BACKEND_URL": f"file://{root / 'backend'}", "PULUMI_CONFIG_PASSPHRASE": "bench",
-                   "PULUMI_SKIP_UPDATE_CHECK": "true", "CLASSROOM_REPO": str(REPO),
-                   "LABHOST_TEST_CONFIG": str(root / "labs.json")}
-        subprocess.run(["pulumi", "stack", "init", "bench", "--non-interactive"], cwd=program, env=run_env,
-                       check=True, capture_output=True)
+        (root / "labs.json").write_text(
+            json.dumps(
+                {
+                    "labs": labs_raw(students),
+                    "people": [{"username": p.username} for p in people(students)],
+                    "caPublicKey": PIN,
+                }
+            )
+        )
+        run_env = {
+            **env,
+            "PULUMI_BACKEND_URL": f"file://{root / 'backend'}",
+            "PULUMI_CONFIG_PASSPHRASE": "bench",
+            "PULUMI_SKIP_UPDATE_CHECK": "true",
+            "CLASSROOM_REPO": str(REPO),
+            "LABHOST_TEST_CONFIG": str(root / "labs.json"),
+        }
+        subprocess.run(
+            ["pulumi", "stack", "init", "bench", "--non-interactive"],
+            cwd=program,
+            env=run_env,
+            check=True,
+            capture_output=True,
+        )
         start = time.perf_counter()
-        done = subprocess.run(["pulumi", "preview", "--non-interactive", "--json"], cwd=program, env=run_env,
-                              capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            ["pulumi", "preview", "--non-interactive", "--json"],
+            cwd=program,
+            env=run_env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         elapsed = time.perf_counter() - start
         if done.returncode != 0:
             raise SystemExit(f"pulumi preview failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
@@ -155,8 +186,7 @@ def main() -> int:
     else:
         for students in SIZES:
             times = [engine_once(env, students) for _ in range(max(1, args.rounds - 1))]
-            rows.append(f"| engine preview | {students} | - | {statistics.median(times):.2f} s | "
-                        f"{min(times):.2f} s |")
+            rows.append(f"| engine preview | {students} | - | {statistics.median(times):.2f} s | {min(times):.2f} s |")
     out = REPO / "bench" / "results" / "labs.md"
     out.write_text(
         "# Declaring per-student k3d clusters (bench/labs_bench.py)\n\n"
@@ -166,7 +196,8 @@ def main() -> int:
         "LabHost under `pulumi.runtime.set_mocks` until all registrations resolve (resources = all "
         "registered, 3 per host + 1 per student). `engine preview` = `pulumi preview` of "
         "tests/labhost/program with the real engine and command provider on an empty stack (no SSH).\n\n"
-        "| run | students | resources | median | best |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+        "| run | students | resources | median | best |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+    )
     print(out.read_text())
     return 0
 

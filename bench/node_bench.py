@@ -38,8 +38,9 @@ RESULTS = REPO / "bench" / "results" / "node.md"
 def image_build(cache: Path | None) -> float:
     env = {**os.environ, **({"CLASSROOM_CACHE": str(cache)} if cache else {})}
     start = time.perf_counter()
-    subprocess.run([sys.executable, str(REPO / "tools" / "loginimage.py"), "build"], env=env, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, str(REPO / "tools" / "loginimage.py"), "build"], env=env, check=True, capture_output=True
+    )
     return time.perf_counter() - start
 
 
@@ -88,8 +89,12 @@ def main() -> None:
                     t3 = time.perf_counter()
                     walk.ssh("alice", "true", address)
                     latencies.append(time.perf_counter() - t3)
-                rows.append(("ssh login latency (connect, certificate auth, `true`, exit), median of 5",
-                             f"{statistics.median(latencies) * 1000:.0f} ms"))
+                rows.append(
+                    (
+                        "ssh login latency (connect, certificate auth, `true`, exit), median of 5",
+                        f"{statistics.median(latencies) * 1000:.0f} ms",
+                    )
+                )
                 project.run("destroy", "--yes", "--skip-preview", "--exclude-protected")
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [

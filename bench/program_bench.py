@@ -87,8 +87,16 @@ def main() -> int:
                     docs.sort(key=lambda d: 0 if d["kind"] in ("Namespace", "StorageClass") else 1)
                     path = Path(tmp) / f"{stack}.yaml"
                     path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
-                    cmd = ["kubectl", "--kubeconfig", str(cluster.kubeconfig), "apply", "--server-side",
-                           "--field-manager=classroom-bench", "-f", str(path)]
+                    cmd = [
+                        "kubectl",
+                        "--kubeconfig",
+                        str(cluster.kubeconfig),
+                        "apply",
+                        "--server-side",
+                        "--field-manager=classroom-bench",
+                        "-f",
+                        str(path),
+                    ]
                     seconds, proc = timed(lambda cmd=cmd: subprocess.run(cmd, capture_output=True, text=True))
                     if proc.returncode != 0:
                         print(proc.stderr, file=sys.stderr)
@@ -122,8 +130,12 @@ def main() -> int:
         "grows linearly with the number of certificates.",
         "",
         "Engine figures (preview, first up, no-op up, destroy): "
-        + ("see the e2e tier." if engine else "not measured: no `pulumi` CLI on this machine "
-           "(the Go module proxy refuses the Pulumi modules; README, 'What was verified')."),
+        + (
+            "see the e2e tier."
+            if engine
+            else "not measured: no `pulumi` CLI on this machine "
+            "(the Go module proxy refuses the Pulumi modules; README, 'What was verified')."
+        ),
         "",
     ]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -37,8 +37,11 @@ def key_line(index: int) -> str:
 
 def timed(root: Path) -> tuple[float, str]:
     start = time.perf_counter()
-    result = subprocess.run(["chroot", str(root), "python3", "/usr/local/sbin/reconcile-roster", "--offline"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["chroot", str(root), "python3", "/usr/local/sbin/reconcile-roster", "--offline"],
+        capture_output=True,
+        text=True,
+    )
     elapsed = time.perf_counter() - start
     if result.returncode != 0:
         raise SystemExit(f"reconcile-roster failed: {result.stderr[-2000:]}")
@@ -49,10 +52,18 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--people", type=int, default=500)
     args = parser.parse_args()
-    people = [{"username": f"s{i:04d}", "keys": [key_line(i)], "role": "ta" if i % 50 == 0 else "student",
-               "labs": i % 3 == 0} for i in range(args.people)]
-    access = parse_access({"roster": people, "term": {"start": "2026-08-24", "end": "2026-12-18", "grace": "7d"},
-                           "revocations": {"serials": [1, 2, 3]}}, base_dir=REPO)
+    people = [
+        {"username": f"s{i:04d}", "keys": [key_line(i)], "role": "ta" if i % 50 == 0 else "student", "labs": i % 3 == 0}
+        for i in range(args.people)
+    ]
+    access = parse_access(
+        {
+            "roster": people,
+            "term": {"start": "2026-08-24", "end": "2026-12-18", "grace": "7d"},
+            "revocations": {"serials": [1, 2, 3]},
+        },
+        base_dir=REPO,
+    )
     doc = roster_document(access, stack="bench-fall2026")
     with overlay_root() as root:
         shutil.copy(REPO / "components/scripts/reconcile-roster", root / "usr/local/sbin/reconcile-roster")

@@ -224,16 +224,20 @@ def _namespace(model: StackModel, stack: str) -> str:
 def rc_local_warnings(rc_local: str) -> tuple[str, ...]:
     """A replaced rc.local that never creates /ready leaves the pod unready forever."""
     if rc_local and "/ready" not in rc_local:
-        return ("config key 'rcLocal': the script never touches /ready, so the login server will never report "
-                "ready (the built-in rc.local ends with `touch /ready`)",)
+        return (
+            "config key 'rcLocal': the script never touches /ready, so the login server will never report "
+            "ready (the built-in rc.local ends with `touch /ready`)",
+        )
     return ()
 
 
 def unused_key_warnings(raw: Mapping[str, Any]) -> tuple[str, ...]:
     """Keys still accepted (stack files and chart values carry them) that no longer change anything."""
     if "initResources" in raw:
-        return ("config key 'initResources' has no effect and can be removed: the login pod has no init "
-                "container (host certificates are signed by the program at deploy time)",)
+        return (
+            "config key 'initResources' has no effect and can be removed: the login pod has no init "
+            "container (host certificates are signed by the program at deploy time)",
+        )
     return ()
 
 
@@ -311,6 +315,7 @@ def parse_config(
         labs=labs_from_model(model.labs, people=access.people),
         warnings=rc_local_warnings(model.rcLocal) + unused_key_warnings(raw),
     )
+
 
 def decode_raw(values: Mapping[str, str]) -> dict[str, Any]:
     """Turn engine config (`classroom:key` -> text) into key -> Python value.

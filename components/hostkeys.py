@@ -139,8 +139,9 @@ class HostKeySetProvider(ResourceProvider):
         return UpdateResult(outs=_set_outputs(_news, _olds))
 
 
-def host_key_files(private_keys: Mapping[str, str], public_keys: Mapping[str, str],
-                   certificates: Mapping[str, str]) -> dict[str, str]:
+def host_key_files(
+    private_keys: Mapping[str, str], public_keys: Mapping[str, str], certificates: Mapping[str, str]
+) -> dict[str, str]:
     """File name -> content of the host-key Secret (what sshd_config's HostKey/HostCertificate read)."""
     files: dict[str, str] = {}
     for kind in HOST_KEY_TYPES:
@@ -158,8 +159,9 @@ def host_key_mode(file_name: str) -> int:
 
 def host_key_items() -> list[tuple[str, int]]:
     """(file name, mode) of every file in the host-key Secret, in a stable order."""
-    names = [n for kind in HOST_KEY_TYPES for n in (key_file(kind), f"{key_file(kind)}.pub",
-                                                    f"{key_file(kind)}-cert.pub")]
+    names = [
+        n for kind in HOST_KEY_TYPES for n in (key_file(kind), f"{key_file(kind)}.pub", f"{key_file(kind)}-cert.pub")
+    ]
     return [(name, host_key_mode(name)) for name in names]
 
 
@@ -175,8 +177,15 @@ def host_key_volume(volume_name: str, secret_name: pulumi.Input[str]) -> k8s.cor
     )
 
 
-def host_key_secret(resource_name: str, *, secret_name: str, namespace: pulumi.Input[str], keys: HostKeySet,
-                    labels: Mapping[str, str], opts: pulumi.ResourceOptions) -> k8s.core.v1.Secret:
+def host_key_secret(
+    resource_name: str,
+    *,
+    secret_name: str,
+    namespace: pulumi.Input[str],
+    keys: HostKeySet,
+    labels: Mapping[str, str],
+    opts: pulumi.ResourceOptions,
+) -> k8s.core.v1.Secret:
     """The Secret a pod mounts with `host_key_volume` (labelled so the policy pack can tell it from a CA)."""
     return k8s.core.v1.Secret(
         resource_name,
@@ -197,8 +206,15 @@ class HostKeySet(pulumi.dynamic.Resource):
     certificates: pulumi.Output[dict[str, str]]
     ca_public_key: pulumi.Output[str]
 
-    def __init__(self, name: str, *, ca_private_key: pulumi.Input[str], principals: pulumi.Input[Sequence[str]],
-                 key_id: pulumi.Input[str], opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        ca_private_key: pulumi.Input[str],
+        principals: pulumi.Input[Sequence[str]],
+        key_id: pulumi.Input[str],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
         props = {
             "ca_private_key": pulumi.Output.secret(ca_private_key),
             "principals": principals,

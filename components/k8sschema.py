@@ -84,8 +84,14 @@ def _type_ok(value: Any, types: Any) -> bool:
 
 def _describe(types: Any) -> str:
     names = [t for t in (types if isinstance(types, list) else [types]) if t != "null"]
-    words = {"object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer",
-             "number": "a number", "boolean": "true or false"}
+    words = {
+        "object": "a mapping",
+        "array": "a list",
+        "string": "a string",
+        "integer": "an integer",
+        "number": "a number",
+        "boolean": "true or false",
+    }
     return " or ".join(words.get(n, n) for n in names)
 
 

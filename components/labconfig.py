@@ -145,8 +145,7 @@ class LabsConfig:
 def _hook(model: HookModel | None) -> HookConfig | None:
     if model is None:
         return None
-    return HookConfig(url=model.url, secret=model.secret, timeout=model.timeout.total_seconds(),
-                      retries=model.retries)
+    return HookConfig(url=model.url, secret=model.secret, timeout=model.timeout.total_seconds(), retries=model.retries)
 
 
 def _host(model: LabHostModel) -> LabHostSpec:
@@ -186,9 +185,13 @@ def labs_from_model(model: LabsModel | None, *, people: Sequence[Any]) -> LabsCo
     lab_people = sorted(p.username for p in people if getattr(p, "labs", False))
     if model is None:
         if lab_people:
-            raise ConfigError("labs", None, f"a labs section with hosts: {len(lab_people)} roster entr"
-                              f"{'y has' if len(lab_people) == 1 else 'ies have'} labs: true "
-                              f"({', '.join(lab_people[:5])}{'...' if len(lab_people) > 5 else ''})")
+            raise ConfigError(
+                "labs",
+                None,
+                f"a labs section with hosts: {len(lab_people)} roster entr"
+                f"{'y has' if len(lab_people) == 1 else 'ies have'} labs: true "
+                f"({', '.join(lab_people[:5])}{'...' if len(lab_people) > 5 else ''})",
+            )
         return LabsConfig()
     for user, host in model.pins.items():
         if user not in lab_people:

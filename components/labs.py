@@ -95,14 +95,17 @@ def install_command(spec: LabHostSpec) -> str:
 def cluster_commands(spec: LabHostSpec, user: str) -> tuple[str, str]:
     """(create, delete) shell commands for one student's cluster on spec's host."""
     root = spec.install_root
-    base = (f"PYTHONPATH={shlex.quote(root + '/opt/classroom-lab')} {shlex.quote(spec.python)} "
-            f"{shlex.quote(root + '/opt/classroom-lab/bin/lab-cluster')} "
-            f"--config {shlex.quote(root + '/etc/labd/labd.json')}")
+    base = (
+        f"PYTHONPATH={shlex.quote(root + '/opt/classroom-lab')} {shlex.quote(spec.python)} "
+        f"{shlex.quote(root + '/opt/classroom-lab/bin/lab-cluster')} "
+        f"--config {shlex.quote(root + '/etc/labd/labd.json')}"
+    )
     return f"{base} create {shlex.quote(user)}", f"{base} delete {shlex.quote(user)}"
 
 
-def labd_config(spec: LabHostSpec, labs: LabsConfig, class_name: str, term: str,
-                access_end: datetime | None = None) -> dict[str, Any]:
+def labd_config(
+    spec: LabHostSpec, labs: LabsConfig, class_name: str, term: str, access_end: datetime | None = None
+) -> dict[str, Any]:
     """labd.json. `access_end` (the term's, UTC) makes labd refuse to start clusters after it.
 
     Without a term there is no accessEnd key: labd then has no end of access
@@ -136,31 +139,58 @@ def labd_config(spec: LabHostSpec, labs: LabsConfig, class_name: str, term: str,
     hooks = {}
     for event, hook in (("init", labs.init_hook), ("cleanup", labs.cleanup_hook)):
         if hook is not None:
-            hooks[event] = {"url": hook.url, "secretFile": f"{root}/etc/labd/hooks/{event}.secret",
-                            "timeout": hook.timeout, "retries": hook.retries}
+            hooks[event] = {
+                "url": hook.url,
+                "secretFile": f"{root}/etc/labd/hooks/{event}.secret",
+                "timeout": hook.timeout,
+                "retries": hook.retries,
+            }
     if hooks:
         config["hooks"] = hooks
     return config
 
 
 def traefik_static_config(spec: LabHostSpec) -> str:
-    return json.dumps({
-        "entryPoints": {"web": {"address": ":80"}, "websecure": {"address": ":443"}},
-        "providers": {"file": {"filename": f"{spec.install_root}/var/lib/labd/traefik/labs.yaml", "watch": True}},
-        "log": {"level": "INFO"},
-    }, indent=2, sort_keys=True) + "\n"  # JSON is YAML; Traefik reads it as its static config
+    return (
+        json.dumps(
+            {
+                "entryPoints": {"web": {"address": ":80"}, "websecure": {"address": ":443"}},
+                "providers": {
+                    "file": {"filename": f"{spec.install_root}/var/lib/labd/traefik/labs.yaml", "watch": True}
+                },
+                "log": {"level": "INFO"},
+            },
+            indent=2,
+            sort_keys=True,
+        )
+        + "\n"
+    )  # JSON is YAML; Traefik reads it as its static config
 
 
 def systemd_unit(description: str, argv: Sequence[str], env: Mapping[str, str]) -> str:
-    lines = ["[Unit]", f"Description={description}", "After=network-online.target docker.service", "",
-             "[Service]", f"ExecStart={' '.join(shlex.quote(a) for a in argv)}", "Restart=on-failure"]
+    lines = [
+        "[Unit]",
+        f"Description={description}",
+        "After=network-online.target docker.service",
+        "",
+        "[Service]",
+        f"ExecStart={' '.join(shlex.quote(a) for a in argv)}",
+        "Restart=on-failure",
+    ]
     lines += [f"Environment={k}={v}" for k, v in sorted(env.items())]
     lines += ["", "[Install]", "WantedBy=multi-user.target", ""]
     return "\n".join(lines)
 
 
-def install_manifest(spec: LabHostSpec, labs: LabsConfig, class_name: str, term: str, stage: str,
-                     students: Sequence[str], access_end: datetime | None = None) -> dict[str, Any]:
+def install_manifest(
+    spec: LabHostSpec,
+    labs: LabsConfig,
+    class_name: str,
+    term: str,
+    stage: str,
+    students: Sequence[str],
+    access_end: datetime | None = None,
+) -> dict[str, Any]:
     """What labhost-install.py receives on stdin (holds the keys: always a secret)."""
     root = spec.install_root
     labd_env = {"PYTHONPATH": f"{root}/opt/classroom-lab"}
@@ -171,9 +201,12 @@ def install_manifest(spec: LabHostSpec, labs: LabsConfig, class_name: str, term:
         return {"path": path, "mode": mode, "content": content, "restart": list(restart)}
 
     files = [
-        file("/etc/labd/labd.json", "0600",
-             json.dumps(labd_config(spec, labs, class_name, term, access_end), indent=2, sort_keys=True) + "\n",
-             ["labd"]),
+        file(
+            "/etc/labd/labd.json",
+            "0600",
+            json.dumps(labd_config(spec, labs, class_name, term, access_end), indent=2, sort_keys=True) + "\n",
+            ["labd"],
+        ),
         file("/etc/labd/session.key", "0600", labs.session_key + "\n", ["labd"]),
         file("/etc/labd/admin.key", "0600", labs.admin_key + "\n", ["labd"]),
         # labd re-reads the roster when it changes: no restart for a new student.
@@ -185,10 +218,22 @@ def install_manifest(spec: LabHostSpec, labs: LabsConfig, class_name: str, term:
         if hook is not None:
             files.append(file(f"/etc/labd/hooks/{event}.secret", "0600", hook.secret + "\n", ["labd"]))
     if spec.service_manager == "systemd":
-        files.append(file("/etc/systemd/system/classroom-labd.service", "0644",
-                          systemd_unit("classroom labd", labd_argv, labd_env), ["labd"]))
-        files.append(file("/etc/systemd/system/classroom-traefik.service", "0644",
-                          systemd_unit("classroom lab edge router (Traefik)", traefik_argv, {}), ["traefik"]))
+        files.append(
+            file(
+                "/etc/systemd/system/classroom-labd.service",
+                "0644",
+                systemd_unit("classroom labd", labd_argv, labd_env),
+                ["labd"],
+            )
+        )
+        files.append(
+            file(
+                "/etc/systemd/system/classroom-traefik.service",
+                "0644",
+                systemd_unit("classroom lab edge router (Traefik)", traefik_argv, {}),
+                ["traefik"],
+            )
+        )
     return {
         "installer": INSTALL_SCRIPT.read_text(),
         "root": root,
@@ -207,7 +252,7 @@ def uninstall_command(spec: LabHostSpec) -> str:
     if spec.service_manager == "systemd":
         return "systemctl disable --now classroom-labd.service classroom-traefik.service || true"
     run = shlex.quote(spec.install_root + "/run/classroom-lab")
-    return f"for p in {run}/*.pid; do [ -f \"$p\" ] && kill \"$(cat \"$p\")\" 2>/dev/null; rm -f \"$p\"; done; true"
+    return f'for p in {run}/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null; rm -f "$p"; done; true'
 
 
 LAB_HOST_TYPE = "classroom:index:LabHost"
@@ -257,15 +302,23 @@ class LabHost(pulumi.ComponentResource):
         namespace, ca_private_key, storage_class_name = args.namespace, args.ca_private_key, args.storage_class_name
         # The same token scheme as the other components; stacks deployed under the old token keep every
         # URN (the engine follows the alias to the parent and, through it, to every child).
-        super().__init__(LAB_HOST_TYPE, name, None, pulumi.ResourceOptions.merge(
-            opts, pulumi.ResourceOptions(aliases=[pulumi.Alias(type_=FORMER_LAB_HOST_TYPE)])))
+        super().__init__(
+            LAB_HOST_TYPE,
+            name,
+            None,
+            pulumi.ResourceOptions.merge(
+                opts, pulumi.ResourceOptions(aliases=[pulumi.Alias(type_=FORMER_LAB_HOST_TYPE)])
+            ),
+        )
         child = pulumi.ResourceOptions(parent=self)
         students = labs.students_on(spec.name)
         self.stateful_set = self.volume = self.service = self.network_policy = None
         if spec.in_cluster:
             if namespace is None or ca_private_key is None or storage_class_name is None:
-                raise ValueError("an inCluster lab host needs the stack's namespace, the CA private key and a "
-                                 "Retain StorageClass for its volume")
+                raise ValueError(
+                    "an inCluster lab host needs the stack's namespace, the CA private key and a "
+                    "Retain StorageClass for its volume"
+                )
             self._declare_pod(name, spec, labs, namespace, ca_private_key, storage_class_name, child)
 
         private_key = pulumi.Output.secret(labs.private_key) if labs.private_key else None
@@ -301,8 +354,7 @@ class LabHost(pulumi.ComponentResource):
             port=float(spec.port),
             user=spec.user,
             private_key=private_key,
-            private_key_password=pulumi.Output.secret(labs.private_key_password) if labs.private_key_password
-            else None,
+            private_key_password=pulumi.Output.secret(labs.private_key_password) if labs.private_key_password else None,
             agent_socket_path=labs.agent_socket or None,
             host_key=self.host_key,
             per_dial_timeout=15,
@@ -319,8 +371,9 @@ class LabHost(pulumi.ComponentResource):
             triggers=[code_hash],
             opts=pulumi.ResourceOptions(parent=self, depends_on=verify_deps),
         )
-        manifest = json.dumps(install_manifest(spec, labs, class_name, term, stage, students, access_end),
-                              sort_keys=True)
+        manifest = json.dumps(
+            install_manifest(spec, labs, class_name, term, stage, students, access_end), sort_keys=True
+        )
         install_cmd = install_command(spec)
         self.install = command.remote.Command(
             f"{name}-install",
@@ -350,12 +403,18 @@ class LabHost(pulumi.ComponentResource):
             )
 
         self.labd_url = pulumi.Output.from_input(f"http://{spec.address}:{spec.labd_port}")
-        self.register_outputs({"hostKey": self.host_key, "labdUrl": self.labd_url,
-                               "students": list(students)})
+        self.register_outputs({"hostKey": self.host_key, "labdUrl": self.labd_url, "students": list(students)})
 
-    def _declare_pod(self, name: str, spec: LabHostSpec, labs: LabsConfig, namespace: pulumi.Input[str],
-                     ca_private_key: pulumi.Input[str], storage_class_name: pulumi.Input[str],
-                     child: pulumi.ResourceOptions) -> None:
+    def _declare_pod(
+        self,
+        name: str,
+        spec: LabHostSpec,
+        labs: LabsConfig,
+        namespace: pulumi.Input[str],
+        ca_private_key: pulumi.Input[str],
+        storage_class_name: pulumi.Input[str],
+        child: pulumi.ResourceOptions,
+    ) -> None:
         """A privileged Docker-in-Docker pod with sshd: StatefulSet of 1 and its own protected volume.
 
         The volume is a PVC declared here (not a volumeClaimTemplate, which
@@ -374,19 +433,45 @@ class LabHost(pulumi.ComponentResource):
         # labd's state outlive the claim. The namespace (an Output of the Namespace) is an input: the
         # claim depends on it, so the namespace can never be deleted before the claim.
         self.volume = storage.persistent_claim(
-            f"{name}-data", claim_name=claim, namespace=namespace, size=spec.storage_size,
-            storage_class_name=storage_class_name, labels=labels, opts=pulumi.ResourceOptions(parent=self))
+            f"{name}-data",
+            claim_name=claim,
+            namespace=namespace,
+            size=spec.storage_size,
+            storage_class_name=storage_class_name,
+            labels=labels,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
         # Every name the engine or a login server may use for this pod.
-        principals = pulumi.Output.from_input(namespace).apply(lambda ns: list(dict.fromkeys([
-            spec.cert_principal, base, f"{base}.{ns}", f"{base}.{ns}.svc", f"{base}.{ns}.svc.cluster.local"])))
+        principals = pulumi.Output.from_input(namespace).apply(
+            lambda ns: list(
+                dict.fromkeys(
+                    [spec.cert_principal, base, f"{base}.{ns}", f"{base}.{ns}.svc", f"{base}.{ns}.svc.cluster.local"]
+                )
+            )
+        )
         # Signed here, at deploy time: the pod gets its host keys and certificates, never the CA key.
-        self.host_keys = HostKeySet(f"{name}-host-keys", ca_private_key=ca_private_key, principals=principals,
-                                    key_id=f"host:{spec.cert_principal}", opts=pulumi.ResourceOptions(parent=self))
-        host_keys_secret = host_key_secret(f"{name}-host-key-secret", secret_name=f"{base}-host-keys",
-                                           namespace=namespace, keys=self.host_keys, labels=labels, opts=child)
+        self.host_keys = HostKeySet(
+            f"{name}-host-keys",
+            ca_private_key=ca_private_key,
+            principals=principals,
+            key_id=f"host:{spec.cert_principal}",
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        host_keys_secret = host_key_secret(
+            f"{name}-host-key-secret",
+            secret_name=f"{base}-host-keys",
+            namespace=namespace,
+            keys=self.host_keys,
+            labels=labels,
+            opts=child,
+        )
         # sshd reads its certificates only at start: new principals roll the pod.
-        template_annotations = principals.apply(lambda names: {
-            **privileged, HOST_PRINCIPALS_ANNOTATION: hashlib.sha256(json.dumps(names).encode()).hexdigest()})
+        template_annotations = principals.apply(
+            lambda names: {
+                **privileged,
+                HOST_PRINCIPALS_ANNOTATION: hashlib.sha256(json.dumps(names).encode()).hexdigest(),
+            }
+        )
         scripts = k8s.core.v1.ConfigMap(
             f"{name}-scripts",
             metadata=meta(name=f"{base}-scripts", namespace=namespace, labels=labels),
@@ -405,9 +490,11 @@ class LabHost(pulumi.ComponentResource):
                 ),
                 "sshd_config": (
                     "Port 22\n"
-                    + "".join(f"HostKey {LABHOST_KEY_DIR}/{key_file(kind)}\n"
-                              f"HostCertificate {LABHOST_KEY_DIR}/{key_file(kind)}-cert.pub\n"
-                              for kind in HOST_KEY_TYPES)
+                    + "".join(
+                        f"HostKey {LABHOST_KEY_DIR}/{key_file(kind)}\n"
+                        f"HostCertificate {LABHOST_KEY_DIR}/{key_file(kind)}-cert.pub\n"
+                        for kind in HOST_KEY_TYPES
+                    )
                     + "AuthorizedKeysFile /etc/ssh/classroom/authorized_keys\n"
                     "PermitRootLogin prohibit-password\n"
                     "PasswordAuthentication no\n"
@@ -423,12 +510,22 @@ class LabHost(pulumi.ComponentResource):
         # dockerd (its API on 2375/2376 in Docker-in-Docker images), the k3d API servers and anything a
         # student's cluster publishes on the pod must stay out of their reach.
         self.network_policy = ingress_only_on(
-            f"{name}-ingress", name=f"{base}-ingress", namespace=namespace, selector=labels,
-            ports=[(port, "TCP") for port in service_ports], labels=labels, opts=child)
+            f"{name}-ingress",
+            name=f"{base}-ingress",
+            namespace=namespace,
+            selector=labels,
+            ports=[(port, "TCP") for port in service_ports],
+            labels=labels,
+            opts=child,
+        )
         self.service = k8s.core.v1.Service(
             f"{name}-svc",
-            metadata=meta(name=base, namespace=namespace, labels=labels,
-                          annotations={contract.ALLOWED_PORTS_ANNOTATION: ",".join(str(p) for p in service_ports)}),
+            metadata=meta(
+                name=base,
+                namespace=namespace,
+                labels=labels,
+                annotations={contract.ALLOWED_PORTS_ANNOTATION: ",".join(str(p) for p in service_ports)},
+            ),
             spec=k8s.core.v1.ServiceSpecArgs(
                 selector=labels,
                 ports=[
@@ -453,33 +550,43 @@ class LabHost(pulumi.ComponentResource):
                     spec=k8s.core.v1.PodSpecArgs(
                         automount_service_account_token=False,
                         enable_service_links=False,
-                        containers=[k8s.core.v1.ContainerArgs(
-                            name="labhost",
-                            image=spec.image,
-                            command=["/bin/sh", "/scripts/start.sh"],
-                            ports=[k8s.core.v1.ContainerPortArgs(name="ssh", container_port=22),
-                                   k8s.core.v1.ContainerPortArgs(name="labd", container_port=spec.labd_port),
-                                   k8s.core.v1.ContainerPortArgs(name="http", container_port=80),
-                                   k8s.core.v1.ContainerPortArgs(name="https", container_port=443)],
-                            # Docker-in-Docker needs a privileged container; this
-                            # pod is the only privileged thing the stack runs.
-                            security_context=podspec.privileged(),
-                            resources=podspec.resources({"cpu": "500m", "memory": "1Gi"},
-                                                        {"cpu": spec.cpu, "memory": spec.memory}),
-                            volume_mounts=[mounts(name="data", mount_path="/data"),
-                                           mounts(name="scripts", mount_path="/scripts", read_only=True),
-                                           mounts(name="sshd", mount_path="/etc/ssh/classroom", read_only=True),
-                                           mounts(name="host-keys", mount_path=LABHOST_KEY_DIR, read_only=True)],
-                            readiness_probe=k8s.core.v1.ProbeArgs(
-                                tcp_socket=k8s.core.v1.TCPSocketActionArgs(port=22), period_seconds=10),
-                        )],
+                        containers=[
+                            k8s.core.v1.ContainerArgs(
+                                name="labhost",
+                                image=spec.image,
+                                command=["/bin/sh", "/scripts/start.sh"],
+                                ports=[
+                                    k8s.core.v1.ContainerPortArgs(name="ssh", container_port=22),
+                                    k8s.core.v1.ContainerPortArgs(name="labd", container_port=spec.labd_port),
+                                    k8s.core.v1.ContainerPortArgs(name="http", container_port=80),
+                                    k8s.core.v1.ContainerPortArgs(name="https", container_port=443),
+                                ],
+                                # Docker-in-Docker needs a privileged container; this
+                                # pod is the only privileged thing the stack runs.
+                                security_context=podspec.privileged(),
+                                resources=podspec.resources(
+                                    {"cpu": "500m", "memory": "1Gi"}, {"cpu": spec.cpu, "memory": spec.memory}
+                                ),
+                                volume_mounts=[
+                                    mounts(name="data", mount_path="/data"),
+                                    mounts(name="scripts", mount_path="/scripts", read_only=True),
+                                    mounts(name="sshd", mount_path="/etc/ssh/classroom", read_only=True),
+                                    mounts(name="host-keys", mount_path=LABHOST_KEY_DIR, read_only=True),
+                                ],
+                                readiness_probe=k8s.core.v1.ProbeArgs(
+                                    tcp_socket=k8s.core.v1.TCPSocketActionArgs(port=22), period_seconds=10
+                                ),
+                            )
+                        ],
                         volumes=[
                             podspec.claim_volume("data", claim),
                             podspec.config_map_volume("scripts", scripts.metadata.name, keys=["start.sh"]),
-                            podspec.config_map_volume("sshd", scripts.metadata.name, mode=0o644,
-                                                      keys=["sshd_config", "authorized_keys"]),
-                            host_key_volume("host-keys", host_keys_secret.metadata.apply(
-                                lambda m: m.name or f"{base}-host-keys")),
+                            podspec.config_map_volume(
+                                "sshd", scripts.metadata.name, mode=0o644, keys=["sshd_config", "authorized_keys"]
+                            ),
+                            host_key_volume(
+                                "host-keys", host_keys_secret.metadata.apply(lambda m: m.name or f"{base}-host-keys")
+                            ),
                         ],
                     ),
                 ),

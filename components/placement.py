@@ -95,7 +95,8 @@ def place(
     if over:
         detail = "; ".join(
             f"host '{h.name}' gets {load[h.name]} student(s) for capacity {h.capacity}: "
-            f"{extra} more slot(s) needed there" for h, extra in over
+            f"{extra} more slot(s) needed there"
+            for h, extra in over
         )
         total_missing = sum(extra for _, extra in over)
         raise ConfigError(

@@ -36,8 +36,12 @@ LAB_KEYS = ("labs",)
 # Which tables each generated block holds: (heading, key prefix, model, keys or None for all).
 BLOCKS: dict[str, list[tuple[str, str, type[BaseModel], tuple[str, ...] | None]]] = {
     "stack": [
-        ("", "", schema.StackModel,
-         tuple(k for k in schema.StackModel.model_fields if k not in ACCESS_KEYS + LAB_KEYS)),
+        (
+            "",
+            "",
+            schema.StackModel,
+            tuple(k for k in schema.StackModel.model_fields if k not in ACCESS_KEYS + LAB_KEYS),
+        ),
         ("`extraMounts[]`", "", schema.MountModel, None),
         ("`extraPorts[]`", "", schema.PortModel, None),
         ("`image`", "image.", schema.ImageModel, None),
@@ -96,7 +100,7 @@ def _literal(value: Any) -> str:
                 return f"`{seconds // size}{unit}`"
         return f"`{seconds}s`"
     if isinstance(value, str):
-        return "`\"\"`" if value == "" else ("built in" if "\n" in value else f"`{value}`")
+        return '`""`' if value == "" else ("built in" if "\n" in value else f"`{value}`")
     if isinstance(value, tuple | list):
         return "`[]`" if not value else "`" + json.dumps(list(value)) + "`"
     if isinstance(value, dict):
@@ -120,8 +124,10 @@ def table(prefix: str, model: type[BaseModel], keys: tuple[str, ...] | None = No
         if extra.get("x-secret"):
             meaning += " Secret: set it with `pulumi config set --secret`."
         example = _literal(extra["examples"][0]) if extra.get("examples") else ""
-        rows.append(f"| {key} | {_cell(_default_text(info))} | {_cell(example)} | "
-                    f"{_cell(str(extra.get('x-accepted', '')))} | {_cell(meaning)} |")
+        rows.append(
+            f"| {key} | {_cell(_default_text(info))} | {_cell(example)} | "
+            f"{_cell(str(extra.get('x-accepted', '')))} | {_cell(meaning)} |"
+        )
     return "\n".join(rows)
 
 
@@ -135,8 +141,10 @@ def block(name: str) -> str:
 
 
 def _markers(name: str) -> tuple[str, str]:
-    return (f"<!-- BEGIN GENERATED: {name} (python -m components.reference; edit components/schema.py) -->",
-            f"<!-- END GENERATED: {name} -->")
+    return (
+        f"<!-- BEGIN GENERATED: {name} (python -m components.reference; edit components/schema.py) -->",
+        f"<!-- END GENERATED: {name} -->",
+    )
 
 
 def render_readme(text: str) -> str:
@@ -203,8 +211,10 @@ def json_schema() -> dict[str, Any]:
     properties = _fix(model_schema["properties"])
     config_properties = {
         # Any top-level value may also be set as a whole secret.
-        f"{NAMESPACE}:{key}": {"description": value.get("description", ""), "anyOf": [
-            {k: v for k, v in value.items() if k != "description"}, _SECURE]}
+        f"{NAMESPACE}:{key}": {
+            "description": value.get("description", ""),
+            "anyOf": [{k: v for k, v in value.items() if k != "description"}, _SECURE],
+        }
         for key, value in properties.items()
     }
     return {

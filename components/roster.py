@@ -69,9 +69,11 @@ class UidLedgerProvider(ResourceProvider):
         return CreateResult(id_="uid-ledger", outs={**props, "uids": uids})
 
     def diff(self, _id: str, _olds: dict[str, Any], _news: dict[str, Any]) -> DiffResult:
-        changed = sorted(_olds.get("derived") or []) != sorted(_news.get("derived") or []) or \
-            _int_map(_olds.get("explicit") or {}) != _int_map(_news.get("explicit") or {}) or \
-            _int_map(_olds.get("adopted") or {}) != _int_map(_news.get("adopted") or {})
+        changed = (
+            sorted(_olds.get("derived") or []) != sorted(_news.get("derived") or [])
+            or _int_map(_olds.get("explicit") or {}) != _int_map(_news.get("explicit") or {})
+            or _int_map(_olds.get("adopted") or {}) != _int_map(_news.get("adopted") or {})
+        )
         return DiffResult(changes=changed, replaces=[], stables=[], delete_before_replace=False)
 
     def update(self, _id: str, _olds: dict[str, Any], _news: dict[str, Any]) -> UpdateResult:
@@ -86,11 +88,20 @@ def with_adopted(ledger: Mapping[str, int], adopted: Mapping[str, int]) -> dict[
     holders = {uid: name for name, uid in ledger.items()}
     for name, uid in sorted(adopted.items()):
         if name in merged and merged[name] != uid:
-            raise ConfigError("adoptedUids", uid, f"{merged[name]}, the UID this stack's ledger holds for {name} "
-                                                  "(their home is owned by it; UIDs never move)", where=name)
+            raise ConfigError(
+                "adoptedUids",
+                uid,
+                f"{merged[name]}, the UID this stack's ledger holds for {name} "
+                "(their home is owned by it; UIDs never move)",
+                where=name,
+            )
         if holders.get(uid, name) != name:
-            raise ConfigError("adoptedUids", uid, f"a UID this stack's ledger does not hold for someone else "
-                                                  f"(it holds {uid} for {holders[uid]})", where=name)
+            raise ConfigError(
+                "adoptedUids",
+                uid,
+                f"a UID this stack's ledger does not hold for someone else (it holds {uid} for {holders[uid]})",
+                where=name,
+            )
         merged[name] = uid
         holders[uid] = name
     return merged
@@ -104,8 +115,14 @@ def _int_map(value: Mapping[str, Any]) -> dict[str, int]:
 class UidLedger(pulumi.dynamic.Resource):
     uids: pulumi.Output[dict[str, int]]
 
-    def __init__(self, name: str, derived: list[str], explicit: dict[str, int],
-                 opts: pulumi.ResourceOptions | None = None, adopted: Mapping[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        derived: list[str],
+        explicit: dict[str, int],
+        opts: pulumi.ResourceOptions | None = None,
+        adopted: Mapping[str, int] | None = None,
+    ) -> None:
         props: dict[str, Any] = {"derived": sorted(derived), "explicit": explicit, "uids": None}
         if adopted:  # absent otherwise: a stack that adopts nothing keeps its ledger's inputs as they were
             props["adopted"] = dict(adopted)
@@ -150,8 +167,11 @@ class Roster(pulumi.ComponentResource):
         staff = [f"{p.username} ({p.role})" for p in access.people if p.staff]
         # Shown by every `pulumi preview`/`up`: who gets passwordless sudo, so a pull request that
         # changes it says so where reviewers look.
-        pulumi.log.info(f"staff with passwordless sudo on the login server ({len(staff)}): "
-                        + (", ".join(staff) if staff else "none"), resource=self)
+        pulumi.log.info(
+            f"staff with passwordless sudo on the login server ({len(staff)}): "
+            + (", ".join(staff) if staff else "none"),
+            resource=self,
+        )
         self.uids = ledger.uids
 
         document = ledger.uids.apply(lambda uids: roster_document(access, stack=args.stack, uids=uids))
@@ -160,7 +180,8 @@ class Roster(pulumi.ComponentResource):
         self.config_map = k8s.core.v1.ConfigMap(
             f"{name}-configmap",
             metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=args.config_map_name, namespace=args.namespace,
+                name=args.config_map_name,
+                namespace=args.namespace,
                 labels={**args.labels, "app.kubernetes.io/component": "roster"},
             ),
             data={
@@ -190,9 +211,7 @@ class Roster(pulumi.ComponentResource):
                     )
         if requests:
             signed = CertificateSet(f"{name}-certificates", args.ca_private_key, requests, opts=child)
-            order = {
-                p.username: [certificate_id(p.username, key) for key in p.keys] for p in access.people if p.keys
-            }
+            order = {p.username: [certificate_id(p.username, key) for key in p.keys] for p in access.people if p.keys}
             self.certificates = pulumi.Output.secret(
                 signed.certificates.apply(lambda certs: {user: [certs[i] for i in ids] for user, ids in order.items()})
             )
@@ -200,10 +219,15 @@ class Roster(pulumi.ComponentResource):
             self.certificates = pulumi.Output.secret(pulumi.Output.from_input({}))
         # What `classroom roster` needs to show status and write files: no keys, no e-mail.
         self.summary = document.apply(_summary)
-        self.register_outputs({
-            "config_map_name": self.config_map_name, "uids": self.uids, "revision": self.revision,
-            "certificates": self.certificates, "summary": self.summary,
-        })
+        self.register_outputs(
+            {
+                "config_map_name": self.config_map_name,
+                "uids": self.uids,
+                "revision": self.revision,
+                "certificates": self.certificates,
+                "summary": self.summary,
+            }
+        )
 
 
 def certificate_id(username: str, public_key: str) -> str:
@@ -213,11 +237,19 @@ def certificate_id(username: str, public_key: str) -> str:
 
 def _summary(doc: dict[str, Any]) -> dict[str, Any]:
     return {
-        "stack": doc["stack"], "class": doc["class"], "term": doc["term"],
+        "stack": doc["stack"],
+        "class": doc["class"],
+        "term": doc["term"],
         "revocations": doc["revocations"],
         "people": [
-            {"username": p["username"], "uid": p["uid"], "role": p["role"], "labs": p["labs"],
-             "certificates": p["certificates"], "importIds": p["importIds"]}
+            {
+                "username": p["username"],
+                "uid": p["uid"],
+                "role": p["role"],
+                "labs": p["labs"],
+                "certificates": p["certificates"],
+                "importIds": p["importIds"],
+            }
             for p in doc["people"]
         ],
     }

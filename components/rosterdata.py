@@ -44,12 +44,41 @@ FINGERPRINT_RE = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}\Z")
 
 # Accounts an image already has (or sshd/PAM treat specially): a roster entry
 # with one of these names would take over a system account.
-RESERVED_USERNAMES = frozenset((
-    "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp", "proxy",
-    "www-data", "backup", "list", "irc", "gnats", "nobody", "sshd", "systemd-network",
-    "systemd-resolve", "systemd-timesync", "messagebus", "syslog", "_apt", "ubuntu", "admin", "sudo",
-    "staff", "users", "classroom",
-))
+RESERVED_USERNAMES = frozenset(
+    (
+        "root",
+        "daemon",
+        "bin",
+        "sys",
+        "sync",
+        "games",
+        "man",
+        "lp",
+        "mail",
+        "news",
+        "uucp",
+        "proxy",
+        "www-data",
+        "backup",
+        "list",
+        "irc",
+        "gnats",
+        "nobody",
+        "sshd",
+        "systemd-network",
+        "systemd-resolve",
+        "systemd-timesync",
+        "messagebus",
+        "syslog",
+        "_apt",
+        "ubuntu",
+        "admin",
+        "sudo",
+        "staff",
+        "users",
+        "classroom",
+    )
+)
 
 USERNAME_ACCEPTED = (
     "a Unix username: lowercase letter or '_' first, then up to 31 of a-z 0-9 _ -, "
@@ -63,14 +92,24 @@ KEY_ACCEPTED = (
 # CSV header aliases seen in registrar/LMS exports, after normalisation
 # (lowercase, '_'/'-'/'.' -> space, collapsed spaces).
 CSV_COLUMNS: dict[str, tuple[str, ...]] = {
-    "username": ("username", "user name", "user", "login", "login id", "userid", "user id",
-                 "netid", "net id", "sis login id", "account"),
+    "username": (
+        "username",
+        "user name",
+        "user",
+        "login",
+        "login id",
+        "userid",
+        "user id",
+        "netid",
+        "net id",
+        "sis login id",
+        "account",
+    ),
     "name": ("name", "full name", "fullname", "student name", "display name", "student"),
     "email": ("email", "e mail", "mail", "email address", "e mail address"),
     "github": ("github", "github handle", "github username", "github user", "gh"),
     "launchpad": ("launchpad", "launchpad id", "launchpad handle", "lp"),
-    "keys": ("public key", "key", "keys", "ssh key", "ssh public key", "pubkey",
-             "public keys", "ssh keys"),
+    "keys": ("public key", "key", "keys", "ssh key", "ssh public key", "pubkey", "public keys", "ssh keys"),
     "uid": ("uid", "unix uid"),
     "role": ("role", "type"),
     "labs": ("labs", "lab", "k3d"),
@@ -179,8 +218,9 @@ def _uid_hash(username: str) -> int:
     return UID_DERIVED_MIN + int.from_bytes(digest[:8], "big") % span
 
 
-def derive_uids(usernames: Iterable[str], taken: Iterable[int] = (),
-                previous: Mapping[str, int] | None = None) -> dict[str, int]:
+def derive_uids(
+    usernames: Iterable[str], taken: Iterable[int] = (), previous: Mapping[str, int] | None = None
+) -> dict[str, int]:
     """Assign each username a UID in [UID_DERIVED_MIN, UID_DERIVED_MAX].
 
     Order-independent: names are placed in sorted order, each at its hash slot
@@ -266,8 +306,11 @@ def _as_bool(key: str, value: Any, where: str) -> bool:
 def _person(entry: Mapping[str, Any], where: str, key: str) -> dict[str, Any]:
     """Validate one entry; returns fields for Person with 'uid' possibly None."""
     username = entry.get("username")
-    if not isinstance(username, str) or not USERNAME_RE.fullmatch(username.strip()) \
-            or username.strip() in RESERVED_USERNAMES:
+    if (
+        not isinstance(username, str)
+        or not USERNAME_RE.fullmatch(username.strip())
+        or username.strip() in RESERVED_USERNAMES
+    ):
         raise ConfigError(f"{key}.username", username, USERNAME_ACCEPTED, where=where)
     username = username.strip()
 
@@ -285,9 +328,12 @@ def _person(entry: Mapping[str, Any], where: str, key: str) -> dict[str, Any]:
         except ValueError:
             raise ConfigError(f"{key}.uid", uid_raw, f"an integer {UID_MIN}-{UID_MAX}", where=where) from None
         if not UID_MIN <= uid <= UID_MAX:
-            raise ConfigError(f"{key}.uid", uid_raw,
-                              f"an integer {UID_MIN}-{UID_MAX} (below {UID_MIN} are system accounts)",
-                              where=where)
+            raise ConfigError(
+                f"{key}.uid",
+                uid_raw,
+                f"an integer {UID_MIN}-{UID_MAX} (below {UID_MIN} are system accounts)",
+                where=where,
+            )
 
     role = str(entry.get("role") or "student").strip().lower()
     if role not in ROLES:
@@ -313,8 +359,12 @@ def _person(entry: Mapping[str, Any], where: str, key: str) -> dict[str, Any]:
             continue
         handle = str(handle).strip().lstrip("@")
         if not regex.fullmatch(handle):
-            raise ConfigError(f"{key}.{field_name}", entry.get(field_name),
-                              f"a {field_name} handle (letters, digits, '-')", where=where)
+            raise ConfigError(
+                f"{key}.{field_name}",
+                entry.get(field_name),
+                f"a {field_name} handle (letters, digits, '-')",
+                where=where,
+            )
         import_ids.append(f"{prefix}:{handle}")
 
     name = str(entry.get("name") or "").strip()
@@ -326,15 +376,22 @@ def _person(entry: Mapping[str, Any], where: str, key: str) -> dict[str, Any]:
     if email and (not re.fullmatch(r"^[^@\s:]+@[^@\s:]+\Z", email)):
         raise ConfigError(f"{key}.email", email, "an e-mail address (or empty)", where=where)
 
-    unknown = set(entry) - {"username", "uid", "name", "email", "keys", "key", "github", "launchpad",
-                            "role", "labs"}
+    unknown = set(entry) - {"username", "uid", "name", "email", "keys", "key", "github", "launchpad", "role", "labs"}
     if unknown and not entry.get("__csv__"):
-        raise ConfigError(f"{key}.{sorted(unknown)[0]}", entry[sorted(unknown)[0]],
-                          "one of username, uid, name, email, keys, github, launchpad, role, labs",
-                          where=where)
+        raise ConfigError(
+            f"{key}.{sorted(unknown)[0]}",
+            entry[sorted(unknown)[0]],
+            "one of username, uid, name, email, keys, github, launchpad, role, labs",
+            where=where,
+        )
     return {
-        "username": username, "uid": uid, "name": name, "email": email, "keys": tuple(keys),
-        "import_ids": tuple(import_ids), "role": role,
+        "username": username,
+        "uid": uid,
+        "name": name,
+        "email": email,
+        "keys": tuple(keys),
+        "import_ids": tuple(import_ids),
+        "role": role,
         "labs": _as_bool(f"{key}.labs", entry.get("labs"), where),
     }
 
@@ -343,8 +400,13 @@ def _normalize_header(text: str) -> str:
     return " ".join(re.sub(r"[_\-.]", " ", text.strip().lower()).split())
 
 
-def parse_roster_csv(text: str, *, source: str = "roster.csv", defaults: Mapping[str, Any] | None = None,
-                     staff: Mapping[str, str] | None = None) -> list[tuple[dict[str, Any], str]]:
+def parse_roster_csv(
+    text: str,
+    *,
+    source: str = "roster.csv",
+    defaults: Mapping[str, Any] | None = None,
+    staff: Mapping[str, str] | None = None,
+) -> list[tuple[dict[str, Any], str]]:
     """Rows of a registrar/LMS export as (entry, where) pairs; unknown columns are ignored."""
     lines = text.splitlines()
     if not lines or not lines[0].strip():
@@ -365,8 +427,12 @@ def parse_roster_csv(text: str, *, source: str = "roster.csv", defaults: Mapping
             if norm in aliases and field_name not in columns.values():
                 columns[index] = field_name
     if "username" not in columns.values():
-        raise ConfigError("roster.csv", header, "a header row with a username column (username, login, netid, ...)",
-                          where=f"{source} line 1")
+        raise ConfigError(
+            "roster.csv",
+            header,
+            "a header row with a username column (username, login, netid, ...)",
+            where=f"{source} line 1",
+        )
     rows: list[tuple[dict[str, Any], str]] = []
     while True:
         first_line = reader.line_num + 1  # a quoted cell may span lines: name the row's first one
@@ -375,8 +441,9 @@ def parse_roster_csv(text: str, *, source: str = "roster.csv", defaults: Mapping
         except StopIteration:
             break
         except csv.Error as exc:
-            raise ConfigError("roster.csv", source, f"well-formed CSV ({exc})", where=f"{source} line {first_line}") \
-                from None
+            raise ConfigError(
+                "roster.csv", source, f"well-formed CSV ({exc})", where=f"{source} line {first_line}"
+            ) from None
         where = f"{source} line {first_line}"
         if not any(cell.strip() for cell in row):
             continue
@@ -393,8 +460,11 @@ def parse_roster_csv(text: str, *, source: str = "roster.csv", defaults: Mapping
         rows.append((entry, where))
     missing = sorted(set(staff or {}) - {str(e.get("username") or "").strip() for e, _ in rows})
     if missing:
-        raise ConfigError(f"roster.staff.{missing[0]}", (staff or {})[missing[0]],
-                          f"a username of a row in {source} (there is no such row)")
+        raise ConfigError(
+            f"roster.staff.{missing[0]}",
+            (staff or {})[missing[0]],
+            f"a username of a row in {source} (there is no such row)",
+        )
     return rows
 
 
@@ -408,10 +478,13 @@ def _refuse_csv_staff(entry: Mapping[str, Any], defaults: Mapping[str, Any] | No
     role = str(entry.get("role") or "").strip().lower()
     allowed = str((defaults or {}).get("role") or "student").strip().lower()
     if role in STAFF_ROLES and role != allowed:
-        raise ConfigError("roster.csv role", entry.get("role"),
-                          "student: a CSV column cannot make staff (passwordless sudo); name TAs and "
-                          "instructors in the stack file (roster.staff: {USER: ta}), not through the export",
-                          where=where)
+        raise ConfigError(
+            "roster.csv role",
+            entry.get("role"),
+            "student: a CSV column cannot make staff (passwordless sudo); name TAs and "
+            "instructors in the stack file (roster.staff: {USER: ta}), not through the export",
+            where=where,
+        )
 
 
 def _roster_entries(raw: Any, base_dir: Path) -> list[tuple[dict[str, Any], str, str]]:
@@ -440,8 +513,9 @@ def _roster_entries(raw: Any, base_dir: Path) -> list[tuple[dict[str, Any], str,
         try:
             text = path.read_text(encoding="utf-8-sig")
         except OSError as exc:
-            raise ConfigError("roster.csv", str(raw["csv"]),
-                              f"a readable CSV file (relative to {base_dir}): {exc.strerror}") from None
+            raise ConfigError(
+                "roster.csv", str(raw["csv"]), f"a readable CSV file (relative to {base_dir}): {exc.strerror}"
+            ) from None
         except UnicodeDecodeError:
             raise ConfigError("roster.csv", str(raw["csv"]), "a UTF-8 encoded CSV file") from None
         defaults = raw.get("defaults") or {}
@@ -451,13 +525,13 @@ def _roster_entries(raw: Any, base_dir: Path) -> list[tuple[dict[str, Any], str,
         if not isinstance(staff, Mapping) or any(str(r).lower() not in STAFF_ROLES for r in staff.values()):
             raise ConfigError("roster.staff", staff, "a mapping username: ta | instructor")
         staff = {str(k): str(v).lower() for k, v in staff.items()}
-        return [(e, w, "roster") for e, w in parse_roster_csv(text, source=path.name, defaults=defaults,
-                                                              staff=staff)]
+        return [(e, w, "roster") for e, w in parse_roster_csv(text, source=path.name, defaults=defaults, staff=staff)]
     raise ConfigError("roster", raw, "a list of people or {csv: path/to/export.csv}")
 
 
-def build_people(entries: Sequence[tuple[dict[str, Any], str, str]],
-                 previous_uids: Mapping[str, int] | None = None) -> tuple[Person, ...]:
+def build_people(
+    entries: Sequence[tuple[dict[str, Any], str, str]], previous_uids: Mapping[str, int] | None = None
+) -> tuple[Person, ...]:
     """Validate entries, check duplicates, assign UIDs. Sorted by username."""
     validated: list[tuple[dict[str, Any], str, str]] = []
     seen_names: dict[str, str] = {}
@@ -466,13 +540,18 @@ def build_people(entries: Sequence[tuple[dict[str, Any], str, str]],
         fields = _person(entry, where, key)
         name = fields["username"]
         if name in seen_names:
-            raise ConfigError(f"{key}.username", name,
-                              f"a username not already used ({seen_names[name] or 'earlier entry'})", where=where)
+            raise ConfigError(
+                f"{key}.username",
+                name,
+                f"a username not already used ({seen_names[name] or 'earlier entry'})",
+                where=where,
+            )
         seen_names[name] = where or key
         if fields["uid"] is not None:
             if fields["uid"] in seen_uids:
-                raise ConfigError(f"{key}.uid", fields["uid"],
-                                  f"a UID not already used (by {seen_uids[fields['uid']]})", where=where)
+                raise ConfigError(
+                    f"{key}.uid", fields["uid"], f"a UID not already used (by {seen_uids[fields['uid']]})", where=where
+                )
             seen_uids[fields["uid"]] = name
         validated.append((fields, where, key))
     derived_names = [f["username"] for f, _, _ in validated if f["uid"] is None]
@@ -530,8 +609,9 @@ def parse_revocations(raw: Any) -> tuple[tuple[int, ...], tuple[str, ...]]:
 # --------------------------------------------------------------------------- entry point
 
 
-def parse_access(raw: Mapping[str, Any], *, base_dir: Path,
-                 previous_uids: Mapping[str, int] | None = None) -> AccessConfig:
+def parse_access(
+    raw: Mapping[str, Any], *, base_dir: Path, previous_uids: Mapping[str, int] | None = None
+) -> AccessConfig:
     """Validate the ACCESS_KEYS subset of a stack's config."""
     from components.schema import AccessModel, validate_section
 
@@ -542,12 +622,20 @@ def parse_access(raw: Mapping[str, Any], *, base_dir: Path,
     people = build_people(_roster_entries(raw.get("roster"), base_dir), {**adopted, **(previous_uids or {})})
     term = parse_term(raw["term"]) if raw.get("term") is not None else None
     if people and term is None:
-        raise ConfigError("term", None,
-                          "a term window {start, end, timezone, grace} whenever a roster is given "
-                          "(access ends with the term)")
+        raise ConfigError(
+            "term",
+            None,
+            "a term window {start, end, timezone, grace} whenever a roster is given (access ends with the term)",
+        )
     serials, keys = parse_revocations(raw.get("revocations"))
-    return AccessConfig(people=people, term=term, revoked_serials=serials, revoked_keys=keys,
-                        staff_keep_own_keys=model.staffKeepOwnKeys, adopted_uids=adopted)
+    return AccessConfig(
+        people=people,
+        term=term,
+        revoked_serials=serials,
+        revoked_keys=keys,
+        staff_keep_own_keys=model.staffKeepOwnKeys,
+        adopted_uids=adopted,
+    )
 
 
 # --------------------------------------------------------------------------- rendering
@@ -557,8 +645,11 @@ def class_and_term_names(stack: str, term: Term | None) -> tuple[str, str]:
     """('cis90', 'fall2026') from stack 'cis90-fall2026'; term.name wins when set."""
     head, sep, tail = stack.rpartition("-")
     class_name = head if sep and head else stack
-    term_name = (term.name if term and term.name else "") or (tail if sep and head else "") \
+    term_name = (
+        (term.name if term and term.name else "")
+        or (tail if sep and head else "")
         or (term.start.date().isoformat() if term else "term")
+    )
     return class_name, term_name
 
 
@@ -577,26 +668,33 @@ def roster_document(access: AccessConfig, *, stack: str, uids: Mapping[str, int]
     people = []
     for person in access.people:
         uid = person.uid if person.uid_explicit or not uids else int(uids.get(person.username, person.uid))
-        people.append({
-            "username": person.username,
-            "uid": uid,
-            "name": person.name,
-            "role": person.role,
-            "labs": person.labs,
-            "keys": list(person.keys),
-            "importIds": list(person.import_ids),
-            "certificates": [
-                {"serial": serials[(person.username, key)], "fingerprint": key_fingerprint(key),
-                 "keyId": f"{class_name}/{term_name}/{person.username}"}
-                for key in person.keys
-            ],
-        })
+        people.append(
+            {
+                "username": person.username,
+                "uid": uid,
+                "name": person.name,
+                "role": person.role,
+                "labs": person.labs,
+                "keys": list(person.keys),
+                "importIds": list(person.import_ids),
+                "certificates": [
+                    {
+                        "serial": serials[(person.username, key)],
+                        "fingerprint": key_fingerprint(key),
+                        "keyId": f"{class_name}/{term_name}/{person.username}",
+                    }
+                    for key in person.keys
+                ],
+            }
+        )
     term = access.term
     return {
         "version": 1,
         "stack": stack,
         "class": class_name,
-        "term": None if term is None else {
+        "term": None
+        if term is None
+        else {
             "name": term_name,
             "start": utc_stamp(term.start),
             "end": utc_stamp(term.end),
@@ -610,8 +708,9 @@ def roster_document(access: AccessConfig, *, stack: str, uids: Mapping[str, int]
     }
 
 
-def allocate_uids(derived_names: Iterable[str], explicit: Mapping[str, int],
-                  ledger: Mapping[str, int]) -> dict[str, int]:
+def allocate_uids(
+    derived_names: Iterable[str], explicit: Mapping[str, int], ledger: Mapping[str, int]
+) -> dict[str, int]:
     """The next UID ledger: everyone ever assigned keeps their UID (their home is still on disk).
 
     People who left stay in the ledger so that nobody new inherits their UID
@@ -624,11 +723,19 @@ def allocate_uids(derived_names: Iterable[str], explicit: Mapping[str, int],
         # owned by it, so the newcomer would own it; and one's own UID must not move either.
         holder = holders.get(int(uid))
         if holder is not None and holder != name:
-            raise ConfigError("roster.uid", uid, f"a UID not recorded for someone else (the UID ledger holds "
-                                                 f"{uid} for {holder}, whose home it owns)", where=f"entry {name}")
+            raise ConfigError(
+                "roster.uid",
+                uid,
+                f"a UID not recorded for someone else (the UID ledger holds {uid} for {holder}, whose home it owns)",
+                where=f"entry {name}",
+            )
         if name in ledger and int(ledger[name]) != int(uid):
-            raise ConfigError("roster.uid", uid, f"{ledger[name]}, the UID the ledger holds for {name} (their "
-                                                 f"home is owned by it; UIDs never move)", where=f"entry {name}")
+            raise ConfigError(
+                "roster.uid",
+                uid,
+                f"{ledger[name]}, the UID the ledger holds for {name} (their home is owned by it; UIDs never move)",
+                where=f"entry {name}",
+            )
     taken = set(explicit.values()) | {uid for name, uid in ledger.items() if name not in names}
     assigned = derive_uids(names, taken=taken, previous={n: u for n, u in ledger.items() if n in names})
     return {**dict(ledger), **assigned, **dict(explicit)}
@@ -640,9 +747,13 @@ def check_reserved(access: AccessConfig, *, names: Iterable[str] = (), uids: Ite
     taken_names, taken_uids = set(names), set(uids)
     for person in access.people:
         if person.username in taken_names:
-            raise ConfigError("roster.username", person.username,
-                              "a name other than the server's own account (classroom:user)")
+            raise ConfigError(
+                "roster.username", person.username, "a name other than the server's own account (classroom:user)"
+            )
         if person.uid in taken_uids:
-            raise ConfigError("roster.uid", person.uid,
-                              "a UID other than the server's own account (classroom:userID)",
-                              where=f"entry {person.username}")
+            raise ConfigError(
+                "roster.uid",
+                person.uid,
+                "a UID other than the server's own account (classroom:userID)",
+                where=f"entry {person.username}",
+            )

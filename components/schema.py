@@ -78,8 +78,9 @@ _HIDDEN = "<hidden>"
 def invalid(accepted: str, *, sub: Sequence[str | int] = (), value: Any = None, hide: bool = False) -> Exception:
     """The one error a validator raises: what is accepted, optionally blaming a sub-key."""
     return PydanticCustomError(
-        "classroom", "{accepted}", {"accepted": accepted, "sub": tuple(sub), "value": value, "hide": hide,
-                                    "has_value": bool(sub)}
+        "classroom",
+        "{accepted}",
+        {"accepted": accepted, "sub": tuple(sub), "value": value, "hide": hide, "has_value": bool(sub)},
     )
 
 
@@ -187,16 +188,24 @@ class Section(BaseModel):
                 raise invalid("string keys", sub=(str(key),), value=value)
             ours = cls.chart_aliases.get(key, key)
             if ours not in known:
-                raise invalid("one of the known keys: " + ", ".join(known) + closest(key, known),
-                              sub=(key,), value=value)
+                raise invalid(
+                    "one of the known keys: " + ", ".join(known) + closest(key, known), sub=(key,), value=value
+                )
             if ours in clean:
                 raise invalid(f"only one of '{ours}' and the chart's '{key}'", sub=(key,), value=value)
             clean[ours] = value
         return clean
 
 
-def doc(description: str, accepted: str, *, default_text: str | None = None, example: Any = None,
-        secret: bool = False, **schema: Any) -> dict[str, Any]:
+def doc(
+    description: str,
+    accepted: str,
+    *,
+    default_text: str | None = None,
+    example: Any = None,
+    secret: bool = False,
+    **schema: Any,
+) -> dict[str, Any]:
     """Field metadata the reference generator reads (json_schema_extra)."""
     extra: dict[str, Any] = {"x-accepted": accepted, **schema}
     if default_text is not None:
@@ -212,8 +221,9 @@ def doc(description: str, accepted: str, *, default_text: str | None = None, exa
 # Each takes the raw value and returns the clean one, or raises invalid().
 
 
-def _string(accepted: str = "a string", check: Callable[[str], bool] | None = None, *, strip: bool = False,
-            hide: bool = False) -> Callable[[Any], str]:
+def _string(
+    accepted: str = "a string", check: Callable[[str], bool] | None = None, *, strip: bool = False, hide: bool = False
+) -> Callable[[Any], str]:
     def validate(value: Any) -> str:
         if not isinstance(value, str):
             raise invalid("a string" if accepted == "a string" else f"a string: {accepted}", hide=hide)
@@ -291,8 +301,9 @@ def duration(*, at_most: timedelta | None = None, positive: bool = False) -> Cal
         try:
             amount = parse_duration(value)
         except ValueError:
-            hint = " (a bare number has no unit)" if isinstance(value, int | float) and not isinstance(value, bool) \
-                else ""
+            hint = (
+                " (a bare number has no unit)" if isinstance(value, int | float) and not isinstance(value, bool) else ""
+            )
             raise invalid(accepted + hint) from None
         if (positive and amount <= timedelta(0)) or (at_most is not None and amount > at_most):
             raise invalid(accepted)
@@ -306,8 +317,12 @@ def _human(delta: timedelta) -> str:
     return f"{days // 7} weeks" if days % 7 == 0 and days >= 14 else f"{days} days"
 
 
-def string_map(key_check: Callable[[str], bool] | None = None, key_accepted: str = "",
-               value_check: Callable[[str], bool] | None = None, value_accepted: str = "") -> Callable[[Any], dict]:
+def string_map(
+    key_check: Callable[[str], bool] | None = None,
+    key_accepted: str = "",
+    value_check: Callable[[str], bool] | None = None,
+    value_accepted: str = "",
+) -> Callable[[Any], dict]:
     def validate(value: Any) -> dict[str, str]:
         if not isinstance(value, Mapping):
             raise invalid("a mapping (key: value pairs)")
@@ -336,8 +351,9 @@ def string_list(item: Callable[[Any], str], *, non_empty: str = "") -> Callable[
             try:
                 out.append(item(entry))
             except PydanticCustomError as err:
-                raise invalid(str(err.context["accepted"] if err.context else err.message()),
-                              sub=(index,), value=entry) from None
+                raise invalid(
+                    str(err.context["accepted"] if err.context else err.message()), sub=(index,), value=entry
+                ) from None
         return tuple(out)
 
     return validate
@@ -355,11 +371,19 @@ def _dns_label(max_len: int = 63) -> Callable[[Any], str]:
     )
 
 
-_STORAGE_CLASS = _string("a StorageClass name (DNS subdomain) or ''",
-                         lambda s: not s or bool(DNS_SUBDOMAIN.fullmatch(s)))
+_STORAGE_CLASS = _string(
+    "a StorageClass name (DNS subdomain) or ''", lambda s: not s or bool(DNS_SUBDOMAIN.fullmatch(s))
+)
 
-_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
-              "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com")
+_KEY_TYPES = (
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+)
 
 
 def is_authorized_key(text: str) -> bool:
@@ -399,15 +423,32 @@ def _script(value: Any) -> str:
 # Mounting over (or under) these would hide or replace parts of the OS image,
 # or let a volume shadow the root-owned SSH configuration the access model
 # depends on. /home itself is the home volume.
-SYSTEM_DIRS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/root", "/run",
-               "/sbin", "/sys", "/tmp", "/usr", "/var")
+SYSTEM_DIRS = (
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/proc",
+    "/root",
+    "/run",
+    "/sbin",
+    "/sys",
+    "/tmp",
+    "/usr",
+    "/var",
+)
 # Exceptions under the system directories: a web root is the classic reason
 # for an extra port (the chart's own extraPorts example is http/https).
 ALLOWED_UNDER_SYSTEM = ("/var/www",)
 # Mounting *under* these is fine as long as the path is not the directory itself.
 NOT_ITSELF = ("/home", "/", "/srv", "/opt", "/mnt", "/media")
 MOUNT_PATH_ACCEPTED = (
-    "an absolute path outside the system directories (" + ", ".join(SYSTEM_DIRS)
+    "an absolute path outside the system directories ("
+    + ", ".join(SYSTEM_DIRS)
     + ") and not /home itself, e.g. /home/cis90, /srv/data or /var/www"
 )
 
@@ -442,16 +483,31 @@ class MountModel(Section):
     chart_aliases: ClassVar[dict[str, str]] = {"className": "storageClassName"}
 
     name: Annotated[str, BeforeValidator(_mount_name)] = Field(
-        **doc("Names the claim (`extra-<name>`); a rename is a new volume.", "a DNS label of at most 40 characters",
-              example="cis90"))
+        **doc(
+            "Names the claim (`extra-<name>`); a rename is a new volume.",
+            "a DNS label of at most 40 characters",
+            example="cis90",
+        )
+    )
     path: Annotated[str, BeforeValidator(_mount_path)] = Field(
-        **doc("Where it is mounted in the login container.", MOUNT_PATH_ACCEPTED, example="/home/cis90"))
+        **doc("Where it is mounted in the login container.", MOUNT_PATH_ACCEPTED, example="/home/cis90")
+    )
     size: Annotated[str, BeforeValidator(quantity(storage=True))] = Field(
-        **doc("Requested size; growing it expands the claim in place.", "a Kubernetes quantity, at least 1Mi",
-              example="20Gi", pattern=QUANTITY_PATTERN))
+        **doc(
+            "Requested size; growing it expands the claim in place.",
+            "a Kubernetes quantity, at least 1Mi",
+            example="20Gi",
+            pattern=QUANTITY_PATTERN,
+        )
+    )
     storageClassName: Annotated[str, BeforeValidator(_STORAGE_CLASS)] = Field(
-        "", **doc("StorageClass of the claim; '' = the Retain class this stack creates. The chart's spelling "
-                  "`className` is accepted.", "a StorageClass name or ''"))
+        "",
+        **doc(
+            "StorageClass of the claim; '' = the Retain class this stack creates. The chart's spelling "
+            "`className` is accepted.",
+            "a StorageClass name or ''",
+        ),
+    )
 
 
 _PORT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?\Z")
@@ -460,7 +516,8 @@ _PORT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?\Z")
 def _port_name(value: Any) -> str:
     accepted = "an IANA service name: at most 15 lowercase letters, digits and '-', with at least one letter"
     name = _string(accepted, lambda s: bool(_PORT_NAME.fullmatch(s)) and bool(re.search("[a-z]", s)) and "--" not in s)(
-        value)
+        value
+    )
     if name == "ssh":
         raise invalid("any name except 'ssh' (used by the SSH port)")
     return name
@@ -480,37 +537,60 @@ class PortModel(Section):
     chart_aliases: ClassVar[dict[str, str]] = {"proto": "protocol"}
 
     name: Annotated[str, BeforeValidator(_port_name)] = Field(
-        **doc("Port name on the Service and the container.", "an IANA service name (at most 15 characters)",
-              example="http"))
+        **doc(
+            "Port name on the Service and the container.",
+            "an IANA service name (at most 15 characters)",
+            example="http",
+        )
+    )
     port: Annotated[int, BeforeValidator(integer(1, 65535))] = Field(
-        **doc("Port number, the same on the Service and the container.", "an integer from 1 to 65535",
-              example=80, minimum=1, maximum=65535))
+        **doc(
+            "Port number, the same on the Service and the container.",
+            "an integer from 1 to 65535",
+            example=80,
+            minimum=1,
+            maximum=65535,
+        )
+    )
     protocol: Annotated[str, BeforeValidator(_protocol)] = Field(
-        "TCP", **doc("TCP, UDP or SCTP; the chart's spelling `proto` is accepted.", "TCP, UDP or SCTP",
-                     enum=["TCP", "UDP", "SCTP"]))
+        "TCP",
+        **doc(
+            "TCP, UDP or SCTP; the chart's spelling `proto` is accepted.",
+            "TCP, UDP or SCTP",
+            enum=["TCP", "UDP", "SCTP"],
+        ),
+    )
 
 
 class ImageModel(Section):
     """The login image."""
 
-    repository: Annotated[str, BeforeValidator(_pattern(r"^[a-z0-9]+([._/:-][a-z0-9]+)*\Z",
-                                                          "an image repository such as ghcr.io/owner/name"))] = Field(
-        "ghcr.io/mike-matera/cloud-native-server", **doc("Image repository.", "an image repository"))
+    repository: Annotated[
+        str,
+        BeforeValidator(_pattern(r"^[a-z0-9]+([._/:-][a-z0-9]+)*\Z", "an image repository such as ghcr.io/owner/name")),
+    ] = Field("ghcr.io/mike-matera/cloud-native-server", **doc("Image repository.", "an image repository"))
     tag: Annotated[str, BeforeValidator(lambda v: _image_tag(v))] = Field(
-        "jammy-2022070801", **doc("Image tag; may carry `@sha256:…`.", "an image tag"))
-    pullPolicy: Annotated[str, BeforeValidator(_string("Always, IfNotPresent or Never",
-                                                        lambda s: s in ("Always", "IfNotPresent", "Never")))] = Field(
-        "IfNotPresent", **doc("Kubernetes imagePullPolicy.", "Always, IfNotPresent or Never",
-                              enum=["Always", "IfNotPresent", "Never"]))
+        "jammy-2022070801", **doc("Image tag; may carry `@sha256:…`.", "an image tag")
+    )
+    pullPolicy: Annotated[
+        str,
+        BeforeValidator(_string("Always, IfNotPresent or Never", lambda s: s in ("Always", "IfNotPresent", "Never"))),
+    ] = Field(
+        "IfNotPresent",
+        **doc("Kubernetes imagePullPolicy.", "Always, IfNotPresent or Never", enum=["Always", "IfNotPresent", "Never"]),
+    )
     pullSecrets: Annotated[tuple[str, ...], BeforeValidator(string_list(_dns_label(253)))] = Field(
-        (), **doc("Names of image pull Secrets in the namespace.", "a list of Secret names"))
+        (), **doc("Names of image pull Secrets in the namespace.", "a list of Secret names")
+    )
 
 
 def _image_tag(value: Any) -> str:
     if isinstance(value, int | float) and not isinstance(value, bool):
         value = str(int(value)) if float(value).is_integer() else str(value)
-    return _pattern(r"^([A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(@sha256:[0-9a-f]{64})?|@sha256:[0-9a-f]{64})\Z",
-                    "an image tag (letters, digits, '_', '.', '-')")(value)
+    return _pattern(
+        r"^([A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(@sha256:[0-9a-f]{64})?|@sha256:[0-9a-f]{64})\Z",
+        "an image tag (letters, digits, '_', '.', '-')",
+    )(value)
 
 
 _RESOURCE_NAMES = ("cpu", "memory", "ephemeral-storage")
@@ -522,8 +602,11 @@ def _resource_amounts(value: Any) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, amount in value.items():
         if name not in _RESOURCE_NAMES:
-            raise invalid("one of the known keys: " + ", ".join(_RESOURCE_NAMES) + closest(str(name), _RESOURCE_NAMES),
-                          sub=(str(name),), value=amount)
+            raise invalid(
+                "one of the known keys: " + ", ".join(_RESOURCE_NAMES) + closest(str(name), _RESOURCE_NAMES),
+                sub=(str(name),),
+                value=amount,
+            )
         try:
             out[name] = quantity()(amount)
         except PydanticCustomError as err:
@@ -535,9 +618,11 @@ class ResourcesModel(Section):
     """Requests and limits of one container; a side given alone is mirrored to the other."""
 
     requests: Annotated[dict[str, str], BeforeValidator(_resource_amounts)] = Field(
-        default_factory=dict, **doc("cpu / memory / ephemeral-storage requests.", "Kubernetes quantities"))
+        default_factory=dict, **doc("cpu / memory / ephemeral-storage requests.", "Kubernetes quantities")
+    )
     limits: Annotated[dict[str, str], BeforeValidator(_resource_amounts)] = Field(
-        default_factory=dict, **doc("cpu / memory / ephemeral-storage limits.", "Kubernetes quantities"))
+        default_factory=dict, **doc("cpu / memory / ephemeral-storage limits.", "Kubernetes quantities")
+    )
 
     @model_validator(mode="after")
     def _request_within_limit(self) -> ResourcesModel:
@@ -565,59 +650,100 @@ _ANNOTATIONS = string_map(is_qualified_name, QUALIFIED_NAME_ACCEPTED)
 class ServiceModel(Section):
     """The SSH Service; extra ports ride on it."""
 
-    type: Annotated[str, BeforeValidator(_string("LoadBalancer, NodePort or ClusterIP",
-                                                  lambda s: s in ("LoadBalancer", "NodePort", "ClusterIP")))] = Field(
-        "LoadBalancer", **doc("Service type.", "LoadBalancer, NodePort or ClusterIP",
-                              enum=["LoadBalancer", "NodePort", "ClusterIP"]))
+    type: Annotated[
+        str,
+        BeforeValidator(
+            _string("LoadBalancer, NodePort or ClusterIP", lambda s: s in ("LoadBalancer", "NodePort", "ClusterIP"))
+        ),
+    ] = Field(
+        "LoadBalancer",
+        **doc("Service type.", "LoadBalancer, NodePort or ClusterIP", enum=["LoadBalancer", "NodePort", "ClusterIP"]),
+    )
     loadBalancerIP: Annotated[str, BeforeValidator(_ip_address)] = Field(
-        "", **doc("Requested address (LoadBalancer only).", "an IPv4 or IPv6 address, or ''", example="172.20.2.100"))
+        "", **doc("Requested address (LoadBalancer only).", "an IPv4 or IPv6 address, or ''", example="172.20.2.100")
+    )
     annotations: Annotated[dict[str, str], BeforeValidator(_ANNOTATIONS)] = Field(
-        default_factory=dict, **doc("Service annotations (e.g. for MetalLB or a cloud load balancer).",
-                                    "a mapping of Kubernetes annotation keys to strings"))
+        default_factory=dict,
+        **doc(
+            "Service annotations (e.g. for MetalLB or a cloud load balancer).",
+            "a mapping of Kubernetes annotation keys to strings",
+        ),
+    )
     port: Annotated[int, BeforeValidator(integer(1, 65535))] = Field(
-        22, **doc("SSH port on the Service.", "an integer from 1 to 65535", minimum=1, maximum=65535))
-    nodePort: Annotated[int | None, BeforeValidator(lambda v: None if v is None else integer(30000, 32767)(v))] = \
-        Field(None, **doc("Fixed node port (NodePort or LoadBalancer).", "an integer from 30000 to 32767",
-                          default_text="assigned by Kubernetes", minimum=30000, maximum=32767))
+        22, **doc("SSH port on the Service.", "an integer from 1 to 65535", minimum=1, maximum=65535)
+    )
+    nodePort: Annotated[int | None, BeforeValidator(lambda v: None if v is None else integer(30000, 32767)(v))] = Field(
+        None,
+        **doc(
+            "Fixed node port (NodePort or LoadBalancer).",
+            "an integer from 30000 to 32767",
+            default_text="assigned by Kubernetes",
+            minimum=30000,
+            maximum=32767,
+        ),
+    )
 
     @model_validator(mode="after")
     def _type_rules(self) -> ServiceModel:
         if self.loadBalancerIP and self.type != "LoadBalancer":
-            raise invalid("empty unless service.type is LoadBalancer", sub=("loadBalancerIP",),
-                          value=self.loadBalancerIP)
+            raise invalid(
+                "empty unless service.type is LoadBalancer", sub=("loadBalancerIP",), value=self.loadBalancerIP
+            )
         if self.nodePort is not None and self.type == "ClusterIP":
-            raise invalid("unset unless service.type is NodePort or LoadBalancer", sub=("nodePort",),
-                          value=self.nodePort)
+            raise invalid(
+                "unset unless service.type is NodePort or LoadBalancer", sub=("nodePort",), value=self.nodePort
+            )
         return self
 
 
 class SshModel(Section):
     """The class CA."""
 
-    existingSecret: Annotated[str, BeforeValidator(_string(
-        "a Secret name (DNS label) or ''",
-        lambda s: not s or (len(s) <= 253 and bool(DNS_LABEL.fullmatch(s)))))] = Field(
-        "", **doc("Use this Secret's CA (keys `ca_key` and `ca_key_pub`, or the chart's `ca_key.pub`) instead of "
-                  "generating one.", "a Secret name or ''", example="class-ca"))
+    existingSecret: Annotated[
+        str,
+        BeforeValidator(
+            _string(
+                "a Secret name (DNS label) or ''", lambda s: not s or (len(s) <= 253 and bool(DNS_LABEL.fullmatch(s)))
+            )
+        ),
+    ] = Field(
+        "",
+        **doc(
+            "Use this Secret's CA (keys `ca_key` and `ca_key_pub`, or the chart's `ca_key.pub`) instead of "
+            "generating one.",
+            "a Secret name or ''",
+            example="class-ca",
+        ),
+    )
     caAlgorithm: Annotated[str, BeforeValidator(lambda v: _ca_algorithm(v))] = Field(
-        "ed25519", **doc("Algorithm of a generated CA: ed25519, or rsa for RSA 4096.", "ed25519 or rsa",
-                         enum=["ed25519", "rsa"]))
-    knownHostsPatterns: Annotated[tuple[str, ...], BeforeValidator(string_list(
-        _pattern(r"^!?[A-Za-z0-9*?.\[\]:_-]+\Z", "a known_hosts host pattern such as *.example.edu"),
-        non_empty="at least one host pattern, e.g. '*' or '*.example.edu'"))] = Field(
-        ("*",), **doc("Host patterns of the `@cert-authority` line.", "a non-empty list of host patterns"))
-    hostPrincipals: Annotated[tuple[str, ...], BeforeValidator(string_list(
-        _pattern(r"^[A-Za-z0-9.:_-]+\Z", "a host name or IP address")))] = Field(
-        (), **doc("Extra names in the host certificate.", "a list of host names or IP addresses"))
+        "ed25519",
+        **doc("Algorithm of a generated CA: ed25519, or rsa for RSA 4096.", "ed25519 or rsa", enum=["ed25519", "rsa"]),
+    )
+    knownHostsPatterns: Annotated[
+        tuple[str, ...],
+        BeforeValidator(
+            string_list(
+                _pattern(r"^!?[A-Za-z0-9*?.\[\]:_-]+\Z", "a known_hosts host pattern such as *.example.edu"),
+                non_empty="at least one host pattern, e.g. '*' or '*.example.edu'",
+            )
+        ),
+    ] = Field(("*",), **doc("Host patterns of the `@cert-authority` line.", "a non-empty list of host patterns"))
+    hostPrincipals: Annotated[
+        tuple[str, ...], BeforeValidator(string_list(_pattern(r"^[A-Za-z0-9.:_-]+\Z", "a host name or IP address")))
+    ] = Field((), **doc("Extra names in the host certificate.", "a list of host names or IP addresses"))
 
     @classmethod
     def before(cls, data: Mapping[str, Any]) -> Mapping[str, Any]:
         # The chart's ssh.ca_key/ca_key_pub carry a private key in values;
         # here the CA is generated (key in Pulumi state) or an existing Secret.
         if "ca_key" in data or "ca_key_pub" in data:
-            raise invalid("ssh.existingSecret naming a Secret with keys ca_key and ca_key_pub (or ca_key.pub), or "
-                          "nothing (the stack generates its CA); private keys do not belong in stack files",
-                          sub=("ca_key",), value=_HIDDEN, hide=True)
+            raise invalid(
+                "ssh.existingSecret naming a Secret with keys ca_key and ca_key_pub (or ca_key.pub), or "
+                "nothing (the stack generates its CA); private keys do not belong in stack files",
+                sub=("ca_key",),
+                value=_HIDDEN,
+                hide=True,
+            )
         return data
 
     @model_validator(mode="after")
@@ -687,8 +813,11 @@ def _tolerations(value: Any) -> tuple[dict[str, Any], ...]:
             try:
                 entry["tolerationSeconds"] = integer(0, 2**31 - 1)(entry["tolerationSeconds"])
             except PydanticCustomError:
-                raise invalid(f"an integer from 0 to {2**31 - 1}", sub=(index, "tolerationSeconds"),
-                              value=entry["tolerationSeconds"]) from None
+                raise invalid(
+                    f"an integer from 0 to {2**31 - 1}",
+                    sub=(index, "tolerationSeconds"),
+                    value=entry["tolerationSeconds"],
+                ) from None
     return result
 
 
@@ -712,8 +841,11 @@ def _affinity(value: Any) -> dict[str, Any]:
         unknown = [k for k in value if k not in ("nodeAffinity", "podAffinity", "podAntiAffinity")]
         if unknown:
             known = ("nodeAffinity", "podAffinity", "podAntiAffinity")
-            raise invalid("one of the known keys: " + ", ".join(known) + closest(str(unknown[0]), known),
-                          sub=(str(unknown[0]),), value=value[unknown[0]])
+            raise invalid(
+                "one of the known keys: " + ", ".join(known) + closest(str(unknown[0]), known),
+                sub=(str(unknown[0]),),
+                value=value[unknown[0]],
+            )
     result: dict[str, Any] = _kubernetes("io.k8s.api.core.v1.Affinity", many=False)(_k8s_int(value))
     # Operators and keys are strings in the schema; the API server checks them.
     for path, node in _walk(result, ()):
@@ -725,8 +857,11 @@ def _affinity(value: Any) -> dict[str, Any]:
                 raise invalid(QUALIFIED_NAME_ACCEPTED, sub=(*path, "key"), value=node["key"])
         if isinstance(node, Mapping) and "topologyKey" in node and not is_qualified_name(str(node["topologyKey"])):
             raise invalid(QUALIFIED_NAME_ACCEPTED, sub=(*path, "topologyKey"), value=node["topologyKey"])
-        if isinstance(node, Mapping) and "weight" in node and not (isinstance(node["weight"], int)
-                                                                   and 1 <= node["weight"] <= 100):
+        if (
+            isinstance(node, Mapping)
+            and "weight" in node
+            and not (isinstance(node["weight"], int) and 1 <= node["weight"] <= 100)
+        ):
             raise invalid("an integer from 1 to 100", sub=(*path, "weight"), value=node["weight"])
     return result
 
@@ -753,15 +888,25 @@ def _distinct_mounts(mounts: tuple[MountModel, ...]) -> None:
     paths: dict[str, int] = {}
     for index, mount in enumerate(mounts):
         if mount.name in names:
-            raise invalid(f"a name not already used by extraMounts[{names[mount.name]}]",
-                          sub=("extraMounts", index, "name"), value=mount.name)
+            raise invalid(
+                f"a name not already used by extraMounts[{names[mount.name]}]",
+                sub=("extraMounts", index, "name"),
+                value=mount.name,
+            )
         if mount.path in paths:
-            raise invalid(f"a path not already mounted by extraMounts[{paths[mount.path]}]",
-                          sub=("extraMounts", index, "path"), value=mount.path)
+            raise invalid(
+                f"a path not already mounted by extraMounts[{paths[mount.path]}]",
+                sub=("extraMounts", index, "path"),
+                value=mount.path,
+            )
         for other, other_index in paths.items():
             if mount.path.startswith(other + "/") or other.startswith(mount.path + "/"):
-                raise invalid(f"a path that does not nest with extraMounts[{other_index}] ({other}): one volume "
-                              "would hide the other", sub=("extraMounts", index, "path"), value=mount.path)
+                raise invalid(
+                    f"a path that does not nest with extraMounts[{other_index}] ({other}): one volume "
+                    "would hide the other",
+                    sub=("extraMounts", index, "path"),
+                    value=mount.path,
+                )
         names[mount.name] = index
         paths[mount.path] = index
 
@@ -771,14 +916,19 @@ def _distinct_ports(ports: tuple[PortModel, ...], ssh_port: int) -> None:
     numbers: dict[tuple[int, str], int] = {}
     for index, port in enumerate(ports):
         if port.port in (22, ssh_port) and port.protocol == "TCP":
-            raise invalid("a port other than the SSH port (22/TCP)", sub=("extraPorts", index, "port"),
-                          value=port.port)
+            raise invalid("a port other than the SSH port (22/TCP)", sub=("extraPorts", index, "port"), value=port.port)
         if port.name in names:
-            raise invalid(f"a name not already used by extraPorts[{names[port.name]}]",
-                          sub=("extraPorts", index, "name"), value=port.name)
+            raise invalid(
+                f"a name not already used by extraPorts[{names[port.name]}]",
+                sub=("extraPorts", index, "name"),
+                value=port.name,
+            )
         if (port.port, port.protocol) in numbers:
-            raise invalid(f"a port not already exposed by extraPorts[{numbers[(port.port, port.protocol)]}]",
-                          sub=("extraPorts", index, "port"), value=port.port)
+            raise invalid(
+                f"a port not already exposed by extraPorts[{numbers[(port.port, port.protocol)]}]",
+                sub=("extraPorts", index, "port"),
+                value=port.port,
+            )
         names[port.name] = index
         numbers[(port.port, port.protocol)] = index
 
@@ -805,27 +955,43 @@ class PersonModel(Section):
     """One roster entry. The rules for each value are rosterdata's (shared with CSV rows)."""
 
     username: Annotated[str, BeforeValidator(_string(USERNAME_ACCEPTED))] = Field(
-        **doc("Unix account name and certificate principal.", USERNAME_ACCEPTED, example="alice"))
+        **doc("Unix account name and certificate principal.", USERNAME_ACCEPTED, example="alice")
+    )
     uid: Annotated[int | str | None, BeforeValidator(_optional_text)] = Field(
-        None, **doc("Unix UID (1000–65533); derived from the username into 20000–59999 when absent.",
-                    "an integer from 1000 to 65533", default_text="derived"))
+        None,
+        **doc(
+            "Unix UID (1000–65533); derived from the username into 20000–59999 when absent.",
+            "an integer from 1000 to 65533",
+            default_text="derived",
+        ),
+    )
     name: Annotated[str | None, BeforeValidator(_optional_text)] = Field(
-        None, **doc("Full name (GECOS).", "a name without ':' or line breaks"))
+        None, **doc("Full name (GECOS).", "a name without ':' or line breaks")
+    )
     email: Annotated[str | None, BeforeValidator(_optional_text)] = Field(
-        None, **doc("E-mail address (kept out of the pod).", "an e-mail address"))
+        None, **doc("E-mail address (kept out of the pod).", "an e-mail address")
+    )
     keys: Annotated[str | list[str] | None, BeforeValidator(_keys_value)] = Field(
-        None, **doc("Public keys that get certificates.", KEY_ACCEPTED))
+        None, **doc("Public keys that get certificates.", KEY_ACCEPTED)
+    )
     key: Annotated[str | list[str] | None, BeforeValidator(_keys_value)] = Field(
-        None, **doc("One public key (same as `keys`).", KEY_ACCEPTED))
+        None, **doc("One public key (same as `keys`).", KEY_ACCEPTED)
+    )
     github: Annotated[str | None, BeforeValidator(_optional_text)] = Field(
-        None, **doc("GitHub handle for ssh-import-id.", "a GitHub handle"))
+        None, **doc("GitHub handle for ssh-import-id.", "a GitHub handle")
+    )
     launchpad: Annotated[str | None, BeforeValidator(_optional_text)] = Field(
-        None, **doc("Launchpad id for ssh-import-id.", "a Launchpad id"))
+        None, **doc("Launchpad id for ssh-import-id.", "a Launchpad id")
+    )
     role: Annotated[str | None, BeforeValidator(_optional_text)] = Field(
-        None, **doc("student, ta or instructor; staff get sudo.", " | ".join(ROLES), default_text="student",
-                    enum=list(ROLES)))
+        None,
+        **doc(
+            "student, ta or instructor; staff get sudo.", " | ".join(ROLES), default_text="student", enum=list(ROLES)
+        ),
+    )
     labs: Annotated[bool | str | None, BeforeValidator(lambda v: v)] = Field(
-        None, **doc("Whether this person gets a lab cluster.", "true or false", default_text="false"))
+        None, **doc("Whether this person gets a lab cluster.", "true or false", default_text="false")
+    )
 
 
 def _person_kind(value: Any) -> str | None:
@@ -838,29 +1004,41 @@ def _person_kind(value: Any) -> str | None:
 
 PersonItem = Annotated[
     Annotated[str, Tag("~name")] | Annotated[PersonModel, Tag("~person")],
-    Discriminator(_person_kind, custom_error_type="classroom",
-                  custom_error_message="a mapping {username, keys, role, ...} or a username"),
+    Discriminator(
+        _person_kind,
+        custom_error_type="classroom",
+        custom_error_message="a mapping {username, keys, role, ...} or a username",
+    ),
 ]
 
 
 class RosterDefaults(Section):
     role: Annotated[str | None, BeforeValidator(_optional_text)] = Field(
-        None, **doc("Role of every row without one.", " | ".join(ROLES)))
+        None, **doc("Role of every row without one.", " | ".join(ROLES))
+    )
     labs: Annotated[bool | str | None, BeforeValidator(lambda v: v)] = Field(
-        None, **doc("labs of every row without one.", "true or false"))
+        None, **doc("labs of every row without one.", "true or false")
+    )
 
 
 class RosterCsvModel(Section):
     """A registrar/LMS export."""
 
     csv: Annotated[str, BeforeValidator(_string("a path to a CSV file", bool))] = Field(
-        **doc("Path relative to the project or to stacks/.", "a path to a CSV file", example="students.csv"))
-    defaults: RosterDefaults | None = Field(None, **doc("Values for rows that have none.",
-                                                        "a mapping with 'role' and/or 'labs'"))
-    staff: dict[str, Literal["ta", "instructor"]] | None = Field(None, **doc(
-        "The export's rows that are staff (passwordless sudo), by username: the stack file, reviewed in a "
-        "pull request, is the only place that can make someone staff; a staff role in the CSV itself is refused.",
-        "a mapping username: ta | instructor", example={"jlopez": "ta"}))
+        **doc("Path relative to the project or to stacks/.", "a path to a CSV file", example="students.csv")
+    )
+    defaults: RosterDefaults | None = Field(
+        None, **doc("Values for rows that have none.", "a mapping with 'role' and/or 'labs'")
+    )
+    staff: dict[str, Literal["ta", "instructor"]] | None = Field(
+        None,
+        **doc(
+            "The export's rows that are staff (passwordless sudo), by username: the stack file, reviewed in a "
+            "pull request, is the only place that can make someone staff; a staff role in the CSV itself is refused.",
+            "a mapping username: ta | instructor",
+            example={"jlopez": "ta"},
+        ),
+    )
 
 
 def _roster_kind(value: Any) -> str | None:
@@ -873,8 +1051,11 @@ def _roster_kind(value: Any) -> str | None:
 
 Roster = Annotated[
     Annotated[list[PersonItem], Tag("~list")] | Annotated[RosterCsvModel, Tag("~csv")],
-    Discriminator(_roster_kind, custom_error_type="classroom",
-                  custom_error_message="a list of people or {csv: path/to/export.csv}"),
+    Discriminator(
+        _roster_kind,
+        custom_error_type="classroom",
+        custom_error_message="a list of people or {csv: path/to/export.csv}",
+    ),
 ]
 
 EARLIEST_TERM = date(2000, 1, 1)
@@ -931,19 +1112,32 @@ class TermModel(Section):
     """The access window."""
 
     start: Annotated[date | datetime, BeforeValidator(_instant)] = Field(
-        **doc("First day of access (from 00:00 in `timezone`), or an exact ISO 8601 date-time.", _DATE_ACCEPTED,
-              example="2026-08-24"))
+        **doc(
+            "First day of access (from 00:00 in `timezone`), or an exact ISO 8601 date-time.",
+            _DATE_ACCEPTED,
+            example="2026-08-24",
+        )
+    )
     end: Annotated[date | datetime, BeforeValidator(_instant)] = Field(
-        **doc("Last day of access (to its end in `timezone`).", _DATE_ACCEPTED, example="2026-12-18"))
+        **doc("Last day of access (to its end in `timezone`).", _DATE_ACCEPTED, example="2026-12-18")
+    )
     timezone: Annotated[str, BeforeValidator(_timezone)] = Field(
-        "UTC", **doc("IANA time zone of the dates.", "an IANA time zone", example="America/Los_Angeles"))
+        "UTC", **doc("IANA time zone of the dates.", "an IANA time zone", example="America/Los_Angeles")
+    )
     grace: Annotated[timedelta, BeforeValidator(duration(at_most=MAX_GRACE))] = Field(
-        timedelta(0), **doc("Extra access after `end`.", DURATION_ACCEPTED, default_text="0", example="7d",
-                            pattern=DURATION_PATTERN))
-    name: Annotated[str, BeforeValidator(_pattern(r"^[A-Za-z0-9._-]{1,40}\Z",
-                                                  "letters, digits, '.', '_' or '-' (e.g. fall2026)"))] = Field(
-        "", **doc("Term name in certificate key ids.", "letters, digits, '.', '_' or '-'",
-                  default_text="the stack name after its last '-'"))
+        timedelta(0),
+        **doc("Extra access after `end`.", DURATION_ACCEPTED, default_text="0", example="7d", pattern=DURATION_PATTERN),
+    )
+    name: Annotated[
+        str, BeforeValidator(_pattern(r"^[A-Za-z0-9._-]{1,40}\Z", "letters, digits, '.', '_' or '-' (e.g. fall2026)"))
+    ] = Field(
+        "",
+        **doc(
+            "Term name in certificate key ids.",
+            "letters, digits, '.', '_' or '-'",
+            default_text="the stack name after its last '-'",
+        ),
+    )
 
     def window(self) -> tuple[datetime, datetime]:
         tz = ZoneInfo(self.timezone)
@@ -955,11 +1149,15 @@ class TermModel(Section):
         if end <= start:
             raise invalid(f"a date after term.start ({self.start})", sub=("end",), value=str(self.end))
         if end - start > MAX_TERM_LENGTH:
-            raise invalid(f"at most {MAX_TERM_LENGTH.days} days after term.start ({self.start})", sub=("end",),
-                          value=str(self.end))
+            raise invalid(
+                f"at most {MAX_TERM_LENGTH.days} days after term.start ({self.start})",
+                sub=("end",),
+                value=str(self.end),
+            )
         if start < datetime.now(UTC) - MAX_PAST:
-            raise invalid("a start within the last 10 years (a typo in the year?)", sub=("start",),
-                          value=str(self.start))
+            raise invalid(
+                "a start within the last 10 years (a typo in the year?)", sub=("start",), value=str(self.start)
+            )
         return self
 
 
@@ -1011,28 +1209,65 @@ class RevocationsModel(Section):
     """Certificates and keys refused at once (a KRL)."""
 
     serials: Annotated[tuple[int, ...], BeforeValidator(_serials)] = Field(
-        (), **doc("Certificate serials (see `classroom roster status`).", "a list of whole numbers",
-                  example=[123456789]))
-    keys: Annotated[tuple[str, ...], BeforeValidator(lambda v: () if v is None else string_list(_revoked_key)(v))] = \
+        (),
+        **doc("Certificate serials (see `classroom roster status`).", "a list of whole numbers", example=[123456789]),
+    )
+    keys: Annotated[tuple[str, ...], BeforeValidator(lambda v: () if v is None else string_list(_revoked_key)(v))] = (
         Field((), **doc("Public keys or SHA256 fingerprints.", "a list of public keys or SHA256:... fingerprints"))
+    )
 
 
 # The access keys, declared once: StackModel has them, and AccessModel is
 # what rosterdata.parse_access validates on its own (`classroom roster` and
 # `classroom term` call it without the rest of a stack).
-RosterField = Annotated[Roster | None, BeforeValidator(lambda v: v), Field(None, **doc(
-    "A list of people (or usernames), or `{csv: students.csv, defaults: {role: student, labs: false}}`.",
-    "a list of people or {csv: path}", default_text="none"))]
-TermField = Annotated[TermModel | None, Field(None, **doc(
-    "The access window: from 00:00 on `start` to the end of `end`, plus `grace`, in `timezone`.",
-    "a mapping {start, end, timezone, grace, name}", default_text="required with a roster",
-    example={"start": "2026-08-24", "end": "2026-12-18", "timezone": "America/Los_Angeles", "grace": "7d"}))]
-RevocationsField = Annotated[RevocationsModel | None, Field(None, **doc(
-    "Certificates and keys refused at once, through a KRL that sshd reads as `RevokedKeys`.",
-    "a mapping {serials, keys}", default_text="none", example={"serials": [123456789], "keys": ["SHA256:…"]}))]
-StaffKeepOwnKeysField = Annotated[bool, BeforeValidator(boolean), Field(True, **doc(
-    "TAs and instructors may also use `~/.ssh/authorized_keys`. Students never can.", "true or false",
-    example=False))]
+RosterField = Annotated[
+    Roster | None,
+    BeforeValidator(lambda v: v),
+    Field(
+        None,
+        **doc(
+            "A list of people (or usernames), or `{csv: students.csv, defaults: {role: student, labs: false}}`.",
+            "a list of people or {csv: path}",
+            default_text="none",
+        ),
+    ),
+]
+TermField = Annotated[
+    TermModel | None,
+    Field(
+        None,
+        **doc(
+            "The access window: from 00:00 on `start` to the end of `end`, plus `grace`, in `timezone`.",
+            "a mapping {start, end, timezone, grace, name}",
+            default_text="required with a roster",
+            example={"start": "2026-08-24", "end": "2026-12-18", "timezone": "America/Los_Angeles", "grace": "7d"},
+        ),
+    ),
+]
+RevocationsField = Annotated[
+    RevocationsModel | None,
+    Field(
+        None,
+        **doc(
+            "Certificates and keys refused at once, through a KRL that sshd reads as `RevokedKeys`.",
+            "a mapping {serials, keys}",
+            default_text="none",
+            example={"serials": [123456789], "keys": ["SHA256:…"]},
+        ),
+    ),
+]
+StaffKeepOwnKeysField = Annotated[
+    bool,
+    BeforeValidator(boolean),
+    Field(
+        True,
+        **doc(
+            "TAs and instructors may also use `~/.ssh/authorized_keys`. Students never can.",
+            "true or false",
+            example=False,
+        ),
+    ),
+]
 
 
 _UID_MAP_ACCEPTED = "a mapping of usernames to UIDs (integers from 1000 to 65533), each UID once"
@@ -1049,8 +1284,13 @@ def _uid_map(value: Any) -> dict[str, int]:
         if not isinstance(name, str) or not _is_unix_name(name):
             raise invalid(USERNAME_ACCEPTED, sub=(str(name),), value=name)
         # `pulumi config set --path` stores a number as text: accept digits too.
-        uid = raw if isinstance(raw, int) and not isinstance(raw, bool) else \
-            int(raw) if isinstance(raw, str) and raw.strip().isdigit() else None
+        uid = (
+            raw
+            if isinstance(raw, int) and not isinstance(raw, bool)
+            else int(raw)
+            if isinstance(raw, str) and raw.strip().isdigit()
+            else None
+        )
         if uid is None or not 1000 <= uid <= 65533:
             raise invalid("an integer from 1000 to 65533", sub=(name,), value=raw)
         if uid in holders:
@@ -1060,11 +1300,22 @@ def _uid_map(value: Any) -> dict[str, int]:
     return out
 
 
-AdoptedUidsField = Annotated[dict[str, int], BeforeValidator(_uid_map), Field(default_factory=dict, **doc(
-    "UIDs that own kept homes, from the previous term's UID ledger; `classroom term new --adopt-homes` writes it. The "
-    "UID ledger starts from them: a returning person keeps their UID (so their home), nobody else gets one of "
-    "them, and an explicit `uid` that contradicts them is refused.", _UID_MAP_ACCEPTED, default_text="{}",
-    example={"alice": 41234, "bob": 27001}))]
+AdoptedUidsField = Annotated[
+    dict[str, int],
+    BeforeValidator(_uid_map),
+    Field(
+        default_factory=dict,
+        **doc(
+            "UIDs that own kept homes, from the previous term's UID ledger; `classroom term new --adopt-homes` "
+            "writes it. The "
+            "UID ledger starts from them: a returning person keeps their UID (so their home), nobody else gets one of "
+            "them, and an explicit `uid` that contradicts them is refused.",
+            _UID_MAP_ACCEPTED,
+            default_text="{}",
+            example={"alice": 41234, "bob": 27001},
+        ),
+    ),
+]
 
 
 class AccessModel(Section):
@@ -1082,10 +1333,14 @@ class AccessModel(Section):
 _LAB_DNS_NAME = re.compile(r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}\Z|^localhost\Z")
 _LAB_HOST_NAME = r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?\Z"
 _ADDRESS = r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?\Z|^\[?[0-9a-fA-F:]+\]?\Z"
-IMAGE_REF = (r"^[a-z0-9]+([._/-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9._-]+)*(:[A-Za-z0-9._+-]{1,128})?"
-             r"(@sha256:[0-9a-f]{64})?\Z")
-_PUBKEY = (r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521))(-cert-v01@openssh\.com)? "
-           r"[A-Za-z0-9+/]+={0,3}( .*)?\Z")
+IMAGE_REF = (
+    r"^[a-z0-9]+([._/-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9._-]+)*(:[A-Za-z0-9._+-]{1,128})?"
+    r"(@sha256:[0-9a-f]{64})?\Z"
+)
+_PUBKEY = (
+    r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521))(-cert-v01@openssh\.com)? "
+    r"[A-Za-z0-9+/]+={0,3}( .*)?\Z"
+)
 _ABS_PATH = r"^/[A-Za-z0-9._/-]+\Z"
 DEFAULT_K3S_IMAGE = "docker.io/rancher/k3s:v1.31.5-k3s1"
 
@@ -1115,82 +1370,149 @@ def _optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
 class LabHostModel(Section):
     """One lab host: an existing machine, or (`inCluster`) a Docker-in-Docker pod the stack runs."""
 
-    name: Annotated[str, BeforeValidator(_pattern(_LAB_HOST_NAME,
-                                                  "a short lowercase name like 'lab1' (a-z, 0-9, '-')"))] = Field(
-        **doc("Host name in placement and pins.", "a short lowercase name", example="lab1"))
-    address: Annotated[str | None, BeforeValidator(_optional(_pattern(
-        _ADDRESS, "the host name or IP address the Pulumi engine reaches the lab host's sshd on")))] = Field(
-        None, **doc("Where the engine reaches the host's sshd.", "a host name or IP address",
-                    default_text="required; inCluster: `labhost-<name>`"))
+    name: Annotated[
+        str, BeforeValidator(_pattern(_LAB_HOST_NAME, "a short lowercase name like 'lab1' (a-z, 0-9, '-')"))
+    ] = Field(**doc("Host name in placement and pins.", "a short lowercase name", example="lab1"))
+    address: Annotated[
+        str | None,
+        BeforeValidator(
+            _optional(
+                _pattern(_ADDRESS, "the host name or IP address the Pulumi engine reaches the lab host's sshd on")
+            )
+        ),
+    ] = Field(
+        None,
+        **doc(
+            "Where the engine reaches the host's sshd.",
+            "a host name or IP address",
+            default_text="required; inCluster: `labhost-<name>`",
+        ),
+    )
     port: Annotated[int, BeforeValidator(integer(1, 65535))] = Field(22, **doc("sshd port.", "an integer 1-65535"))
-    user: Annotated[str, BeforeValidator(_pattern(USERNAME_RE.pattern,
-                                                  "a Unix user name with root or docker rights"))] = Field(
-        "root", **doc("Login user on the host.", "a Unix user name"))
+    user: Annotated[
+        str, BeforeValidator(_pattern(USERNAME_RE.pattern, "a Unix user name with root or docker rights"))
+    ] = Field("root", **doc("Login user on the host.", "a Unix user name"))
     capacity: Annotated[int, BeforeValidator(integer(1, 1000))] = Field(
-        **doc("Hard limit of students on this host.", "an integer from 1 to 1000", example=20))
+        **doc("Hard limit of students on this host.", "an integer from 1 to 1000", example=20)
+    )
     inCluster: Annotated[bool, BeforeValidator(boolean)] = Field(
-        False, **doc("Run the host as a privileged Docker-in-Docker StatefulSet with its own protected volume.",
-                     "true or false"))
+        False,
+        **doc(
+            "Run the host as a privileged Docker-in-Docker StatefulSet with its own protected volume.", "true or false"
+        ),
+    )
     hostKey: Annotated[str, BeforeValidator(lambda v: _host_key(v))] = Field(
-        "", **doc("Pinned host key or certificate line; '' = verify through the CA.", "'TYPE BASE64' or ''"))
-    principal: Annotated[str, BeforeValidator(_pattern(r"^[A-Za-z0-9.:_-]*\Z",
-                                                       "the host name the host certificate was issued for"))] = Field(
-        "", **doc("Name the host certificate must carry.", "a host name", default_text="the address"))
+        "", **doc("Pinned host key or certificate line; '' = verify through the CA.", "'TYPE BASE64' or ''")
+    )
+    principal: Annotated[
+        str, BeforeValidator(_pattern(r"^[A-Za-z0-9.:_-]*\Z", "the host name the host certificate was issued for"))
+    ] = Field("", **doc("Name the host certificate must carry.", "a host name", default_text="the address"))
     labdPort: Annotated[int, BeforeValidator(integer(1, 65535))] = Field(8787, **doc("labd's port.", "1-65535"))
     storageSize: Annotated[str, BeforeValidator(quantity(storage=True))] = Field(
-        "50Gi", **doc("inCluster: size of the host's volume.", "a Kubernetes quantity"))
+        "50Gi", **doc("inCluster: size of the host's volume.", "a Kubernetes quantity")
+    )
     storageClassName: Annotated[str, BeforeValidator(_pattern(r"^[a-z0-9.-]*\Z", "a StorageClass name"))] = Field(
-        "", **doc("inCluster: StorageClass of the host's volume; it must have reclaimPolicy Retain, and '' uses the "
-                  "Retain class the stack manages (like the homes).", "a StorageClass name or ''"))
+        "",
+        **doc(
+            "inCluster: StorageClass of the host's volume; it must have reclaimPolicy Retain, and '' uses the "
+            "Retain class the stack manages (like the homes).",
+            "a StorageClass name or ''",
+        ),
+    )
     image: Annotated[str, BeforeValidator(_string("an image reference"))] = Field(
-        "", **doc("inCluster: image with dockerd, sshd, python3, ssh-keygen and k3d.", "an image reference"))
-    installRoot: Annotated[str | None, BeforeValidator(_optional(_pattern(
-        r"^(/[A-Za-z0-9._/-]*)?\Z", "an absolute directory (tests only) or empty for the real file system")))] = Field(
-        None, **doc("Install under this directory (tests).", "an absolute directory or ''",
-                    default_text="'' (inCluster: /data)"))
-    serviceManager: Annotated[str | None, BeforeValidator(_optional(_pattern(
-        r"^(systemd|none)\Z", "'systemd' or 'none' (plain processes with pid files: containers and test hosts)")))] \
-        = Field(None, **doc("How labd and Traefik run.", "systemd or none", default_text="systemd (inCluster: none)",
-                            enum=["systemd", "none"]))
+        "", **doc("inCluster: image with dockerd, sshd, python3, ssh-keygen and k3d.", "an image reference")
+    )
+    installRoot: Annotated[
+        str | None,
+        BeforeValidator(
+            _optional(
+                _pattern(
+                    r"^(/[A-Za-z0-9._/-]*)?\Z", "an absolute directory (tests only) or empty for the real file system"
+                )
+            )
+        ),
+    ] = Field(
+        None,
+        **doc(
+            "Install under this directory (tests).", "an absolute directory or ''", default_text="'' (inCluster: /data)"
+        ),
+    )
+    serviceManager: Annotated[
+        str | None,
+        BeforeValidator(
+            _optional(
+                _pattern(
+                    r"^(systemd|none)\Z",
+                    "'systemd' or 'none' (plain processes with pid files: containers and test hosts)",
+                )
+            )
+        ),
+    ] = Field(
+        None,
+        **doc(
+            "How labd and Traefik run.",
+            "systemd or none",
+            default_text="systemd (inCluster: none)",
+            enum=["systemd", "none"],
+        ),
+    )
     k3dBinary: Annotated[str, BeforeValidator(_pattern(_ABS_PATH, "an absolute path"))] = Field(
-        "/usr/local/bin/k3d", **doc("k3d on the host.", "an absolute path"))
+        "/usr/local/bin/k3d", **doc("k3d on the host.", "an absolute path")
+    )
     traefikBinary: Annotated[str, BeforeValidator(_pattern(_ABS_PATH, "an absolute path"))] = Field(
-        "/usr/local/bin/traefik", **doc("Traefik on the host.", "an absolute path"))
-    python: Annotated[str, BeforeValidator(_pattern(_ABS_PATH, "the absolute path of python3 (>= 3.11) on the lab "
-                                                               "host"))] = Field(
-        "/usr/bin/python3", **doc("python3 (>= 3.11) on the host.", "an absolute path"))
+        "/usr/local/bin/traefik", **doc("Traefik on the host.", "an absolute path")
+    )
+    python: Annotated[
+        str, BeforeValidator(_pattern(_ABS_PATH, "the absolute path of python3 (>= 3.11) on the lab host"))
+    ] = Field("/usr/bin/python3", **doc("python3 (>= 3.11) on the host.", "an absolute path"))
     weight: Annotated[float, BeforeValidator(_weight)] = Field(
-        1.0, **doc("Placement share; changing it moves students (capacity does not).", "a number in (0, 100]"))
+        1.0, **doc("Placement share; changing it moves students (capacity does not).", "a number in (0, 100]")
+    )
     cpu: Annotated[str, BeforeValidator(quantity(accepted="a CPU quantity like '4' or '3500m'"))] = Field(
-        "4", **doc("inCluster: the pod's CPU limit.", "a CPU quantity"))
+        "4", **doc("inCluster: the pod's CPU limit.", "a CPU quantity")
+    )
     memory: Annotated[str, BeforeValidator(quantity(accepted="a memory quantity like '16Gi'"))] = Field(
-        "16Gi", **doc("inCluster: the pod's memory limit.", "a memory quantity like '16Gi'"))
+        "16Gi", **doc("inCluster: the pod's memory limit.", "a memory quantity like '16Gi'")
+    )
 
     @model_validator(mode="after")
     def _kind_rules(self) -> LabHostModel:
         if self.inCluster:
             for forbidden in ("installRoot", "serviceManager"):
                 if forbidden in self.model_fields_set:
-                    raise invalid("nothing: an inCluster host keeps everything on its volume under /data and has "
-                                  "no systemd", sub=(forbidden,), value=getattr(self, forbidden))
+                    raise invalid(
+                        "nothing: an inCluster host keeps everything on its volume under /data and has no systemd",
+                        sub=(forbidden,),
+                        value=getattr(self, forbidden),
+                    )
             if not re.fullmatch(IMAGE_REF, self.image):
-                raise invalid("a lab host image with dockerd, sshd, python3, ssh-keygen and k3d (inCluster hosts "
-                              "only)", sub=("image",), value=self.image or None)
+                raise invalid(
+                    "a lab host image with dockerd, sshd, python3, ssh-keygen and k3d (inCluster hosts only)",
+                    sub=("image",),
+                    value=self.image or None,
+                )
         else:
             if self.address is None:
-                raise invalid("the host name or IP address the Pulumi engine reaches the lab host's sshd on",
-                              sub=("address",), value=None)
+                raise invalid(
+                    "the host name or IP address the Pulumi engine reaches the lab host's sshd on",
+                    sub=("address",),
+                    value=None,
+                )
             if self.image:
-                raise invalid("a lab host image with dockerd, sshd, python3, ssh-keygen and k3d (inCluster hosts "
-                              "only)", sub=("image",), value=self.image)
+                raise invalid(
+                    "a lab host image with dockerd, sshd, python3, ssh-keygen and k3d (inCluster hosts only)",
+                    sub=("image",),
+                    value=self.image,
+                )
         return self
 
 
 def _host_key(value: Any) -> str:
     if value == "" or value is None:
         return ""
-    return " ".join(_pattern(_PUBKEY, "an OpenSSH public key or host certificate line 'TYPE BASE64'")(value)
-                    .split()[:2])
+    return " ".join(
+        _pattern(_PUBKEY, "an OpenSSH public key or host certificate line 'TYPE BASE64'")(value).split()[:2]
+    )
 
 
 def private_key_problem(text: str, password: str) -> str | None:
@@ -1205,8 +1527,11 @@ def private_key_problem(text: str, password: str) -> str | None:
         else:
             key = serialization.load_pem_private_key(text.encode(), secret)
     except TypeError:
-        return "it is encrypted: set labs.ssh.privateKeyPassword" if secret is None else \
-            "labs.ssh.privateKeyPassword is set but the key is not encrypted"
+        return (
+            "it is encrypted: set labs.ssh.privateKeyPassword"
+            if secret is None
+            else "labs.ssh.privateKeyPassword is set but the key is not encrypted"
+        )
     except ValueError:
         return "it does not parse (or the password is wrong)"
     except Exception as exc:  # cryptography raises UnsupportedAlgorithm for DSA and others
@@ -1224,11 +1549,14 @@ class LabSshModel(Section):
     """How the Pulumi engine logs in to lab hosts."""
 
     privateKey: Annotated[str, BeforeValidator(_string("an OpenSSH or PEM private key", hide=True))] = Field(
-        "", **doc("Private key (secret) the engine logs in with.", "an OpenSSH or PEM private key", secret=True))
+        "", **doc("Private key (secret) the engine logs in with.", "an OpenSSH or PEM private key", secret=True)
+    )
     privateKeyPassword: Annotated[str, BeforeValidator(_string(hide=True))] = Field(
-        "", **doc("Password of an encrypted privateKey.", "a string", secret=True))
-    agentSocket: Annotated[str, BeforeValidator(_pattern(r"^(/\S*)?\Z", "the absolute path of an ssh-agent socket"))] \
-        = Field("", **doc("ssh-agent socket to use instead of a key.", "an absolute path"))
+        "", **doc("Password of an encrypted privateKey.", "a string", secret=True)
+    )
+    agentSocket: Annotated[
+        str, BeforeValidator(_pattern(r"^(/\S*)?\Z", "the absolute path of an ssh-agent socket"))
+    ] = Field("", **doc("ssh-agent socket to use instead of a key.", "an absolute path"))
 
     @model_validator(mode="after")
     def _usable(self) -> LabSshModel:
@@ -1236,21 +1564,28 @@ class LabSshModel(Section):
         if self.privateKey:
             problem = private_key_problem(self.privateKey, self.privateKeyPassword)
             if problem:
-                raise invalid(f"{accepted}; this one is unusable: {problem}", sub=("privateKey",), value=_HIDDEN,
-                              hide=True)
+                raise invalid(
+                    f"{accepted}; this one is unusable: {problem}", sub=("privateKey",), value=_HIDDEN, hide=True
+                )
         elif not self.agentSocket:
-            raise invalid("a private key (secret) the engine logs in to the lab hosts with, or labs.ssh.agentSocket",
-                          sub=("privateKey",), value=None)
+            raise invalid(
+                "a private key (secret) the engine logs in to the lab hosts with, or labs.ssh.agentSocket",
+                sub=("privateKey",),
+                value=None,
+            )
         return self
 
 
 class HookModel(Section):
     url: Annotated[str, BeforeValidator(_pattern(r"^https?://[^/\s]+\S*\Z", "an http:// or https:// URL"))] = Field(
-        **doc("Endpoint called with an HMAC-signed JSON payload.", "an http(s) URL"))
+        **doc("Endpoint called with an HMAC-signed JSON payload.", "an http(s) URL")
+    )
     secret: Annotated[str, BeforeValidator(_secret_text())] = Field(
-        **doc("HMAC key (secret).", "at least 32 characters", secret=True))
+        **doc("HMAC key (secret).", "at least 32 characters", secret=True)
+    )
     timeout: Annotated[timedelta, BeforeValidator(duration(positive=True, at_most=timedelta(minutes=5)))] = Field(
-        timedelta(seconds=5), **doc("Per attempt.", DURATION_ACCEPTED, default_text="5s", pattern=DURATION_PATTERN))
+        timedelta(seconds=5), **doc("Per attempt.", DURATION_ACCEPTED, default_text="5s", pattern=DURATION_PATTERN)
+    )
     retries: Annotated[int, BeforeValidator(integer(0, 10))] = Field(3, **doc("Attempts after the first.", "0-10"))
 
 
@@ -1285,45 +1620,79 @@ options:
 class LabsModel(Section):
     """Lab hosts, the per-student k3d template and webhooks."""
 
-    domain: Annotated[str, BeforeValidator(_string("a lowercase DNS domain like 'lab.example.edu'",
-                                                    lambda s: bool(_LAB_DNS_NAME.fullmatch(s))))] = Field(
-        **doc("Students get `<user>.<domain>`: HTTP is routed to their cluster's ingress, HTTPS passes through by "
-              "SNI untouched, so Let's Encrypt works inside.", "a lowercase DNS domain", example="lab.example.edu"))
+    domain: Annotated[
+        str,
+        BeforeValidator(
+            _string("a lowercase DNS domain like 'lab.example.edu'", lambda s: bool(_LAB_DNS_NAME.fullmatch(s)))
+        ),
+    ] = Field(
+        **doc(
+            "Students get `<user>.<domain>`: HTTP is routed to their cluster's ingress, HTTPS passes through by "
+            "SNI untouched, so Let's Encrypt works inside.",
+            "a lowercase DNS domain",
+            example="lab.example.edu",
+        )
+    )
     idleTimeout: Annotated[timedelta, BeforeValidator(duration(positive=True, at_most=timedelta(days=7)))] = Field(
-        timedelta(minutes=30), **doc("The reaper stops a cluster whose owner has had no session for this long.",
-                                     DURATION_ACCEPTED, default_text="30m", pattern=DURATION_PATTERN))
+        timedelta(minutes=30),
+        **doc(
+            "The reaper stops a cluster whose owner has had no session for this long.",
+            DURATION_ACCEPTED,
+            default_text="30m",
+            pattern=DURATION_PATTERN,
+        ),
+    )
     servers: Annotated[int, BeforeValidator(integer(1, 9))] = Field(1, **doc("k3d servers per cluster.", "1-9"))
     agents: Annotated[int, BeforeValidator(integer(0, 9))] = Field(0, **doc("k3d agents per cluster.", "0-9"))
-    k3sImage: Annotated[str, BeforeValidator(_pattern(
-        IMAGE_REF, "a k3s image reference like 'docker.io/rancher/k3s:v1.31.5-k3s1'"))] = Field(
-        DEFAULT_K3S_IMAGE, **doc("k3s image of every cluster.", "an image reference"))
-    k3dConfigTemplate: Annotated[str, BeforeValidator(_string("a k3d.io/v1alpha5 Simple config as a YAML string",
-                                                               lambda s: bool(s.strip())))] = Field(
-        DEFAULT_K3D_TEMPLATE, **doc(
+    k3sImage: Annotated[
+        str, BeforeValidator(_pattern(IMAGE_REF, "a k3s image reference like 'docker.io/rancher/k3s:v1.31.5-k3s1'"))
+    ] = Field(DEFAULT_K3S_IMAGE, **doc("k3s image of every cluster.", "an image reference"))
+    k3dConfigTemplate: Annotated[
+        str, BeforeValidator(_string("a k3d.io/v1alpha5 Simple config as a YAML string", lambda s: bool(s.strip())))
+    ] = Field(
+        DEFAULT_K3D_TEMPLATE,
+        **doc(
             "A k3d `Simple` config (`k3d.io/v1alpha5`). The stack fills `${servers}`, `${agents}`, `${k3sImage}`; "
             "labd fills `${username}`, `${cluster}`, `${apiPort}`, `${httpPort}`, `${httpsPort}`, `${host}`, "
-            "`${domain}`, `${class}`, `${term}`. Write `$$` for a literal `$`.", "a k3d Simple config",
-            default_text="built in"))
+            "`${domain}`, `${class}`, `${term}`. Write `$$` for a literal `$`.",
+            "a k3d Simple config",
+            default_text="built in",
+        ),
+    )
     hosts: Annotated[tuple[LabHostModel, ...], BeforeValidator(lambda v: _non_empty_hosts(v))] = Field(
-        **doc("The lab hosts.", "a non-empty list of hosts"))
-    ssh: LabSshModel = Field(**doc("How the engine logs in to the hosts: `privateKey` (secret, with "
-                                   "`privateKeyPassword` if it is encrypted), or `agentSocket`.", "a mapping"))
+        **doc("The lab hosts.", "a non-empty list of hosts")
+    )
+    ssh: LabSshModel = Field(
+        **doc(
+            "How the engine logs in to the hosts: `privateKey` (secret, with "
+            "`privateKeyPassword` if it is encrypted), or `agentSocket`.",
+            "a mapping",
+        )
+    )
     sessionKey: Annotated[str, BeforeValidator(_secret_text())] = Field(
-        **doc("The login server signs session requests with it.", "at least 32 characters", secret=True))
+        **doc("The login server signs session requests with it.", "at least 32 characters", secret=True)
+    )
     adminKey: Annotated[str, BeforeValidator(_secret_text())] = Field(
-        **doc("The stack manages clusters with it.", "at least 32 characters", secret=True))
-    pins: Annotated[dict[str, str], BeforeValidator(string_map(
-        value_check=lambda s: bool(re.fullmatch(_LAB_HOST_NAME, s)), value_accepted="a host name"))] = Field(
-        default_factory=dict, **doc("`{user: host}` overrides the placement.", "a mapping of usernames to hosts"))
-    hooks: HooksModel = Field(default_factory=lambda: HooksModel.model_validate({}),
-                              **doc("Webhooks.", "a mapping with init and/or cleanup"))
-    clusterPrefix: Annotated[str, BeforeValidator(_pattern(r"^[a-z][a-z0-9-]{0,11}\Z",
-                                                           "1..12 lowercase letters, digits or '-'"))] = Field(
-        "lab-", **doc("Cluster name prefix; fixed for a term.", "1..12 lowercase letters, digits or '-'"))
+        **doc("The stack manages clusters with it.", "at least 32 characters", secret=True)
+    )
+    pins: Annotated[
+        dict[str, str],
+        BeforeValidator(
+            string_map(value_check=lambda s: bool(re.fullmatch(_LAB_HOST_NAME, s)), value_accepted="a host name")
+        ),
+    ] = Field(default_factory=dict, **doc("`{user: host}` overrides the placement.", "a mapping of usernames to hosts"))
+    hooks: HooksModel = Field(
+        default_factory=lambda: HooksModel.model_validate({}), **doc("Webhooks.", "a mapping with init and/or cleanup")
+    )
+    clusterPrefix: Annotated[
+        str, BeforeValidator(_pattern(r"^[a-z][a-z0-9-]{0,11}\Z", "1..12 lowercase letters, digits or '-'"))
+    ] = Field("lab-", **doc("Cluster name prefix; fixed for a term.", "1..12 lowercase letters, digits or '-'"))
     portBase: Annotated[int, BeforeValidator(integer(1024, 65000))] = Field(
-        20000, **doc("First host port for clusters (three each).", "1024-65000"))
+        20000, **doc("First host port for clusters (three each).", "1024-65000")
+    )
     portLimit: Annotated[int, BeforeValidator(integer(1024, 65535))] = Field(
-        29999, **doc("Last host port for clusters.", "portBase+3 to 65535"))
+        29999, **doc("Last host port for clusters.", "portBase+3 to 65535")
+    )
 
     @classmethod
     def before(cls, data: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -1340,14 +1709,20 @@ class LabsModel(Section):
                 raise invalid("a name no other lab host has", sub=("hosts", index, "name"), value=host.name)
             seen.add(host.name)
         if not self.ssh.privateKey and any(h.inCluster for h in self.hosts):
-            raise invalid("a private key: an inCluster lab host authorizes its public key (an agent cannot be used)",
-                          sub=("ssh", "privateKey"), value=None)
+            raise invalid(
+                "a private key: an inCluster lab host authorizes its public key (an agent cannot be used)",
+                sub=("ssh", "privateKey"),
+                value=None,
+            )
         slots = (self.portLimit - self.portBase + 1) // 3
         for index, host in enumerate(self.hosts):
             if host.capacity > slots:
-                raise invalid(f"at most {slots}: each cluster needs 3 ports in labs.portBase..labs.portLimit "
-                              f"({self.portBase}..{self.portLimit})", sub=("hosts", index, "capacity"),
-                              value=host.capacity)
+                raise invalid(
+                    f"at most {slots}: each cluster needs 3 ports in labs.portBase..labs.portLimit "
+                    f"({self.portBase}..{self.portLimit})",
+                    sub=("hosts", index, "capacity"),
+                    value=host.capacity,
+                )
         problem = template_problem(self.k3dConfigTemplate, self.servers, self.agents, self.k3sImage)
         if problem:
             sub, value, accepted = problem
@@ -1365,8 +1740,15 @@ def _non_empty_hosts(value: Any) -> Any:
 STACK_PLACEHOLDERS = ("servers", "agents", "k3sImage")
 # Placeholders labd resolves per student: the stack file's names -> labd's.
 STUDENT_PLACEHOLDERS = {
-    "username": "user", "cluster": "cluster", "apiPort": "api_port", "httpPort": "http_port",
-    "httpsPort": "https_port", "host": "host", "domain": "lab_domain", "class": "class", "term": "term",
+    "username": "user",
+    "cluster": "cluster",
+    "apiPort": "api_port",
+    "httpPort": "http_port",
+    "httpsPort": "https_port",
+    "host": "host",
+    "domain": "lab_domain",
+    "class": "class",
+    "term": "term",
 }
 PLACEHOLDERS = STACK_PLACEHOLDERS + tuple(STUDENT_PLACEHOLDERS)
 
@@ -1429,8 +1811,11 @@ def _labs(value: Any) -> Any:
 
 
 def _user(value: Any) -> str:
-    return _string("a Unix user name: lowercase letter or '_' first, then up to 31 lowercase letters, digits, '_' "
-                   "or '-', and not a system account (root, daemon, nobody, ...)", _is_unix_name)(value)
+    return _string(
+        "a Unix user name: lowercase letter or '_' first, then up to 31 lowercase letters, digits, '_' "
+        "or '-', and not a system account (root, daemon, nobody, ...)",
+        _is_unix_name,
+    )(value)
 
 
 def _ssh_import(value: Any) -> str:
@@ -1445,108 +1830,239 @@ class StackModel(Section):
 
     # ---- the chart's options
     hostName: Annotated[str, BeforeValidator(_dns_label())] = Field(
-        "myserver", **doc("Hostname (set in privileged mode) and first principal of the host certificate.",
-                          "a DNS label", example="opus"))
+        "myserver",
+        **doc(
+            "Hostname (set in privileged mode) and first principal of the host certificate.",
+            "a DNS label",
+            example="opus",
+        ),
+    )
     user: Annotated[str, BeforeValidator(_user)] = Field(
-        "human", **doc("Default (instructor) account created by rc.local; gets sudo.",
-                       "a Unix user name, not a system account", example="mmatera"))
+        "human",
+        **doc(
+            "Default (instructor) account created by rc.local; gets sudo.",
+            "a Unix user name, not a system account",
+            example="mmatera",
+        ),
+    )
     userID: Annotated[int, BeforeValidator(integer(1000, 59999))] = Field(
-        10000, **doc("UID of `user`.", "an integer from 1000 to 59999", minimum=1000, maximum=59999))
-    userSSHKey: Annotated[str, BeforeValidator(_string(
-        "one OpenSSH public key line, e.g. 'ssh-ed25519 AAAA... me@host'", lambda s: not s or is_authorized_key(s),
-        strip=True))] = Field(
-        "", **doc("Public key installed in the root-owned `/etc/ssh/authorized_keys/<user>`.",
-                  "one OpenSSH public key line", example="ssh-ed25519 AAAA… me@laptop"))
+        10000, **doc("UID of `user`.", "an integer from 1000 to 59999", minimum=1000, maximum=59999)
+    )
+    userSSHKey: Annotated[
+        str,
+        BeforeValidator(
+            _string(
+                "one OpenSSH public key line, e.g. 'ssh-ed25519 AAAA... me@host'",
+                lambda s: not s or is_authorized_key(s),
+                strip=True,
+            )
+        ),
+    ] = Field(
+        "",
+        **doc(
+            "Public key installed in the root-owned `/etc/ssh/authorized_keys/<user>`.",
+            "one OpenSSH public key line",
+            example="ssh-ed25519 AAAA… me@laptop",
+        ),
+    )
     userSSHImport: Annotated[str, BeforeValidator(_ssh_import)] = Field(
-        "", **doc("ssh-import-id ids for `user`, space separated.", "gh:NAME / lp:NAME ids",
-                  example="gh:octocat lp:name"))
-    customizeRepo: Annotated[str, BeforeValidator(_string(
-        "a git URL (https://, ssh://, git:// or git@host:path) or ''",
-        lambda s: not s or bool(re.fullmatch(r"^(https?://|ssh://|git://|git@[^:]+:)\S+\Z", s)), strip=True))] = Field(
-        "", **doc("Git repo cloned at boot (as `user`).", "a git URL or ''", example="https://github.com/me/setup.git"))
+        "",
+        **doc("ssh-import-id ids for `user`, space separated.", "gh:NAME / lp:NAME ids", example="gh:octocat lp:name"),
+    )
+    customizeRepo: Annotated[
+        str,
+        BeforeValidator(
+            _string(
+                "a git URL (https://, ssh://, git:// or git@host:path) or ''",
+                lambda s: not s or bool(re.fullmatch(r"^(https?://|ssh://|git://|git@[^:]+:)\S+\Z", s)),
+                strip=True,
+            )
+        ),
+    ] = Field(
+        "", **doc("Git repo cloned at boot (as `user`).", "a git URL or ''", example="https://github.com/me/setup.git")
+    )
     customizeRepoCommand: Annotated[str, BeforeValidator(_string())] = Field(
-        "", **doc("Run inside the clone; needs `customizeRepo`.", "a command", example="./install.sh"))
+        "", **doc("Run inside the clone; needs `customizeRepo`.", "a command", example="./install.sh")
+    )
     customizeCommand: Annotated[str, BeforeValidator(_string())] = Field(
-        "", **doc("Run in `user`'s home at boot.", "a command", example="make -C ~/dotfiles"))
+        "", **doc("Run in `user`'s home at boot.", "a command", example="make -C ~/dotfiles")
+    )
     privileged: Annotated[bool, BeforeValidator(boolean)] = Field(
-        True, **doc("`true`: systemd as PID 1, a VM-like server, privileged container. `false`: sshd only, no "
-                    "privilege escalation, capabilities limited to what sshd needs, and no sudo for anyone.",
-                    "true or false", example=False))
+        True,
+        **doc(
+            "`true`: systemd as PID 1, a VM-like server, privileged container. `false`: sshd only, no "
+            "privilege escalation, capabilities limited to what sshd needs, and no sudo for anyone.",
+            "true or false",
+            example=False,
+        ),
+    )
     rcEnv: Annotated[str, BeforeValidator(_string())] = Field(
-        "", **doc("Appended to `/etc/rc.env`, after the chart's variables (`DEFAULT_USER`, `DEFAULT_USER_ID`, "
-                  "`DEFAULT_KEY`, `DEFAULT_KEY_IMPORT`, `SET_HOSTNAME`, `CUSTOMIZE_*`), all exported. Set it with "
-                  "`pulumi config set --secret` to make rc.env a Secret.", "shell assignments",
-                  example="COURSE=cis90"))
+        "",
+        **doc(
+            "Appended to `/etc/rc.env`, after the chart's variables (`DEFAULT_USER`, `DEFAULT_USER_ID`, "
+            "`DEFAULT_KEY`, `DEFAULT_KEY_IMPORT`, `SET_HOSTNAME`, `CUSTOMIZE_*`), all exported. Set it with "
+            "`pulumi config set --secret` to make rc.env a Secret.",
+            "shell assignments",
+            example="COURSE=cis90",
+        ),
+    )
     rcLocal: Annotated[str, BeforeValidator(_script)] = Field(
-        "", **doc("Replaces `/etc/rc.local`; must start with `#!` and should `touch /ready` (a preview warns when "
-                  "it does not: the pod would never become ready).", "a script starting with '#!' or ''",
-                  default_text="built-in script", example="#!/bin/bash\n…"))
+        "",
+        **doc(
+            "Replaces `/etc/rc.local`; must start with `#!` and should `touch /ready` (a preview warns when "
+            "it does not: the pod would never become ready).",
+            "a script starting with '#!' or ''",
+            default_text="built-in script",
+            example="#!/bin/bash\n…",
+        ),
+    )
     rcUser: Annotated[str, BeforeValidator(_script)] = Field(
-        "", **doc("Replaces `/etc/rc.user` (run as `user` at boot); must start with `#!`.",
-                  "a script starting with '#!' or ''", default_text="built-in script"))
+        "",
+        **doc(
+            "Replaces `/etc/rc.user` (run as `user` at boot); must start with `#!`.",
+            "a script starting with '#!' or ''",
+            default_text="built-in script",
+        ),
+    )
     homeSize: Annotated[str, BeforeValidator(quantity(storage=True))] = Field(
-        "2Gi", **doc("Size of the `/home` volume. Growing it expands the claim in place.",
-                     "a Kubernetes quantity, at least 1Mi", example="50Gi", pattern=QUANTITY_PATTERN))
+        "2Gi",
+        **doc(
+            "Size of the `/home` volume. Growing it expands the claim in place.",
+            "a Kubernetes quantity, at least 1Mi",
+            example="50Gi",
+            pattern=QUANTITY_PATTERN,
+        ),
+    )
     homeStorageClassName: Annotated[str, BeforeValidator(_STORAGE_CLASS)] = Field(
-        "", **doc("`\"\"`: the Retain class this stack creates. A named class must have `reclaimPolicy: Retain`, "
-                  "or the run stops.", "a StorageClass name or ''", example="nfs-retain"))
-    storageProvisioner: Annotated[str, BeforeValidator(_pattern(
-        r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,252}\Z",
-        "a CSI/provisioner name such as rancher.io/local-path or ebs.csi.aws.com"))] = Field(
-        "rancher.io/local-path", **doc("Provisioner of the stack's Retain class (`<namespace>-retain`).",
-                                       "a provisioner name", example="ebs.csi.aws.com"))
+        "",
+        **doc(
+            '`""`: the Retain class this stack creates. A named class must have `reclaimPolicy: Retain`, '
+            "or the run stops.",
+            "a StorageClass name or ''",
+            example="nfs-retain",
+        ),
+    )
+    storageProvisioner: Annotated[
+        str,
+        BeforeValidator(
+            _pattern(
+                r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,252}\Z",
+                "a CSI/provisioner name such as rancher.io/local-path or ebs.csi.aws.com",
+            )
+        ),
+    ] = Field(
+        "rancher.io/local-path",
+        **doc(
+            "Provisioner of the stack's Retain class (`<namespace>-retain`).",
+            "a provisioner name",
+            example="ebs.csi.aws.com",
+        ),
+    )
     storageParameters: Annotated[dict[str, str], BeforeValidator(string_map())] = Field(
-        default_factory=dict, **doc("Parameters of that class.", "a mapping of strings", example={"type": "gp3"}))
+        default_factory=dict, **doc("Parameters of that class.", "a mapping of strings", example={"type": "gp3"})
+    )
     extraMounts: Annotated[tuple[MountModel, ...], BeforeValidator(_mounts)] = Field(
-        (), **doc("Extra volumes (`name`, `path`, `size`, optional `storageClassName`; the chart's `className` is "
-                  "accepted). Paths may not nest, and stay out of the system directories.", "a list of mounts",
-                  example=[{"name": "cis90", "path": "/home/cis90", "size": "20Gi"}]))
+        (),
+        **doc(
+            "Extra volumes (`name`, `path`, `size`, optional `storageClassName`; the chart's `className` is "
+            "accepted). Paths may not nest, and stay out of the system directories.",
+            "a list of mounts",
+            example=[{"name": "cis90", "path": "/home/cis90", "size": "20Gi"}],
+        ),
+    )
     extraPorts: Annotated[tuple[PortModel, ...], BeforeValidator(_mounts)] = Field(
-        (), **doc("Extra ports on the same Service (`name`, `port`, `protocol`; the chart's `proto` is accepted). "
-                  "No duplicate names or numbers, and not the SSH port.", "a list of ports",
-                  example=[{"name": "http", "port": 80, "protocol": "TCP"}]))
-    image: ImageModel = Field(default_factory=lambda: ImageModel.model_validate({}), **doc(
-        "Login image.", "a mapping",
-        default_text="{repository: ghcr.io/mike-matera/cloud-native-server, tag: jammy-2022070801, "
-                     "pullPolicy: IfNotPresent, pullSecrets: []}",
-        example={"repository": "ghcr.io/ORG/REPO", "tag": "noble-2026112301"}))
-    resources: ResourcesModel = Field(default_factory=lambda: ResourcesModel.model_validate({}), **doc(
-        "Login container. A request without a limit, or a limit without a request, is mirrored.", "a mapping",
-        default_text="requests cpu 250m / memory 512Mi, limits cpu 2 / memory 2Gi",
-        example={"limits": {"memory": "8Gi"}}))
-    initResources: ResourcesModel = Field(default_factory=lambda: ResourcesModel.model_validate({}), **doc(
-        "No effect (warned): the login pod has no init container since host certificates are signed at deploy "
-        "time. Still validated, so stack files and chart values that carry it keep working.", "a mapping",
-        default_text="unused"))
-    nodeSelector: Annotated[dict[str, str], BeforeValidator(string_map(
-        is_qualified_name, QUALIFIED_NAME_ACCEPTED, is_label_value, LABEL_VALUE_ACCEPTED))] = Field(
-        default_factory=dict, **doc("Pod node selector (label keys and values).", "a mapping of labels",
-                                    example={"disk": "ssd"}))
+        (),
+        **doc(
+            "Extra ports on the same Service (`name`, `port`, `protocol`; the chart's `proto` is accepted). "
+            "No duplicate names or numbers, and not the SSH port.",
+            "a list of ports",
+            example=[{"name": "http", "port": 80, "protocol": "TCP"}],
+        ),
+    )
+    image: ImageModel = Field(
+        default_factory=lambda: ImageModel.model_validate({}),
+        **doc(
+            "Login image.",
+            "a mapping",
+            default_text="{repository: ghcr.io/mike-matera/cloud-native-server, tag: jammy-2022070801, "
+            "pullPolicy: IfNotPresent, pullSecrets: []}",
+            example={"repository": "ghcr.io/ORG/REPO", "tag": "noble-2026112301"},
+        ),
+    )
+    resources: ResourcesModel = Field(
+        default_factory=lambda: ResourcesModel.model_validate({}),
+        **doc(
+            "Login container. A request without a limit, or a limit without a request, is mirrored.",
+            "a mapping",
+            default_text="requests cpu 250m / memory 512Mi, limits cpu 2 / memory 2Gi",
+            example={"limits": {"memory": "8Gi"}},
+        ),
+    )
+    initResources: ResourcesModel = Field(
+        default_factory=lambda: ResourcesModel.model_validate({}),
+        **doc(
+            "No effect (warned): the login pod has no init container since host certificates are signed at deploy "
+            "time. Still validated, so stack files and chart values that carry it keep working.",
+            "a mapping",
+            default_text="unused",
+        ),
+    )
+    nodeSelector: Annotated[
+        dict[str, str],
+        BeforeValidator(string_map(is_qualified_name, QUALIFIED_NAME_ACCEPTED, is_label_value, LABEL_VALUE_ACCEPTED)),
+    ] = Field(
+        default_factory=dict,
+        **doc("Pod node selector (label keys and values).", "a mapping of labels", example={"disk": "ssd"}),
+    )
     tolerations: Annotated[tuple[dict[str, Any], ...], BeforeValidator(lambda v: _tolerations(_k8s_int(v)))] = Field(
-        (), **doc("Pod tolerations, checked against the Kubernetes 1.34 schema.", "a list of Kubernetes tolerations"))
+        (), **doc("Pod tolerations, checked against the Kubernetes 1.34 schema.", "a list of Kubernetes tolerations")
+    )
     affinity: Annotated[dict[str, Any], BeforeValidator(_affinity)] = Field(
-        default_factory=dict, **doc("Pod affinity, checked against the Kubernetes 1.34 schema.",
-                                    "a Kubernetes Affinity"))
+        default_factory=dict,
+        **doc("Pod affinity, checked against the Kubernetes 1.34 schema.", "a Kubernetes Affinity"),
+    )
     podAnnotations: Annotated[dict[str, str], BeforeValidator(_ANNOTATIONS)] = Field(
-        default_factory=dict, **doc("Extra pod annotations (the `classroom/` prefix is reserved).",
-                                    "a mapping of annotation keys to strings",
-                                    example={"backup.velero.io/backup-volumes": "home"}))
+        default_factory=dict,
+        **doc(
+            "Extra pod annotations (the `classroom/` prefix is reserved).",
+            "a mapping of annotation keys to strings",
+            example={"backup.velero.io/backup-volumes": "home"},
+        ),
+    )
     namespace: Annotated[str | None, BeforeValidator(_optional(_string()))] = Field(
-        None, **doc("Namespace of everything. Fixed after the first `up`.", "a DNS label of at most 55 characters",
-                    default_text="classroom-<stack>", example="cis90"))
+        None,
+        **doc(
+            "Namespace of everything. Fixed after the first `up`.",
+            "a DNS label of at most 55 characters",
+            default_text="classroom-<stack>",
+            example="cis90",
+        ),
+    )
     createNamespace: Annotated[bool, BeforeValidator(boolean)] = Field(
-        True, **doc("Create (and protect) the namespace, or use an existing one.", "true or false", example=False))
-    service: ServiceModel = Field(default_factory=lambda: ServiceModel.model_validate({}), **doc(
-        "The SSH Service: `type` (LoadBalancer, NodePort or ClusterIP), `loadBalancerIP`, `annotations`, `port`, "
-        "`nodePort`. Extra ports ride on it; a NetworkPolicy admits only the configured ports.", "a mapping",
-        default_text="{type: LoadBalancer, port: 22}",
-        example={"type": "LoadBalancer", "loadBalancerIP": "172.20.2.100"}))
-    ssh: SshModel = Field(default_factory=lambda: SshModel.model_validate({}), **doc(
-        "The CA: generated (`caAlgorithm`) and kept only in Pulumi state, or `existingSecret` (keys `ca_key` and "
-        "`ca_key_pub`, or the chart's `ca_key.pub`). `knownHostsPatterns` shape the `@cert-authority` line; "
-        "`hostPrincipals` add names to the host certificate. The chart's `ssh.ca_key` is refused: no private key "
-        "belongs in a stack file.", "a mapping", default_text="{caAlgorithm: ed25519, knownHostsPatterns: [\"*\"]}",
-        example={"existingSecret": "class-ca"}))
+        True, **doc("Create (and protect) the namespace, or use an existing one.", "true or false", example=False)
+    )
+    service: ServiceModel = Field(
+        default_factory=lambda: ServiceModel.model_validate({}),
+        **doc(
+            "The SSH Service: `type` (LoadBalancer, NodePort or ClusterIP), `loadBalancerIP`, `annotations`, `port`, "
+            "`nodePort`. Extra ports ride on it; a NetworkPolicy admits only the configured ports.",
+            "a mapping",
+            default_text="{type: LoadBalancer, port: 22}",
+            example={"type": "LoadBalancer", "loadBalancerIP": "172.20.2.100"},
+        ),
+    )
+    ssh: SshModel = Field(
+        default_factory=lambda: SshModel.model_validate({}),
+        **doc(
+            "The CA: generated (`caAlgorithm`) and kept only in Pulumi state, or `existingSecret` (keys `ca_key` and "
+            "`ca_key_pub`, or the chart's `ca_key.pub`). `knownHostsPatterns` shape the `@cert-authority` line; "
+            "`hostPrincipals` add names to the host certificate. The chart's `ssh.ca_key` is refused: no private key "
+            "belongs in a stack file.",
+            "a mapping",
+            default_text='{caAlgorithm: ed25519, knownHostsPatterns: ["*"]}',
+            example={"existingSecret": "class-ca"},
+        ),
+    )
     # ---- access
     roster: RosterField
     term: TermField
@@ -1554,20 +2070,25 @@ class StackModel(Section):
     staffKeepOwnKeys: StaffKeepOwnKeysField
     adoptedUids: AdoptedUidsField
     # ---- labs
-    labs: Annotated[LabsModel | None, BeforeValidator(_labs)] = Field(None, **doc(
-        "Lab hosts and per-student k3d clusters; see the labs table.", "a mapping", default_text="none"))
+    labs: Annotated[LabsModel | None, BeforeValidator(_labs)] = Field(
+        None, **doc("Lab hosts and per-student k3d clusters; see the labs table.", "a mapping", default_text="none")
+    )
 
     @model_validator(mode="after")
     def _cross_rules(self) -> StackModel:
         if self.customizeRepoCommand and not self.customizeRepo:
-            raise invalid("'' unless customizeRepo is set", sub=("customizeRepoCommand",),
-                          value=self.customizeRepoCommand)
+            raise invalid(
+                "'' unless customizeRepo is set", sub=("customizeRepoCommand",), value=self.customizeRepoCommand
+            )
         _distinct_mounts(self.extraMounts)
         _distinct_ports(self.extraPorts, self.service.port)
         for key, value in self.podAnnotations.items():
             if key.startswith("classroom/"):
-                raise invalid("keys outside the 'classroom/' prefix (the program owns it)",
-                              sub=("podAnnotations", key), value=value)
+                raise invalid(
+                    "keys outside the 'classroom/' prefix (the program owns it)",
+                    sub=("podAnnotations", key),
+                    value=value,
+                )
         return self
 
 

@@ -362,18 +362,28 @@ class LoginServer(pulumi.ComponentResource):
 
         # What shapes the claims, recorded so a later preview refuses any change
         # they cannot take in place (storage.refused_claim_changes).
-        shape = {HOME_CLAIM: {"size": home.home_size, "storageClassName": home.home_storage_class_name,
-                              "key": "homeSize", "classKey": "homeStorageClassName"}}
+        shape = {
+            HOME_CLAIM: {
+                "size": home.home_size,
+                "storageClassName": home.home_storage_class_name,
+                "key": "homeSize",
+                "classKey": "homeStorageClassName",
+            }
+        }
         for index, mount in enumerate(home.extra_mounts):
             shape[extra_claim_name(mount.name)] = {
-                "size": mount.size, "storageClassName": mount.storage_class_name,
-                "key": f"extraMounts[{index}].size", "classKey": f"extraMounts[{index}].storageClassName"}
+                "size": mount.size,
+                "storageClassName": mount.storage_class_name,
+                "key": f"extraMounts[{index}].size",
+                "classKey": f"extraMounts[{index}].storageClassName",
+            }
         guard = storage.ClaimGuard(
             "claim-guard",
             namespace=home.namespace,
             claims=shape,
             managed_class={"provisioner": home.provisioner, "parameters": dict(home.parameters)}
-            if self.storage_class is not None else None,
+            if self.storage_class is not None
+            else None,
             opts=pulumi.ResourceOptions(parent=self),
         )
         claim_deps = [guard]
@@ -435,7 +445,8 @@ class LoginServer(pulumi.ComponentResource):
 
         # ---- host keys and certificates, signed here; the pod mounts only them.
         principals = pulumi.Output.all(ns, *args.extra_host_names).apply(
-            lambda names: host_principals(args.boot.host_name, names[0], args.ssh_service_name, names[1:]))
+            lambda names: host_principals(args.boot.host_name, names[0], args.ssh_service_name, names[1:])
+        )
         self.host_keys = HostKeySet(
             "host-keys",
             ca_private_key=args.ca_private_key,
@@ -444,8 +455,14 @@ class LoginServer(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.pod_config.append(
-            host_key_secret(HOST_KEYS_SECRET, secret_name=HOST_KEYS_SECRET, namespace=ns, keys=self.host_keys,
-                            labels=labels, opts=child)
+            host_key_secret(
+                HOST_KEYS_SECRET,
+                secret_name=HOST_KEYS_SECRET,
+                namespace=ns,
+                keys=self.host_keys,
+                labels=labels,
+                opts=child,
+            )
         )
 
         # sshd reads its host certificates only at start: new principals roll the pod.
@@ -490,7 +507,8 @@ class LoginServer(pulumi.ComponentResource):
             checksum_parts.append(args.roster_revision)
         self.checksum = pulumi.Output.all(principals, *checksum_parts).apply(
             lambda parts: config_checksum(
-                {**checksum_files, "host-principals": json.dumps(parts[0])}, *[str(p) for p in parts[1:]])
+                {**checksum_files, "host-principals": json.dumps(parts[0])}, *[str(p) for p in parts[1:]]
+            )
         )
 
         # ---- headless Service the StatefulSet names (stable pod DNS)
@@ -508,9 +526,7 @@ class LoginServer(pulumi.ComponentResource):
                 selector=self.selector_labels,
                 # The same SSH port number as the public Service, so no Service
                 # publishes a port the stack did not configure.
-                ports=[
-                    k8s.core.v1.ServicePortArgs(name="ssh", port=pod.ssh_port, target_port="ssh", protocol="TCP")
-                ],
+                ports=[k8s.core.v1.ServicePortArgs(name="ssh", port=pod.ssh_port, target_port="ssh", protocol="TCP")],
             ),
             opts=child,
         )
@@ -539,9 +555,7 @@ class LoginServer(pulumi.ComponentResource):
                     spec=pod_spec,
                 ),
             ),
-            opts=pulumi.ResourceOptions(
-                parent=self, depends_on=[*self.claims.values(), *self.pod_config]
-            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*self.claims.values(), *self.pod_config]),
         )
         self.register_outputs(
             {"stateful_set": self.stateful_set.metadata.apply(lambda m: m.name), "checksum": self.checksum}

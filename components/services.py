@@ -65,8 +65,11 @@ def container_ports(extra_ports: Sequence[Port]) -> list[k8s.core.v1.ContainerPo
 def service_ports(service: ServiceConfig, extra_ports: Sequence[Port]) -> list[k8s.core.v1.ServicePortArgs]:
     ports = [
         k8s.core.v1.ServicePortArgs(
-            name=SSH_PORT_NAME, port=service.port, target_port=SSH_PORT_NAME, protocol="TCP",
-            node_port=service.node_port
+            name=SSH_PORT_NAME,
+            port=service.port,
+            target_port=SSH_PORT_NAME,
+            protocol="TCP",
+            node_port=service.node_port,
         )
     ]
     ports += [

@@ -183,8 +183,9 @@ class CertificateSetProvider(ResourceProvider):
         return CreateResult(id_="certificates", outs=_set_outputs(props, None))
 
     def diff(self, _id: str, _olds: dict[str, Any], _news: dict[str, Any]) -> DiffResult:
-        return DiffResult(changes=bool(changed_entries(_olds, _news)), replaces=[], stables=[],
-                          delete_before_replace=False)
+        return DiffResult(
+            changes=bool(changed_entries(_olds, _news)), replaces=[], stables=[], delete_before_replace=False
+        )
 
     def update(self, _id: str, _olds: dict[str, Any], _news: dict[str, Any]) -> UpdateResult:
         return UpdateResult(outs=_set_outputs(_news, _olds))
@@ -217,8 +218,13 @@ class CertificateSet(pulumi.dynamic.Resource):
     certificates: pulumi.Output[dict[str, str]]
     ca_public_key: pulumi.Output[str]
 
-    def __init__(self, name: str, ca_private_key: pulumi.Input[str], requests: Mapping[str, CertificateRequest],
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        ca_private_key: pulumi.Input[str],
+        requests: Mapping[str, CertificateRequest],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
         secret_opts = pulumi.ResourceOptions(additional_secret_outputs=["certificates"])
         props = {
             "ca_private_key": pulumi.Output.secret(ca_private_key),

@@ -181,29 +181,39 @@ def refused_claim_changes(olds: Mapping[str, object], news: Mapping[str, object]
     problems: list[str] = []
     old_ns, new_ns = olds.get("namespace"), news.get("namespace")
     if old_ns and old_ns != new_ns:
-        problems.append(f"config key 'namespace': {old_ns!r} -> {new_ns!r} would delete every claim in {old_ns!r} "
-                        f"and create empty ones; keep {old_ns!r}")
+        problems.append(
+            f"config key 'namespace': {old_ns!r} -> {new_ns!r} would delete every claim in {old_ns!r} "
+            f"and create empty ones; keep {old_ns!r}"
+        )
     old_claims = dict(olds.get("claims") or {})  # type: ignore[call-overload]
     new_claims = dict(news.get("claims") or {})  # type: ignore[call-overload]
     for claim, old in sorted(old_claims.items()):
         new = new_claims.get(claim)
         if new is None:
-            problems.append(f"config key 'extraMounts': the claim {claim!r} is gone from the config (a mount removed "
-                            "or renamed); that would delete it; put the mount back under its old name")
+            problems.append(
+                f"config key 'extraMounts': the claim {claim!r} is gone from the config (a mount removed "
+                "or renamed); that would delete it; put the mount back under its old name"
+            )
             continue
         if old["storageClassName"] != new["storageClassName"]:
             managed = "(the managed class)"
             before, after = old["storageClassName"] or managed, new["storageClassName"] or managed
-            problems.append(f"config key '{new['classKey']}': {before!r} -> {after!r}: the class of an existing "
-                            "claim cannot change (it would need a new, empty claim); keep the old class")
+            problems.append(
+                f"config key '{new['classKey']}': {before!r} -> {after!r}: the class of an existing "
+                "claim cannot change (it would need a new, empty claim); keep the old class"
+            )
         if quantity_value(str(new["size"])) < quantity_value(str(old["size"])):
-            problems.append(f"config key '{new['key']}': {old['size']} -> {new['size']}: a claim cannot shrink; "
-                            f"keep {old['size']} or more")
+            problems.append(
+                f"config key '{new['key']}': {old['size']} -> {new['size']}: a claim cannot shrink; "
+                f"keep {old['size']} or more"
+            )
     old_class, new_class = olds.get("managedClass"), news.get("managedClass")
     if old_class and new_class and old_class != new_class:
-        problems.append(f"config keys 'storageProvisioner'/'storageParameters': {old_class} -> {new_class}: the "
-                        "Retain class's provisioner and parameters are immutable and its claims' volumes were made "
-                        "by the old ones; keep them")
+        problems.append(
+            f"config keys 'storageProvisioner'/'storageParameters': {old_class} -> {new_class}: the "
+            "Retain class's provisioner and parameters are immutable and its claims' volumes were made "
+            "by the old ones; keep them"
+        )
     return problems
 
 
@@ -232,9 +242,19 @@ class ClaimGuardProvider(ResourceProvider):
 class ClaimGuard(pulumi.dynamic.Resource):
     """The recorded shape of a stack's claims; see refused_claim_changes."""
 
-    def __init__(self, name: str, *, namespace: str, claims: Mapping[str, Mapping[str, str]],
-                 managed_class: Mapping[str, object] | None, opts: pulumi.ResourceOptions | None = None) -> None:
-        props = {"namespace": namespace, "claims": {k: dict(v) for k, v in claims.items()},
-                 "managedClass": dict(managed_class) if managed_class else None}
+    def __init__(
+        self,
+        name: str,
+        *,
+        namespace: str,
+        claims: Mapping[str, Mapping[str, str]],
+        managed_class: Mapping[str, object] | None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        props = {
+            "namespace": namespace,
+            "claims": {k: dict(v) for k, v in claims.items()},
+            "managedClass": dict(managed_class) if managed_class else None,
+        }
         # Protected with the claims: it must outlive an end-of-term destroy as they do.
         super().__init__(ClaimGuardProvider(), name, props, keep_forever(opts))

@@ -70,7 +70,9 @@ class Day(click.ParamType):
 
 
 stacks_dir_option = click.option(
-    "--stacks-dir", default="stacks", show_default=True,
+    "--stacks-dir",
+    default="stacks",
+    show_default=True,
     help="directory of Pulumi.<stack>.yaml (its parent is the project)",
 )
 
@@ -180,8 +182,9 @@ def term_status(obj: dict[str, Any] | None, **options: Any) -> None:
 def main(argv: Sequence[str] | None = None, *, today: date | None = None) -> int:
     """The console script; `today` fixes the date `term status` compares with (tests)."""
     try:
-        classroom.main(args=list(argv) if argv is not None else None, prog_name="classroom",
-                       obj={"today": today, "project": None})
+        classroom.main(
+            args=list(argv) if argv is not None else None, prog_name="classroom", obj={"today": today, "project": None}
+        )
     except SystemExit as exit_:
         code = exit_.code
         return code if isinstance(code, int) else (0 if code is None else 1)

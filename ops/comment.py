@@ -614,8 +614,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", help="write the comment here instead of stdout")
     parser.add_argument("--github-output", help="append at-risk=, violations=, failed= lines to this file")
     parser.add_argument("--max-bytes", default=str(DEFAULT_BUDGET), help="comment size budget in UTF-8 bytes")
-    parser.add_argument("--no-diff", action="store_true",
-                        help="leave the diff to the Pulumi action's own comment (comment-on-pr)")
+    parser.add_argument(
+        "--no-diff", action="store_true", help="leave the diff to the Pulumi action's own comment (comment-on-pr)"
+    )
     args = parser.parse_args(argv)
 
     try:

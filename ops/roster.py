@@ -66,7 +66,7 @@ def stack_file(project: Path, stack: str) -> Path:
         raise CliError(f"--stack {stack!r}: expected a stack name like cis90-fall2026")
     path = project / "stacks" / f"Pulumi.{stack}.yaml"
     if not path.exists():
-        known = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in (project / "stacks").glob("Pulumi.*.yaml"))
+        known = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in (project / "stacks").glob("Pulumi.*.yaml"))
         raise CliError(f"--stack {stack!r}: no stack file {path} (stacks there: {', '.join(known) or 'none'})")
     return path
 
@@ -97,8 +97,7 @@ def pulumi_outputs(stack: str, project: Path) -> dict[str, Any]:
     try:
         outputs = engine.outputs(stack, project)
     except engine.EngineUnavailable:
-        raise CliError("pulumi is not on PATH: install it, or pass --ca-key FILE to work from the stack file") \
-            from None
+        raise CliError("pulumi is not on PATH: install it, or pass --ca-key FILE to work from the stack file") from None
     except engine.EngineFailed as error:
         raise CliError(f"pulumi stack output --stack {stack} failed: {error}") from None
     if "roster" not in outputs:
@@ -141,9 +140,17 @@ def local_certificates(doc: dict[str, Any], ca_key: str) -> dict[str, list[str]]
     out: dict[str, list[str]] = {}
     for person in doc["people"]:
         for key, cert in zip(person.get("keys") or [], person.get("certificates") or [], strict=False):
-            out.setdefault(person["username"], []).append(sign_user_certificate(
-                ca_key, key, principal=person["username"], key_id=cert["keyId"], serial=int(cert["serial"]),
-                valid_after=_epoch(term["start"]), valid_before=_epoch(term["accessEnd"])))
+            out.setdefault(person["username"], []).append(
+                sign_user_certificate(
+                    ca_key,
+                    key,
+                    principal=person["username"],
+                    key_id=cert["keyId"],
+                    serial=int(cert["serial"]),
+                    valid_after=_epoch(term["start"]),
+                    valid_before=_epoch(term["accessEnd"]),
+                )
+            )
     return out
 
 
@@ -227,18 +234,26 @@ def cmd_status(args: SimpleNamespace) -> int:
             state = "REVOKED" if int(cert["serial"]) in revoked else f"until {until}"
             certs.append(f"serial {cert['serial']} {state}")
         imports = " ".join(person.get("importIds") or [])
-        rows.append({
-            "username": person["username"], "uid": person["uid"], "role": person["role"],
-            "labs": bool(person.get("labs")), "certificates": certs, "imports": imports,
-            "access_until": term.get("accessEnd"),
-        })
+        rows.append(
+            {
+                "username": person["username"],
+                "uid": person["uid"],
+                "role": person["role"],
+                "labs": bool(person.get("labs")),
+                "certificates": certs,
+                "imports": imports,
+                "access_until": term.get("accessEnd"),
+            }
+        )
     if args.json:
         print(json.dumps({"term": term, "people": rows}, indent=1))
         return 0
     if term:
         ended = term.get("accessEnd") and _epoch(term["accessEnd"]) < now.timestamp()
-        print(f"class {doc.get('class')} term {term.get('name')}: {term.get('start')} .. {term.get('end')} "
-              f"({term.get('timezone')}); access until {term.get('accessEnd')}{' (ENDED)' if ended else ''}")
+        print(
+            f"class {doc.get('class')} term {term.get('name')}: {term.get('start')} .. {term.get('end')} "
+            f"({term.get('timezone')}); access until {term.get('accessEnd')}{' (ENDED)' if ended else ''}"
+        )
     print(f"{'username':<16} {'uid':>6} {'role':<10} {'labs':<4}  access")
     for row in rows:
         access = "; ".join(row["certificates"]) or ("keys via " + row["imports"] if row["imports"] else "no key")
@@ -289,8 +304,10 @@ def cmd_revoke(args: SimpleNamespace) -> int:
         if person is None:
             raise CliError(f"{args.user!r} is not on the roster of {args.stack}")
         if not person["certificates"]:
-            raise CliError(f"{args.user} has no roster key to revoke (imported keys only); "
-                           "remove them from the roster to lock the account and refuse every key")
+            raise CliError(
+                f"{args.user} has no roster key to revoke (imported keys only); "
+                "remove them from the roster to lock the account and refuse every key"
+            )
         for cert in person["certificates"]:
             if int(cert["serial"]) not in serials:
                 serials.append(int(cert["serial"]))
@@ -310,8 +327,9 @@ def cmd_revoke(args: SimpleNamespace) -> int:
             try:
                 text = normalize_public_key(text)
             except ValueError as exc:
-                raise CliError(f"--key {key[:40]!r}: expected a public key (file or line) or SHA256:... ({exc})") \
-                    from None
+                raise CliError(
+                    f"--key {key[:40]!r}: expected a public key (file or line) or SHA256:... ({exc})"
+                ) from None
         if text not in keys:
             keys.append(text)
             added.append(f"key {text[:40]}...")
@@ -324,13 +342,18 @@ def cmd_revoke(args: SimpleNamespace) -> int:
     before, after = yaml.safe_load(original) or {}, yaml.safe_load(updated) or {}
     want = {k: v for k, v in (before.get("config") or {}).items() if k != f"{NAMESPACE}:revocations"}
     got = {k: v for k, v in (after.get("config") or {}).items() if k != f"{NAMESPACE}:revocations"}
-    parsed = parse_access({"revocations": (after.get("config") or {}).get(f"{NAMESPACE}:revocations")},
-                          base_dir=project)
-    if want != got or {k: v for k, v in before.items() if k != "config"} != \
-            {k: v for k, v in after.items() if k != "config"} or \
-            list(parsed.revoked_serials) != sorted(serials) or list(parsed.revoked_keys) != keys:
-        raise CliError(f"could not edit {path} safely; add to {NAMESPACE}:revocations by hand: "
-                       f"serials {sorted(serials)}")
+    parsed = parse_access(
+        {"revocations": (after.get("config") or {}).get(f"{NAMESPACE}:revocations")}, base_dir=project
+    )
+    if (
+        want != got
+        or {k: v for k, v in before.items() if k != "config"} != {k: v for k, v in after.items() if k != "config"}
+        or list(parsed.revoked_serials) != sorted(serials)
+        or list(parsed.revoked_keys) != keys
+    ):
+        raise CliError(
+            f"could not edit {path} safely; add to {NAMESPACE}:revocations by hand: serials {sorted(serials)}"
+        )
     path.write_text(updated)
     for item in added:
         print(f"revoked {item}")

@@ -51,6 +51,6 @@ def set_in_place(mapping: Any, key: str, value: Any) -> None:
                 current.append(item)
             elif current[index] != item:
                 current[index] = item
-        del current[len(value):]
+        del current[len(value) :]
     elif current != value or key not in mapping:
         mapping[key] = value

@@ -427,12 +427,16 @@ def roster_value(old: Any, roster: str | None, project: Path, notes: list[str]) 
                 kept = {user: role for user, role in staff.items() if user in listed}
                 if kept:
                     value["staff"] = kept
-                    notes.append(f"roster: kept the staff the old stack names ({', '.join(sorted(kept))}); "
-                                 "edit classroom:roster.staff if they changed")
+                    notes.append(
+                        f"roster: kept the staff the old stack names ({', '.join(sorted(kept))}); "
+                        "edit classroom:roster.staff if they changed"
+                    )
                 gone = sorted(set(staff) - set(kept))
                 if gone:
-                    notes.append(f"roster: dropped staff not in {given.name}: {', '.join(gone)} (staff must be rows "
-                                 "of the export; add them to it, or to classroom:roster.staff once they are)")
+                    notes.append(
+                        f"roster: dropped staff not in {given.name}: {', '.join(gone)} (staff must be rows "
+                        "of the export; add them to it, or to classroom:roster.staff once they are)"
+                    )
         return value
     if isinstance(old, list):
         staff = [p for p in old if isinstance(p, dict) and p.get("role") in STAFF_ROLES]
@@ -497,16 +501,22 @@ def old_uid_ledger(stack: str, project: Path) -> dict[str, int] | None:
             "stack name)",
             status=1,
         ) from None
-    ledgers = [r for r in resources if isinstance(r, dict) and r.get("type") == LEDGER_TYPE
-               and str(r.get("urn", "")).endswith("::" + LEDGER_NAME)]
+    ledgers = [
+        r
+        for r in resources
+        if isinstance(r, dict) and r.get("type") == LEDGER_TYPE and str(r.get("urn", "")).endswith("::" + LEDGER_NAME)
+    ]
     if not ledgers:
         return None
     uids = (ledgers[0].get("outputs") or {}).get("uids")
     if not isinstance(uids, dict) or not all(
         isinstance(u, int | float) and not isinstance(u, bool) and float(u).is_integer() for u in uids.values()
     ):
-        raise TermError(f"--adopt-homes: {stack}'s UID ledger in its state has no username -> UID map "
-                        f"(outputs.uids is {uids!r}); nothing written", status=1)
+        raise TermError(
+            f"--adopt-homes: {stack}'s UID ledger in its state has no username -> UID map "
+            f"(outputs.uids is {uids!r}); nothing written",
+            status=1,
+        )
     return {str(name): int(uid) for name, uid in sorted(uids.items())}
 
 
@@ -580,8 +590,7 @@ def cmd_new(args: SimpleNamespace) -> int:
             if old["config"].get(prefix + "roster") is not None:
                 raise TermError(
                     f"--adopt-homes: {args.from_stack}'s state holds no UID ledger ({LEDGER_NAME}), so the UIDs "
-                    f"that own its kept homes are unknown; nothing written. Was it ever deployed? "
-                    + RELEASED_HINT,
+                    f"that own its kept homes are unknown; nothing written. Was it ever deployed? " + RELEASED_HINT,
                     status=1,
                 )
             notes.append(f"{args.from_stack} had no roster and its state no UID ledger: no UIDs to carry over")

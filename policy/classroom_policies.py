@@ -415,7 +415,11 @@ def validate_ca_key_not_mounted(args: Any, report: Report) -> None:
                     f"(label {CA_ROLE_LABEL}={CA_ROLE_VALUE} or a '{CA_KEY_ENTRY}' entry): {'; '.join(leaks)}. "
                     "No pod may hold the CA key: sign host certificates at deploy time and mount only them "
                     "(root on a node reads every Secret its pods mount)"
-                    + (f"; allowed init containers: {', '.join(sorted(repr(n) for n in allowed_init))}"
-                       if allowed_init else "") + ".",
+                    + (
+                        f"; allowed init containers: {', '.join(sorted(repr(n) for n in allowed_init))}"
+                        if allowed_init
+                        else ""
+                    )
+                    + ".",
                     resource.urn,
                 )

@@ -23,8 +23,9 @@ from components.hostkeys import HOST_KEY_TYPES, generate_host_key, host_key_file
 def new_ca(path: Path, comment: str = "class-ca") -> str:
     """A fresh ed25519 CA at `path` (and `path`.pub), made by ssh-keygen; returns the private key."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)], check=True, capture_output=True
+    )
     return path.read_text()
 
 
@@ -33,8 +34,9 @@ def install_host_keys(ca_private_pem: str, host_dir: Path, principals: Sequence[
     private, public, certificates = {}, {}, {}
     for kind in HOST_KEY_TYPES:
         private[kind], public[kind] = generate_host_key(kind)
-        certificates[kind] = sign_host_certificate(ca_private_pem, public[kind], principals=list(principals),
-                                                   key_id=f"host:{principals[0]}")
+        certificates[kind] = sign_host_certificate(
+            ca_private_pem, public[kind], principals=list(principals), key_id=f"host:{principals[0]}"
+        )
     files = host_key_files(private, public, certificates)
     payload = host_dir / "..2026_01_01_00_00_00.000000001"
     payload.mkdir(parents=True)

@@ -171,8 +171,16 @@ class Pki:
         assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
         self._issue(name, cn, org, ca_key, ca_cert.subject, ca_cert.not_valid_after_utc)
 
-    def _issue(self, name: str, cn: str, org: str | None, ca_key: ec.EllipticCurvePrivateKey,
-               ca_name: x509.Name, not_after: datetime.datetime, server: bool = False) -> None:
+    def _issue(
+        self,
+        name: str,
+        cn: str,
+        org: str | None,
+        ca_key: ec.EllipticCurvePrivateKey,
+        ca_name: x509.Name,
+        not_after: datetime.datetime,
+        server: bool = False,
+    ) -> None:
         """Write `name`.key and `name`.crt: a new key, certified by the CA for client or server auth."""
         now = datetime.datetime.now(datetime.UTC)
         key = ec.generate_private_key(ec.SECP256R1())
@@ -1033,8 +1041,12 @@ def main(argv: list[str] | None = None) -> int:
         if name == "controllers":
             p.add_argument("--owner-pid", type=int, default=None)
         if name in ("controllers", "start"):
-            p.add_argument("--lb-pool", type=ipaddress.IPv4Network, default=LB_POOL,
-                           help="LoadBalancer address pool (default %(default)s)")
+            p.add_argument(
+                "--lb-pool",
+                type=ipaddress.IPv4Network,
+                default=LB_POOL,
+                help="LoadBalancer address pool (default %(default)s)",
+            )
     args = parser.parse_args(argv)
     cluster = LocalCluster(args.dir, lb_pool=getattr(args, "lb_pool", LB_POOL))
     try:

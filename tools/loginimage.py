@@ -79,8 +79,9 @@ def release_named(name: str) -> Release:
     try:
         return RELEASES[name]
     except KeyError:
-        raise ImageError(f"release {name!r}: not a Debian release with a login image (accepted: "
-                         f"{', '.join(sorted(RELEASES))})") from None
+        raise ImageError(
+            f"release {name!r}: not a Debian release with a login image (accepted: {', '.join(sorted(RELEASES))})"
+        ) from None
 
 
 def _run(argv: list[str], logfile: Path, what: str, timeout: float = 3600) -> None:
@@ -88,8 +89,9 @@ def _run(argv: list[str], logfile: Path, what: str, timeout: float = 3600) -> No
         out.write(f"\n$ {' '.join(argv)}\n")
         out.flush()
         try:
-            rc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                timeout=timeout).returncode
+            rc = subprocess.run(
+                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=timeout
+            ).returncode
         except FileNotFoundError:
             raise ImageError(f"{what}: {argv[0]} is not installed (tools/apt-packages.txt lists it)") from None
     if rc != 0:
@@ -140,8 +142,11 @@ def base_tar(release: Release) -> Path:
         for entry in (partial / leftover).glob("*"):
             if entry.is_file():
                 entry.unlink()
-    _run(["tar", "--numeric-owner", "--xattrs", "-C", str(partial), "-cf", str(tar) + ".tmp", "."],
-         logfile, "tar of the base")
+    _run(
+        ["tar", "--numeric-owner", "--xattrs", "-C", str(partial), "-cf", str(tar) + ".tmp", "."],
+        logfile,
+        "tar of the base",
+    )
     os.replace(str(tar) + ".tmp", tar)
     shutil.rmtree(partial, ignore_errors=True)
     marker.write_text(json.dumps({"recipe": recipe, "sha256": _sha256(tar)}) + "\n")
@@ -152,14 +157,24 @@ def base_tar(release: Release) -> Path:
 # --------------------------------------------------------------- buildah ---
 def _buildah(*args: str) -> list[str]:
     # a store of our own: nothing of the machine's /var/lib/containers is touched
-    return ["buildah", "--root", str(CACHE / "buildah" / "root"), "--runroot", str(CACHE / "buildah" / "run"),
-            "--storage-driver", "overlay", *args]
+    return [
+        "buildah",
+        "--root",
+        str(CACHE / "buildah" / "root"),
+        "--runroot",
+        str(CACHE / "buildah" / "run"),
+        "--storage-driver",
+        "overlay",
+        *args,
+    ]
 
 
 def _image_label(ref: str, label: str) -> str | None:
-    result = subprocess.run(_buildah("inspect", "--type", "image", "--format",
-                                     "{{index .ImageAnnotations \"" + label + "\"}}", ref),
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        _buildah("inspect", "--type", "image", "--format", '{{index .ImageAnnotations "' + label + '"}}', ref),
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0:
         return None
     return result.stdout.strip() or None
@@ -179,9 +194,20 @@ def ensure_base_image(release: Release) -> str:
     _run(_buildah("from", "--name", container, "scratch"), logfile, "buildah from scratch")
     try:
         _run(_buildah("add", container, str(tar), "/"), logfile, "buildah add of the base")
-        _run(_buildah("config", "--cmd", "bash", "--env",
-                      "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                      "--annotation", f"classroom.base-sha256={sha}", container), logfile, "buildah config")
+        _run(
+            _buildah(
+                "config",
+                "--cmd",
+                "bash",
+                "--env",
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "--annotation",
+                f"classroom.base-sha256={sha}",
+                container,
+            ),
+            logfile,
+            "buildah config",
+        )
         _run(_buildah("commit", "--rm", container, release.base_ref), logfile, "buildah commit of the base")
     finally:
         subprocess.run(_buildah("rm", container), capture_output=True)
@@ -224,11 +250,28 @@ def build(release: Release) -> Path:
         logfile.write_text("")
         log(f"building {release.ref} from {release.dockerfile.relative_to(REPO)} (log: {logfile}) ...")
         t0 = time.monotonic()
-        _run(_buildah("bud", "--pull=never", "--network", "host", "--layers=false",
-                      "--format", "docker",
-                      "--annotation", f"classroom.inputs={key}", "--build-arg", f"RELEASE={release.release}",
-                      "-f", str(release.dockerfile), "-t", release.ref, str(REPO)),
-             logfile, f"buildah bud of {release.dockerfile.relative_to(REPO)}")
+        _run(
+            _buildah(
+                "bud",
+                "--pull=never",
+                "--network",
+                "host",
+                "--layers=false",
+                "--format",
+                "docker",
+                "--annotation",
+                f"classroom.inputs={key}",
+                "--build-arg",
+                f"RELEASE={release.release}",
+                "-f",
+                str(release.dockerfile),
+                "-t",
+                release.ref,
+                str(REPO),
+            ),
+            logfile,
+            f"buildah bud of {release.dockerfile.relative_to(REPO)}",
+        )
         tmp = out.with_suffix(".tar.tmp")
         tmp.unlink(missing_ok=True)
         _run(_buildah("push", release.ref, f"docker-archive:{tmp}:{release.ref}"), logfile, "buildah push")

@@ -73,19 +73,45 @@ BUSYBOX = Path("/bin/busybox")  # busybox-static: the pause image and test image
 CNI_PLUGINS = Path("/usr/lib/cni")
 LOCK_FILE = Path("/run/classroom-node.lock")
 # kubelet's setupKernelTunables rewrites these; stop() puts them back
-KERNEL_TUNABLES = ("vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
-                   "kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes")
+KERNEL_TUNABLES = (
+    "vm/overcommit_memory",
+    "vm/panic_on_oom",
+    "kernel/panic",
+    "kernel/panic_on_oops",
+    "kernel/keys/root_maxkeys",
+    "kernel/keys/root_maxbytes",
+)
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 # directories containerd's shim and the kubelet write to whatever their configured roots
-HOST_DIRS = {"/run/containerd": "run_containerd", "/var/log/containers": "var_log_containers",
-             "/var/lib/cni": "var_lib_cni"}
+HOST_DIRS = {
+    "/run/containerd": "run_containerd",
+    "/var/log/containers": "var_log_containers",
+    "/var/lib/cni": "var_lib_cni",
+}
 # nfacct counters kube-proxy creates (in its own, the host's, netns) and must find in the rules' netns
 KUBE_PROXY_NFACCT = ("ct_state_invalid_dropped_pkts", "localhost_nps_accepted_pkts")
-NETFILTER_TOOLS = ("iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save",
-                   "ip6tables-restore", "iptables-nft", "iptables-nft-save", "iptables-nft-restore",
-                   "ip6tables-nft", "ip6tables-nft-save", "ip6tables-nft-restore", "iptables-legacy",
-                   "iptables-legacy-save", "iptables-legacy-restore", "ip6tables-legacy",
-                   "ip6tables-legacy-save", "ip6tables-legacy-restore", "conntrack", "nft")
+NETFILTER_TOOLS = (
+    "iptables",
+    "iptables-save",
+    "iptables-restore",
+    "ip6tables",
+    "ip6tables-save",
+    "ip6tables-restore",
+    "iptables-nft",
+    "iptables-nft-save",
+    "iptables-nft-restore",
+    "ip6tables-nft",
+    "ip6tables-nft-save",
+    "ip6tables-nft-restore",
+    "iptables-legacy",
+    "iptables-legacy-save",
+    "iptables-legacy-restore",
+    "ip6tables-legacy",
+    "ip6tables-legacy-save",
+    "ip6tables-legacy-restore",
+    "conntrack",
+    "nft",
+)
 
 
 class NodeError(RuntimeError):
@@ -161,18 +187,23 @@ def busybox_image(out: Path, ref: str, cmd: list[str], files: dict[str, bytes] |
             tar.addfile(info, io.BytesIO(content))
     layer_bytes = layer.getvalue()
     diff_id = hashlib.sha256(layer_bytes).hexdigest()
-    config = json.dumps({
-        "architecture": "amd64",
-        "os": "linux",
-        "config": {"Cmd": cmd, "Env": ["PATH=/bin"], "WorkingDir": "/"},
-        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{diff_id}"]},
-    }).encode()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Cmd": cmd, "Env": ["PATH=/bin"], "WorkingDir": "/"},
+            "rootfs": {"type": "layers", "diff_ids": [f"sha256:{diff_id}"]},
+        }
+    ).encode()
     config_name = f"{hashlib.sha256(config).hexdigest()}.json"
     manifest = json.dumps([{"Config": config_name, "RepoTags": [ref], "Layers": [f"{diff_id}/layer.tar"]}]).encode()
     out.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(out, "w") as tar:
-        for name, content in ((f"{diff_id}/layer.tar", layer_bytes), (config_name, config),
-                              ("manifest.json", manifest)):
+        for name, content in (
+            (f"{diff_id}/layer.tar", layer_bytes),
+            (config_name, config),
+            ("manifest.json", manifest),
+        ):
             info = tarfile.TarInfo(name)
             info.size, info.mode = len(content), 0o644
             tar.addfile(info, io.BytesIO(content))
@@ -182,13 +213,17 @@ def busybox_image(out: Path, ref: str, cmd: list[str], files: dict[str, bytes] |
 # ------------------------------------------------------------ host state ---
 def host_state() -> dict[str, Any]:
     """What a node could leave behind on the host, for before/after comparisons."""
+
     def listing(path: str) -> list[str]:
         p = Path(path)
         return sorted(e.name for e in p.iterdir()) if p.is_dir() else []
 
     def cgroups() -> list[str]:
-        return sorted(str(p.relative_to(CGROUP_ROOT)) for pattern in ("*/classroom-node-*", "*/k8s.io")
-                      for p in CGROUP_ROOT.glob(pattern))
+        return sorted(
+            str(p.relative_to(CGROUP_ROOT))
+            for pattern in ("*/classroom-node-*", "*/k8s.io")
+            for p in CGROUP_ROOT.glob(pattern)
+        )
 
     return {
         "iptables": _rules("iptables-save"),
@@ -217,8 +252,17 @@ def leftovers(before: dict[str, Any], node_dir: Path) -> dict[str, Any]:
     after = host_state()
     node_dir = Path(node_dir).resolve()
     found: dict[str, Any] = {}
-    for key in ("iptables", "ip6tables", "nfacct", "run_containerd", "var_log_containers", "var_lib_cni",
-                "exists", "kernel", "cgroups"):
+    for key in (
+        "iptables",
+        "ip6tables",
+        "nfacct",
+        "run_containerd",
+        "var_log_containers",
+        "var_lib_cni",
+        "exists",
+        "kernel",
+        "cgroups",
+    ):
         if before[key] != after[key]:
             found[key] = {"before": before[key], "after": after[key]}
     new = {key: sorted(set(after[key]) - set(before[key])) for key in ("netns", "links", "routes", "mounts")}
@@ -226,8 +270,10 @@ def leftovers(before: dict[str, Any], node_dir: Path) -> dict[str, Any]:
     checks = {
         "netns": lambda n: n.startswith(("cni-", "classroom-node-")),
         "links": lambda n: n.startswith(("cnh", "cnr", "veth", "cni")),
-        "routes": lambda r: json.loads(r)["dst"] != "default" and any(
-            ipaddress.ip_network(json.loads(r)["dst"], strict=False).overlaps(n) for n in nets),
+        "routes": lambda r: (
+            json.loads(r)["dst"] != "default"
+            and any(ipaddress.ip_network(json.loads(r)["dst"], strict=False).overlaps(n) for n in nets)
+        ),
         "mounts": lambda m: m.startswith((str(node_dir), "/run/netns/", "/run/containerd")),
     }
     for key, mine in checks.items():
@@ -247,8 +293,9 @@ def leftovers(before: dict[str, Any], node_dir: Path) -> dict[str, Any]:
 def _rules(tool: str) -> list[str]:
     """The host's rules without counters or comments that change by themselves."""
     out = run(tool, check=False)
-    return [line for line in out.splitlines() if line and not line.startswith("#")
-            and not line.startswith(":")] + [line.split(" [")[0] for line in out.splitlines() if line.startswith(":")]
+    return [line for line in out.splitlines() if line and not line.startswith("#") and not line.startswith(":")] + [
+        line.split(" [")[0] for line in out.splitlines() if line.startswith(":")
+    ]
 
 
 def _nfacct_names(netns: str | None = None) -> set[str]:
@@ -309,16 +356,28 @@ class RealNode:
         self._before = host_state()
         self._save_state()
         self._check_addresses_free()
-        for sub in ("logs", "bin", "cni/bin", "cni/conf", "cni/ipam", "containerd", "kubelet", "pod-logs",
-                    "volume-plugins", "images", "runc"):
+        for sub in (
+            "logs",
+            "bin",
+            "cni/bin",
+            "cni/conf",
+            "cni/ipam",
+            "containerd",
+            "kubelet",
+            "pod-logs",
+            "volume-plugins",
+            "images",
+            "runc",
+        ):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         self._network()
         self._cgroups()
         self._wrappers(bins)
         self._credentials()
         self._start_containerd(bins, time.monotonic() + timeout)
-        self.import_image(busybox_image(self.dir / "images" / "pause.tar", PAUSE_IMAGE,
-                                        ["/bin/busybox", "sleep", "2147483647"]))
+        self.import_image(
+            busybox_image(self.dir / "images" / "pause.tar", PAUSE_IMAGE, ["/bin/busybox", "sleep", "2147483647"])
+        )
         self._start_kubelet(bins, time.monotonic() + timeout)
         self._start_kube_proxy(bins, time.monotonic() + timeout)
         self._start_watchdog()
@@ -332,16 +391,23 @@ class RealNode:
     def _save_state(self) -> None:
         # what stop() needs, so that `node.py stop --dir` and the watchdog can clean up after a crash
         self.dir.mkdir(parents=True, exist_ok=True)
-        state = {"before": self._before, "pids": {n: p.pid for n, p in self._procs.items()},
-                 "cluster": str(self.cluster.dir), "lb_pool": str(self.cluster.lb_pool)}
+        state = {
+            "before": self._before,
+            "pids": {n: p.pid for n, p in self._procs.items()},
+            "cluster": str(self.cluster.dir),
+            "lb_pool": str(self.cluster.lb_pool),
+        }
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(state))
         os.replace(tmp, self.state_file)
 
     def _start_watchdog(self) -> None:
         # if the owner dies without stop() (SIGKILL, a crash), the watchdog stops the node
-        self._spawn("watchdog", [sys.executable, str(Path(__file__).resolve()), "watch", f"--dir={self.dir}",
-                                 f"--owner-pid={os.getpid()}"], join_cgroup=False)
+        self._spawn(
+            "watchdog",
+            [sys.executable, str(Path(__file__).resolve()), "watch", f"--dir={self.dir}", f"--owner-pid={os.getpid()}"],
+            join_cgroup=False,
+        )
 
     @classmethod
     def from_state(cls, node_dir: Path) -> RealNode:
@@ -371,13 +437,17 @@ class RealNode:
         self._lock.flush()
 
     def _check_addresses_free(self) -> None:
-        taken = [net for net in (self.pod_cidr, self.uplink, SERVICE_CIDR, *self._lb_pools())
-                 for route in json.loads(run("ip", "-j", "route", "show"))
-                 if route["dst"] != "default"
-                 and ipaddress.ip_network(route["dst"], strict=False).overlaps(net)]
+        taken = [
+            net
+            for net in (self.pod_cidr, self.uplink, SERVICE_CIDR, *self._lb_pools())
+            for route in json.loads(run("ip", "-j", "route", "show"))
+            if route["dst"] != "default" and ipaddress.ip_network(route["dst"], strict=False).overlaps(net)
+        ]
         if taken:
-            raise NodeError(f"the host already routes {', '.join(map(str, taken))}; a real node needs them "
-                            "(is another node, or a leftover of one, running? `ip route` shows it)")
+            raise NodeError(
+                f"the host already routes {', '.join(map(str, taken))}; a real node needs them "
+                "(is another node, or a leftover of one, running? `ip route` shows it)"
+            )
 
     def _lb_pools(self) -> list[ipaddress.IPv4Network]:
         pool = self.cluster.lb_pool
@@ -405,19 +475,27 @@ class RealNode:
         # pods reach neither the uplink (the host and beyond) nor the router itself
         iptables = ("iptables", "-w")
         run(*iptables, "-N", "CLASSROOM-NODE-ISOLATION", netns=ns)
-        run(*iptables, "-A", "CLASSROOM-NODE-ISOLATION", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED",
-            "-j", "RETURN", netns=ns)
+        run(
+            *iptables,
+            "-A",
+            "CLASSROOM-NODE-ISOLATION",
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "ESTABLISHED,RELATED",
+            "-j",
+            "RETURN",
+            netns=ns,
+        )
         run(*iptables, "-A", "CLASSROOM-NODE-ISOLATION", "-i", "cni0", "-o", self.veth_router, "-j", "DROP", netns=ns)
         run(*iptables, "-I", "FORWARD", "1", "-j", "CLASSROOM-NODE-ISOLATION", netns=ns)
-        run(*iptables, "-I", "INPUT", "1", "-i", "cni0", "-m", "conntrack", "--ctstate", "NEW", "-j", "DROP",
-            netns=ns)
+        run(*iptables, "-I", "INPUT", "1", "-i", "cni0", "-m", "conntrack", "--ctstate", "NEW", "-j", "DROP", netns=ns)
         for counter in KUBE_PROXY_NFACCT:  # its rules reference these in the router netns
             run("nfacct", "add", counter, netns=ns)
 
     def _cgroup_dirs(self) -> list[Path]:
         """This node's directory in every cgroup hierarchy (v1 controllers and the hybrid v2 one)."""
-        return [h / self.cgroup for h in sorted(CGROUP_ROOT.iterdir())
-                if (h / "cgroup.procs").exists()]
+        return [h / self.cgroup for h in sorted(CGROUP_ROOT.iterdir()) if (h / "cgroup.procs").exists()]
 
     def _daemon_cgroup_dirs(self) -> list[Path]:
         # the v1 controllers; the hybrid v2 tree is where the sandbox itself accounts its
@@ -444,11 +522,12 @@ class RealNode:
             real = shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin")
             if real:
                 script = self.dir / "bin" / tool
-                script.write_text(f"#!/bin/sh\n{enter} {real} \"$@\"\n")
+                script.write_text(f'#!/bin/sh\n{enter} {real} "$@"\n')
                 script.chmod(0o755)
         bridge = self.dir / "cni" / "bin" / "bridge"
-        bridge.write_text(f"#!/bin/sh\n# the pod bridge lives in the node's router netns\n{enter} "
-                          f"{bins['cni-bridge']} \"$@\"\n")
+        bridge.write_text(
+            f'#!/bin/sh\n# the pod bridge lives in the node\'s router netns\n{enter} {bins["cni-bridge"]} "$@"\n'
+        )
         bridge.chmod(0o755)
         for plugin in ("host-local", "loopback"):
             link = self.dir / "cni" / "bin" / plugin
@@ -457,17 +536,23 @@ class RealNode:
         conf = {
             "cniVersion": "1.0.0",
             "name": f"classroom-node-{self.id}",
-            "plugins": [{
-                "type": "bridge",
-                "bridge": "cni0",
-                "isGateway": True,
-                "ipMasq": False,
-                "hairpinMode": True,
-                # without the default route a pod answers only its own subnet: the kubelet's
-                # probes (from the host's uplink address) would time out
-                "ipam": {"type": "host-local", "ranges": [[{"subnet": str(self.pod_cidr), "gateway": self.gateway}]],
-                         "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(self.dir / "cni" / "ipam")},
-            }],
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": "cni0",
+                    "isGateway": True,
+                    "ipMasq": False,
+                    "hairpinMode": True,
+                    # without the default route a pod answers only its own subnet: the kubelet's
+                    # probes (from the host's uplink address) would time out
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": str(self.pod_cidr), "gateway": self.gateway}]],
+                        "routes": [{"dst": "0.0.0.0/0"}],
+                        "dataDir": str(self.dir / "cni" / "ipam"),
+                    },
+                }
+            ],
         }
         (self.dir / "cni" / "conf" / "10-classroom.conflist").write_text(json.dumps(conf, indent=2))
 
@@ -481,16 +566,27 @@ class RealNode:
         self.ca_crt = pki.ca_crt
 
     def _env(self) -> dict[str, str]:
-        return {"PATH": f"{self.dir / 'bin'}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                "HOME": str(self.dir), "LANG": "C.UTF-8"}
+        return {
+            "PATH": f"{self.dir / 'bin'}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME": str(self.dir),
+            "LANG": "C.UTF-8",
+        }
 
     def _spawn(self, name: str, argv: list[str], join_cgroup: bool = True) -> None:
         logfile = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
         try:
             self._procs[name] = subprocess.Popen(
-                argv, stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.dir,
-                env={**self._env(), "PYTHONPATH": str(Path(__file__).resolve().parent)} if not join_cgroup
-                else self._env(), start_new_session=True, preexec_fn=self._join_cgroup if join_cgroup else None)
+                argv,
+                stdout=logfile,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.dir,
+                env={**self._env(), "PYTHONPATH": str(Path(__file__).resolve().parent)}
+                if not join_cgroup
+                else self._env(),
+                start_new_session=True,
+                preexec_fn=self._join_cgroup if join_cgroup else None,
+            )
         finally:
             logfile.close()
         self._save_state()
@@ -501,8 +597,10 @@ class RealNode:
             for name, proc in self._procs.items():
                 if proc.poll() is not None:
                     tail = (self.logs / f"{name}.log").read_text(errors="replace")[-2500:]
-                    raise NodeError(f"{name} exited with {proc.returncode} while waiting for {what}; "
-                                    f"{self.logs / (name + '.log')} ends with:\n{tail}")
+                    raise NodeError(
+                        f"{name} exited with {proc.returncode} while waiting for {what}; "
+                        f"{self.logs / (name + '.log')} ends with:\n{tail}"
+                    )
             try:
                 if check():
                     return
@@ -515,8 +613,8 @@ class RealNode:
         d = self.dir / "containerd"
         cri = '[plugins."io.containerd.grpc.v1.cri"]'
         config = f"""version = 2
-root = "{d / 'root'}"
-state = "{d / 'state'}"
+root = "{d / "root"}"
+state = "{d / "state"}"
 disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
   "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",
   "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
@@ -529,7 +627,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 [metrics]
   address = ""
 [plugins."io.containerd.internal.v1.opt"]
-  path = "{d / 'opt'}"
+  path = "{d / "opt"}"
 {cri}
   sandbox_image = "{PAUSE_IMAGE}"
   # the sandbox lacks CAP_SYS_RESOURCE: lowering oom_score_adj fails every container
@@ -545,11 +643,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
       runtime_type = "io.containerd.runc.v2"
       {cri[:-1]}.containerd.runtimes.runc.options]
         SystemdCgroup = false
-        BinaryName = "{bins['runc']}"
-        Root = "{self.dir / 'runc'}"
+        BinaryName = "{bins["runc"]}"
+        Root = "{self.dir / "runc"}"
   {cri[:-1]}.cni]
-    bin_dir = "{self.dir / 'cni' / 'bin'}"
-    conf_dir = "{self.dir / 'cni' / 'conf'}"
+    bin_dir = "{self.dir / "cni" / "bin"}"
+    conf_dir = "{self.dir / "cni" / "conf"}"
     max_conf_num = 1
 """
         (d / "config.toml").write_text(config)
@@ -574,8 +672,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             "healthzBindAddress": "127.0.0.1",
             "healthzPort": self._ports["kubelet-healthz"],
             "readOnlyPort": 0,
-            "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True},
-                               "x509": {"clientCAFile": str(self.ca_crt)}},
+            "authentication": {
+                "anonymous": {"enabled": False},
+                "webhook": {"enabled": True},
+                "x509": {"clientCAFile": str(self.ca_crt)},
+            },
             "authorization": {"mode": "Webhook"},
             "cgroupDriver": "cgroupfs",
             # pods' cgroups (kubepods/<qos>/pod<uid>/<container>) under the node's own subtree
@@ -587,8 +688,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             "containerRuntimeEndpoint": f"unix://{self.socket}",
             "podLogsDir": str(self.dir / "pod-logs"),
             "volumePluginDir": str(self.dir / "volume-plugins"),
-            "evictionHard": {"memory.available": "1%", "nodefs.available": "1%", "imagefs.available": "1%",
-                             "nodefs.inodesFree": "1%"},
+            "evictionHard": {
+                "memory.available": "1%",
+                "nodefs.available": "1%",
+                "imagefs.available": "1%",
+                "nodefs.inodesFree": "1%",
+            },
             "imageGCHighThresholdPercent": 100,
             "imageGCLowThresholdPercent": 99,
             "serializeImagePulls": False,
@@ -599,15 +704,18 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             "nodeStatusUpdateFrequency": "5s",
         }
         (self.dir / "kubelet.yaml").write_text(yaml.safe_dump(config))
-        self._spawn("kubelet", [
-            str(bins["kubelet"]),
-            f"--config={self.dir / 'kubelet.yaml'}",
-            f"--kubeconfig={self.dir / 'kubelet.kubeconfig'}",
-            f"--root-dir={self.dir / 'kubelet'}",
-            f"--cert-dir={self.dir / 'kubelet' / 'pki'}",
-            f"--hostname-override={self.name}",
-            "--v=1",
-        ])
+        self._spawn(
+            "kubelet",
+            [
+                str(bins["kubelet"]),
+                f"--config={self.dir / 'kubelet.yaml'}",
+                f"--kubeconfig={self.dir / 'kubelet.kubeconfig'}",
+                f"--root-dir={self.dir / 'kubelet'}",
+                f"--cert-dir={self.dir / 'kubelet' / 'pki'}",
+                f"--hostname-override={self.name}",
+                "--v=1",
+            ],
+        )
         api = self.cluster.api()
         self._wait(f"node {self.name} Ready", deadline, lambda: self._node_ready(api))
 
@@ -690,8 +798,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             pods = api.get(f"/api/v1/pods?fieldSelector=spec.nodeName%3D{self.name}")["items"]
             for pod in pods:
                 meta = pod["metadata"]
-                api.request("DELETE", f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
-                            {"gracePeriodSeconds": 1})
+                api.request(
+                    "DELETE", f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}", {"gracePeriodSeconds": 1}
+                )
         except (OSError, ApiError, ValueError):
             return  # the API server is gone: the kill below does it without the kubelet
         deadline = time.monotonic() + 45
@@ -740,8 +849,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
     def _kill_cgroup(self, everything: bool) -> None:
         """SIGKILL every process in the node's cgroups (but containerd, unless `everything`)."""
-        keep = set() if everything else {p.pid for p in self._procs.values() if p.poll() is None} | {
-            pid for name, pid in self._orphans.items() if name == "containerd"}
+        keep = (
+            set()
+            if everything
+            else {p.pid for p in self._procs.values() if p.poll() is None}
+            | {pid for name, pid in self._orphans.items() if name == "containerd"}
+        )
         deadline = time.monotonic() + 20
         while (pids := self._cgroup_pids() - keep) and time.monotonic() < deadline:
             for pid in pids:
@@ -757,10 +870,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         mine = []
         for line in Path("/proc/self/mountinfo").read_text().splitlines():
             point = line.split()[4].encode().decode("unicode_escape")
-            if (point.startswith(str(self.dir) + "/")
-                    or any(point == f"/run/netns/{n}" for n in new_netns)
-                    or (point.startswith("/run/containerd/")
-                        and point.split("/")[3] not in self._before["run_containerd"])):
+            if (
+                point.startswith(str(self.dir) + "/")
+                or any(point == f"/run/netns/{n}" for n in new_netns)
+                or (point.startswith("/run/containerd/") and point.split("/")[3] not in self._before["run_containerd"])
+            ):
                 mine.append(point)
         return sorted(set(mine), key=len, reverse=True)
 
@@ -788,8 +902,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             if not parent.exists():
                 continue
             for _ in range(10):
-                for d in sorted((p for p in parent.rglob("*") if p.is_dir()), key=lambda p: len(p.parts),
-                                reverse=True):
+                for d in sorted((p for p in parent.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
                     with contextlib.suppress(OSError):
                         d.rmdir()
                 with contextlib.suppress(OSError):
@@ -860,8 +973,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "watch":
             return watch_owner(args.dir, args.owner_pid)
-        with LocalCluster(args.dir / "cluster", fake_nodes=(), lb_pool=NODE_LB_POOL) as cluster, \
-                RealNode(cluster, args.dir / "node") as node:
+        with (
+            LocalCluster(args.dir / "cluster", fake_nodes=(), lb_pool=NODE_LB_POOL) as cluster,
+            RealNode(cluster, args.dir / "node") as node,
+        ):
             # ours, not the cluster's handler: the node must stop before the API server does
             signal.signal(signal.SIGTERM, _raise_system_exit)
             for tar in args.image:

@@ -109,8 +109,14 @@ def restart_plain(name: str, spec: dict[str, Any], run_dir: str, log_dir: str) -
     log = open(os.path.join(log_dir, f"{name}.log"), "ab")  # noqa: SIM115 (handed to the child)
     # A new session and no inherited descriptors: the SSH channel must be
     # able to close while the service keeps running.
-    proc = subprocess.Popen(spec["argv"], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True, env={**os.environ, **spec.get("env", {})})
+    proc = subprocess.Popen(
+        spec["argv"],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, **spec.get("env", {})},
+    )
     with open(pidfile, "w", encoding="ascii") as handle:
         handle.write(str(proc.pid))
 
@@ -150,8 +156,10 @@ def run(manifest: dict[str, Any]) -> int:
             continue  # e.g. Traefik not installed on this host yet: routes are still written
         if manager == "systemd":
             unit = f"classroom-{name}.service"
-            if name in restart or subprocess.run(["systemctl", "is-active", "--quiet", unit],
-                                                 check=False).returncode != 0:
+            if (
+                name in restart
+                or subprocess.run(["systemctl", "is-active", "--quiet", unit], check=False).returncode != 0
+            ):
                 subprocess.run(["systemctl", "daemon-reload"], check=True)
                 subprocess.run(["systemctl", "enable", unit], check=True, stdout=subprocess.DEVNULL)
                 subprocess.run(["systemctl", "restart", unit], check=True)

@@ -50,7 +50,6 @@ HOOK_DIR = "/etc/lab-session-hook"
 CHROOT_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 
 
-
 def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
     kwargs.setdefault("timeout", 300)
     return subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)
@@ -67,8 +66,17 @@ def mounted(lowers: list[Path], scratch: Path, devices: bool = False) -> Iterato
         directory.mkdir(parents=True)
     done: list[Path] = []
     try:
-        result = run(["mount", "-t", "overlay", "overlay", "-o",
-                      f"lowerdir={':'.join(map(str, lowers))},upperdir={upper},workdir={work}", str(merged)])
+        result = run(
+            [
+                "mount",
+                "-t",
+                "overlay",
+                "overlay",
+                "-o",
+                f"lowerdir={':'.join(map(str, lowers))},upperdir={upper},workdir={work}",
+                str(merged),
+            ]
+        )
         assert result.returncode == 0, result.stderr
         done.append(merged)
         assert run(["mount", "-t", "proc", "proc", str(merged / "proc")]).returncode == 0
@@ -120,8 +128,13 @@ class Server:
     background: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     # ---------------------------------------------------------------- the roster
-    def write_roster(self, people: list[dict[str, Any]] | None = None, access_end: int | None = None,
-                     raw: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    def write_roster(
+        self,
+        people: list[dict[str, Any]] | None = None,
+        access_end: int | None = None,
+        raw: dict[str, Any] | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
         """roster.json as the Roster component renders it; `access_end` moves the end of access
         to that instant (the clock passing it), `raw` gives the stack's access keys verbatim."""
         if raw is None:
@@ -141,8 +154,10 @@ class Server:
         return doc
 
     def reconcile(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return run(["chroot", str(self.root), "python3", "/usr/local/sbin/reconcile-roster", "--offline", *args],
-                   env=CHROOT_ENV)
+        return run(
+            ["chroot", str(self.root), "python3", "/usr/local/sbin/reconcile-roster", "--offline", *args],
+            env=CHROOT_ENV,
+        )
 
     def uid(self, user: str) -> int:
         """The UID the user's account was first given (kept after they leave the roster)."""
@@ -177,11 +192,31 @@ class Server:
 
     def session(self, user: str, command: str, key: str | None = None) -> subprocess.Popen[bytes]:
         """A long-running SSH session (killed at teardown if it outlives the test)."""
-        argv = ["ssh", "-F", "/dev/null", "-p", str(self.sshd.port), "-i", str(self.keys[key or user][0]),
-                "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
-                "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={self.known_hosts}",
-                "-o", "GlobalKnownHostsFile=/dev/null", "-o", "PreferredAuthentications=publickey",
-                f"{user}@127.0.0.1", command]
+        argv = [
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-p",
+            str(self.sshd.port),
+            "-i",
+            str(self.keys[key or user][0]),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "IdentityAgent=none",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+            "-o",
+            "PreferredAuthentications=publickey",
+            f"{user}@127.0.0.1",
+            command,
+        ]
         process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.background.append(process)
         return process
@@ -258,22 +293,34 @@ def server(image_layer: list[Path], tmp_path: Path) -> Iterator[Server]:
         {"username": "bob", "keys": [keys["bob"][1]], "labs": True},
         {"username": "carol", "role": "ta", "keys": [keys["carol"][1]]},
     ]
-    term = {"start": time.strftime("%Y-%m-%d", time.gmtime(now - 10 * DAY)),
-            "end": time.strftime("%Y-%m-%d", time.gmtime(now + 30 * DAY))}
+    term = {
+        "start": time.strftime("%Y-%m-%d", time.gmtime(now - 10 * DAY)),
+        "end": time.strftime("%Y-%m-%d", time.gmtime(now + 30 * DAY)),
+    }
     labd = Labd(tmp_path / "labd", rosterFile=str(tmp_path / "labd" / "roster"))
     with mounted(image_layer, tmp_path / "overlay", devices=True) as root:
-        ca = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "ca")],
-                            capture_output=True, check=True)
+        ca = subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "ca")], capture_output=True, check=True
+        )
         del ca
         ca_pem = (tmp_path / "ca").read_text()
         (root / "etc/ssh/classroom/ca.pub").write_text(ca_public_key_line(ca_pem) + "\n")
         install_host_keys(ca_pem, root / "etc/ssh/host", ["127.0.0.1", "localhost"])
         sshd = Sshd(root=root, port=free_port(), log=tmp_path / "sshd.log")
         (tmp_path / "known_hosts").write_text(
-            known_hosts_line(ca_public_key_line(ca_pem), [f"[127.0.0.1]:{sshd.port}"]) + "\n")
+            known_hosts_line(ca_public_key_line(ca_pem), [f"[127.0.0.1]:{sshd.port}"]) + "\n"
+        )
         labd.root.mkdir(parents=True, exist_ok=True)
-        box = Server(root=root, tmp=tmp_path, sshd=sshd, labd=labd, known_hosts=tmp_path / "known_hosts",
-                     keys=keys, people=people, term=term)
+        box = Server(
+            root=root,
+            tmp=tmp_path,
+            sshd=sshd,
+            labd=labd,
+            known_hosts=tmp_path / "known_hosts",
+            keys=keys,
+            people=people,
+            term=term,
+        )
         box.write_roster()
         labd.start()
         result = box.reconcile()
@@ -283,10 +330,19 @@ def server(image_layer: list[Path], tmp_path: Path) -> Iterator[Server]:
         hook_dir.mkdir(mode=0o700, exist_ok=True)
         (hook_dir / "session.key").write_bytes(labd.session_key + b"\n")
         (hook_dir / "session.key").chmod(0o600)
-        (hook_dir / "config.json").write_text(json.dumps({
-            "urls": {"alice": labd.url, "bob": labd.url}, "hostId": "login-test", "keyFile": f"{HOOK_DIR}/session.key",
-            "stateDir": "/run/lab-session-hook", "logFile": "/var/log/lab-session-hook.log",
-            "readyTimeout": 60, "requestTimeout": 5}))
+        (hook_dir / "config.json").write_text(
+            json.dumps(
+                {
+                    "urls": {"alice": labd.url, "bob": labd.url},
+                    "hostId": "login-test",
+                    "keyFile": f"{HOOK_DIR}/session.key",
+                    "stateDir": "/run/lab-session-hook",
+                    "logFile": "/var/log/lab-session-hook.log",
+                    "readyTimeout": 60,
+                    "requestTimeout": 5,
+                }
+            )
+        )
         (hook_dir / "config.json").chmod(0o600)
         sshd.start()
         try:

@@ -31,8 +31,9 @@ def hook_processes(server: Server) -> list[tuple[int, str]]:
             if os.readlink(f"/proc/{entry}/root") != str(server.root):
                 continue
             cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = next(line for line in Path(f"/proc/{entry}/status").read_text().splitlines()
-                         if line.startswith("State:"))
+            state = next(
+                line for line in Path(f"/proc/{entry}/status").read_text().splitlines() if line.startswith("State:")
+            )
         except (OSError, StopIteration):
             continue
         if "lab-session-hook" in cmdline and " Z " not in f" {state.split(':', 1)[1].strip()} ":
@@ -50,8 +51,12 @@ def test_a_one_command_login_leaves_no_root_hook_running(server: Server) -> None
     for _ in range(3):  # several logins in a row: none may leave a process behind
         result = server.login("alice", "true")
         assert result.returncode == 0, result.stderr + server.sshd.new_log()
-    wait_until(lambda: server.hook_log().count("close ") >= 3 and not hook_processes(server),
-               "every close logged and no hook process left", timeout=WAIT, server=server)
+    wait_until(
+        lambda: server.hook_log().count("close ") >= 3 and not hook_processes(server),
+        "every close logged and no hook process left",
+        timeout=WAIT,
+        server=server,
+    )
     assert hook_processes(server) == []
     # The opens' children stopped because the sessions were over, not because they gave up.
     log = server.hook_log()

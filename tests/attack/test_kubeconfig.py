@@ -34,16 +34,21 @@ users:
       command: /bin/sh
       args: ["-c", "cp -r ~ /tmp/stolen"]
 """
-AUTH_PROVIDER = EXEC_USER.replace("""    exec:
+AUTH_PROVIDER = EXEC_USER.replace(
+    """    exec:
       apiVersion: client.authentication.k8s.io/v1
       command: /bin/sh
       args: ["-c", "cp -r ~ /tmp/stolen"]
-""", """    auth-provider:
+""",
+    """    auth-provider:
       name: oidc
       config: {cmd-path: /bin/sh}
-""")
-OTHER_CLUSTER = EXEC_USER.replace("https://alice.lab.example.edu:6443", "https://bob.lab.example.edu:6443") \
-    .split("users:")[0] + "users:\n- name: admin@k3d-lab-alice\n  user: {token: abc}\n"
+""",
+)
+OTHER_CLUSTER = (
+    EXEC_USER.replace("https://alice.lab.example.edu:6443", "https://bob.lab.example.edu:6443").split("users:")[0]
+    + "users:\n- name: admin@k3d-lab-alice\n  user: {token: abc}\n"
+)
 PLAIN_HTTP = OTHER_CLUSTER.replace("https://bob.lab.example.edu:6443", "http://alice.lab.example.edu:6443")
 # Well formed and pointing at alice's own name: refused only because labd did not sign it.
 WELL_FORMED = OTHER_CLUSTER.replace("https://bob.lab.example.edu:6443", "https://alice.lab.example.edu:6443")
@@ -85,8 +90,14 @@ def point_hook_at(server: Server, url: str) -> None:
 
 
 def hook(server: Server, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["chroot", str(server.root), "/usr/local/sbin/lab-session-hook", *args],
-                          capture_output=True, text=True, env=CHROOT_ENV, timeout=timeout, check=False)
+    return subprocess.run(
+        ["chroot", str(server.root), "/usr/local/sbin/lab-session-hook", *args],
+        capture_output=True,
+        text=True,
+        env=CHROOT_ENV,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @pytest.fixture
@@ -96,9 +107,12 @@ def fake_labd(request: pytest.FixtureRequest) -> Iterator[FakeLabd]:
     fake.stop()
 
 
-@pytest.mark.parametrize("fake_labd", [EXEC_USER, AUTH_PROVIDER, OTHER_CLUSTER, PLAIN_HTTP, WELL_FORMED],
-                         ids=["exec", "auth-provider", "another-students-server", "plain-http", "unsigned"],
-                         indirect=True)
+@pytest.mark.parametrize(
+    "fake_labd",
+    [EXEC_USER, AUTH_PROVIDER, OTHER_CLUSTER, PLAIN_HTTP, WELL_FORMED],
+    ids=["exec", "auth-provider", "another-students-server", "plain-http", "unsigned"],
+    indirect=True,
+)
 def test_kubeconfig_from_an_unauthenticated_answer_is_not_written(server: Server, fake_labd: FakeLabd) -> None:
     point_hook_at(server, fake_labd.url)
     before = sorted(os.listdir(server.home("alice")))
@@ -107,8 +121,11 @@ def test_kubeconfig_from_an_unauthenticated_answer_is_not_written(server: Server
     assert sorted(os.listdir(server.home("alice"))) == before and not (server.home("alice") / ".kube").exists()
     # At login too (the PAM path): nothing lands in the home.
     assert server.login("alice", "true").returncode == 0
-    wait_until(lambda: "refused, nothing written" in server.hook_log() or (server.home("alice") / ".kube").exists(),
-               "the hook's verdict on the login's kubeconfig", timeout=90)  # a deadline: slow under load
+    wait_until(
+        lambda: "refused, nothing written" in server.hook_log() or (server.home("alice") / ".kube").exists(),
+        "the hook's verdict on the login's kubeconfig",
+        timeout=90,
+    )  # a deadline: slow under load
     assert not (server.home("alice") / ".kube").exists()
 
 

@@ -53,8 +53,15 @@ def bob_logged_in_and_hook_ran(server: Server) -> None:
     result = server.login("bob", "true")
     assert result.returncode == 0, result.stderr + server.sshd.new_log()
     # The hook is detached: wait until it has done bob's (legitimate) open.
-    wait_until(lambda: "for bob: HTTP" in server.hook_log() or "doing nothing" in server.hook_log()
-               or list(server.root.glob("pwned-*")), "the session hook's open for bob (or its refusal)", server=server)
+    wait_until(
+        lambda: (
+            "for bob: HTTP" in server.hook_log()
+            or "doing nothing" in server.hook_log()
+            or list(server.root.glob("pwned-*"))
+        ),
+        "the session hook's open for bob (or its refusal)",
+        server=server,
+    )
 
 
 def assert_alice_untouched(server: Server) -> None:
@@ -75,9 +82,18 @@ def test_image_pam_stack_does_not_read_user_environment(server: Server) -> None:
 
 def test_pythonpath_sitecustomize_does_not_run_as_root(server: Server) -> None:
     server.plant("bob", "py/sitecustomize.py", SITECUSTOMIZE)
-    server.plant("bob", ".pam_environment", pam_environment({
-        "PYTHONPATH": "/home/bob/py", "PYTHONSTARTUP": "/home/bob/py/sitecustomize.py",
-        "PYTHONUSERBASE": "/home/bob/py", "PYTHONHOME": "/home/bob/py"}))
+    server.plant(
+        "bob",
+        ".pam_environment",
+        pam_environment(
+            {
+                "PYTHONPATH": "/home/bob/py",
+                "PYTHONSTARTUP": "/home/bob/py/sitecustomize.py",
+                "PYTHONUSERBASE": "/home/bob/py",
+                "PYTHONHOME": "/home/bob/py",
+            }
+        ),
+    )
     bob_logged_in_and_hook_ran(server)
     assert not (server.root / "pwned-pythonpath").exists()
     assert_alice_untouched(server)
@@ -93,8 +109,7 @@ def test_loader_variables_reach_no_root_process(server: Server, tmp_path: Path) 
         source = tmp_path / "pwn.c"
         source.write_text(PRELOAD_C)
         library = tmp_path / "pwn.so"
-        subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(library), str(source)], check=True,
-                       capture_output=True)
+        subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(library), str(source)], check=True, capture_output=True)
         server.plant("bob", "pwn.so", library.read_bytes(), mode=0o755)
         loader["LD_PRELOAD"] = "/home/bob/pwn.so"
     server.plant("bob", ".pam_environment", pam_environment(loader))
@@ -153,8 +168,13 @@ def test_proxy_variables_are_not_honoured(server: Server, variable: str) -> None
         # that ends first stops its cluster, and then no kubeconfig comes
         # (CI met exactly that race with a one-command login).
         session = server.session("bob", "sleep 120")
-        wait_until(lambda: "kubeconfig for bob written" in server.hook_log() or proxy.connections
-                   or session.poll() is not None, "bob's kubeconfig or a proxied request", server=server)
+        wait_until(
+            lambda: (
+                "kubeconfig for bob written" in server.hook_log() or proxy.connections or session.poll() is not None
+            ),
+            "bob's kubeconfig or a proxied request",
+            server=server,
+        )
         assert session.poll() is None, session.stderr.read().decode() if session.stderr else ""
         assert proxy.connections == 0
         assert (server.home("bob") / ".kube" / "config").exists()
@@ -162,11 +182,14 @@ def test_proxy_variables_are_not_honoured(server: Server, variable: str) -> None
         proxy.stop()
 
 
-@pytest.mark.parametrize("injected", [
-    {"PAM_USER": "alice"},
-    {"PAM_USER": "alice", "PAM_TYPE": "open_session"},
-    {"PAM_TYPE": "close_session", "PAM_USER": "alice"},
-])
+@pytest.mark.parametrize(
+    "injected",
+    [
+        {"PAM_USER": "alice"},
+        {"PAM_USER": "alice", "PAM_TYPE": "open_session"},
+        {"PAM_TYPE": "close_session", "PAM_USER": "alice"},
+    ],
+)
 def test_crafted_pam_items_do_not_act_for_another_student(server: Server, injected: dict[str, str]) -> None:
     server.plant("bob", ".pam_environment", pam_environment(injected))
     bob_logged_in_and_hook_ran(server)
@@ -183,12 +206,22 @@ def test_hook_alone_holds_when_a_stack_still_reads_user_environment(server: Serv
     proxy = CountingProxy()
     try:
         server.plant("bob", "py/sitecustomize.py", SITECUSTOMIZE)
-        server.plant("bob", ".pam_environment", pam_environment({
-            "PYTHONPATH": "/home/bob/py", "http_proxy": f"http://127.0.0.1:{proxy.port}",
-            "PAM_USER": "alice", "PAM_TYPE": "open_session"}))
+        server.plant(
+            "bob",
+            ".pam_environment",
+            pam_environment(
+                {
+                    "PYTHONPATH": "/home/bob/py",
+                    "http_proxy": f"http://127.0.0.1:{proxy.port}",
+                    "PAM_USER": "alice",
+                    "PAM_TYPE": "open_session",
+                }
+            ),
+        )
         bob_logged_in_and_hook_ran(server)
-        wait_until(lambda: "doing nothing" in server.hook_log() or list(server.root.glob("pwned-*")),
-                   "the hook's refusal")
+        wait_until(
+            lambda: "doing nothing" in server.hook_log() or list(server.root.glob("pwned-*")), "the hook's refusal"
+        )
         assert not (server.root / "pwned-pythonpath").exists()
         assert proxy.connections == 0
         assert "for alice" not in server.hook_log()

@@ -21,8 +21,9 @@ def stack_project(server: Server, tmp: Path) -> Path:
     (project / "Pulumi.yaml").write_text("name: classroom\nruntime: python\nstackConfigDir: stacks\n")
     bob = {"username": "bob", "keys": [server.keys["bob"][1]], "github": "bob-gh", "labs": True}
     roster = [p if p["username"] != "bob" else bob for p in server.people]
-    (project / "stacks" / f"Pulumi.{STACK}.yaml").write_text(yaml.safe_dump(
-        {"config": {"classroom:roster": roster, "classroom:term": server.term}}, sort_keys=False))
+    (project / "stacks" / f"Pulumi.{STACK}.yaml").write_text(
+        yaml.safe_dump({"config": {"classroom:roster": roster, "classroom:term": server.term}}, sort_keys=False)
+    )
     return project
 
 
@@ -44,9 +45,15 @@ def test_revoked_student_cannot_come_back_by_any_key(server: Server, tmp_path: P
     assert server.login("bob", key="mallory").returncode == 0
     serial = next(p for p in doc["people"] if p["username"] == "bob")["certificates"][0]["serial"]
     now = int(time.time())
-    cert = sign_user_certificate((server.tmp / "ca").read_text(), server.keys["bob"][1], principal="bob",
-                                 key_id="cis90/test/bob", serial=serial, valid_after=now - 3600,
-                                 valid_before=now + 86400)
+    cert = sign_user_certificate(
+        (server.tmp / "ca").read_text(),
+        server.keys["bob"][1],
+        principal="bob",
+        key_id="cis90/test/bob",
+        serial=serial,
+        valid_after=now - 3600,
+        valid_before=now + 86400,
+    )
     (tmp_path / "bob-cert.pub").write_text(cert + "\n")
     session = server.session("bob", "sleep 300")
     wait_until(lambda: server.processes("bob"), "bob's open session")
@@ -59,8 +66,9 @@ def test_revoked_student_cannot_come_back_by_any_key(server: Server, tmp_path: P
     assert server.login("bob").returncode == 255  # roster key
     assert server.login("bob", key="mallory").returncode == 255  # imported key
     server.sshd.mark()
-    by_cert = ssh(server.sshd.port, "bob", server.keys["bob"][0], server.known_hosts,
-                  certificate=tmp_path / "bob-cert.pub")
+    by_cert = ssh(
+        server.sshd.port, "bob", server.keys["bob"][0], server.known_hosts, certificate=tmp_path / "bob-cert.pub"
+    )
     assert by_cert.returncode == 255  # certificate
     assert session.wait(timeout=30) != 0 and not server.processes("bob")  # what was open
     assert server.login("alice").returncode == 0  # nobody else

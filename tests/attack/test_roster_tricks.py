@@ -50,8 +50,7 @@ def test_staff_come_only_from_the_stack_file(tmp_path: Path) -> None:
 def test_the_stack_file_names_staff_of_an_export_one_by_one(tmp_path: Path) -> None:
     # roster.staff: only the named rows become staff, whatever the export's column says of them
     access = csv_roster(tmp_path, "username,role\nted,ta\nalice,student\nbob,\n", staff={"ted": "ta"})
-    assert [(p.username, p.role) for p in access.people] == [("alice", "student"), ("bob", "student"),
-                                                             ("ted", "ta")]
+    assert [(p.username, p.role) for p in access.people] == [("alice", "student"), ("bob", "student"), ("ted", "ta")]
     # a column still cannot add anyone the stack file does not name
     with pytest.raises(ConfigError, match="cannot make staff"):
         csv_roster(tmp_path, "username,role\nted,ta\nmallory,instructor\n", staff={"ted": "ta"})
@@ -98,8 +97,16 @@ def test_uid_ledger_survives_destroy_exclude_protected() -> None:
 def test_preview_lists_every_staff_member(monkeypatch: pytest.MonkeyPatch) -> None:
     said: list[str] = []
     monkeypatch.setattr(pulumi.log, "info", lambda message, *a, **k: said.append(message))
-    render({"roster": [{"username": "alice"}, {"username": "carol", "role": "ta"},
-                       {"username": "prof", "role": "instructor"}], "term": TERM})
+    render(
+        {
+            "roster": [
+                {"username": "alice"},
+                {"username": "carol", "role": "ta"},
+                {"username": "prof", "role": "instructor"},
+            ],
+            "term": TERM,
+        }
+    )
     staff_lines = [line for line in said if "passwordless sudo" in line]
     assert staff_lines and "carol (ta)" in staff_lines[0] and "prof (instructor)" in staff_lines[0]
     assert "alice" not in staff_lines[0]

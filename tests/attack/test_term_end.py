@@ -9,11 +9,13 @@ from pathlib import Path
 from tests.attack.conftest import Server, wait_until
 from tests.labs.support import Labd
 
-HOPPER = ("import os, time\n"
-          "end = time.time() + 90\n"  # stops by itself
-          "while time.time() < end:\n"
-          "    if os.fork():\n"
-          "        os._exit(0)\n")
+HOPPER = (
+    "import os, time\n"
+    "end = time.time() + 90\n"  # stops by itself
+    "while time.time() < end:\n"
+    "    if os.fork():\n"
+    "        os._exit(0)\n"
+)
 
 
 def detached(command: str) -> str:

@@ -124,15 +124,15 @@ def toolchain_env() -> dict[str, str]:
     """The whole environment after `eval "$(tools/toolchain.sh env)"` (PATH, PULUMI_HOME, ...)."""
     out = subprocess.run(
         ["bash", "-c", f'eval "$(bash {REPO / "tools" / "toolchain.sh"} env)" && env -0'],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return dict(item.split("=", 1) for item in out.split("\0") if "=" in item)
 
 
 def kubectl(kubeconfig: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        ["kubectl", "--kubeconfig", kubeconfig, *args], text=True, capture_output=True, timeout=120
-    )
+    proc = subprocess.run(["kubectl", "--kubeconfig", kubeconfig, *args], text=True, capture_output=True, timeout=120)
     if check and proc.returncode != 0:
         raise AssertionError(f"kubectl {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
     return proc

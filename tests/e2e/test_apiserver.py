@@ -91,10 +91,19 @@ def test_objects_pass_server_side_dry_run_for_every_stack(cluster: tuple[str, Pa
         path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
         proc = subprocess.run(
             [
-                "kubectl", "--kubeconfig", kc, "apply", "--server-side", "--field-manager=classroom-e2e",
-                "--dry-run=server", "-f", str(path),
+                "kubectl",
+                "--kubeconfig",
+                kc,
+                "apply",
+                "--server-side",
+                "--field-manager=classroom-e2e",
+                "--dry-run=server",
+                "-f",
+                str(path),
             ],
-            text=True, capture_output=True, timeout=120,
+            text=True,
+            capture_output=True,
+            timeout=120,
         )
         assert proc.returncode == 0, f"{stack}: {proc.stderr}"
 
@@ -180,9 +189,11 @@ def test_ca_private_key_reaches_no_pod_only_signed_host_keys_do(cluster: tuple[s
     assert pod is not None
     secrets = kget(kc, "secret", "-n", ns)["items"]
     # No Secret in the namespace is a CA: by label or by the chart's ca_key entry.
-    assert [s["metadata"]["name"] for s in secrets
-            if (s["metadata"].get("labels") or {}).get("classroom/role") == "ssh-ca"
-            or "ca_key" in (s.get("data") or {})] == []
+    assert [
+        s["metadata"]["name"]
+        for s in secrets
+        if (s["metadata"].get("labels") or {}).get("classroom/role") == "ssh-ca" or "ca_key" in (s.get("data") or {})
+    ] == []
     assert "initContainers" not in pod["spec"]
     mounted = {v["secret"]["secretName"] for v in pod["spec"]["volumes"] if "secret" in v}
     assert "ssh-host-keys" in mounted and mounted <= {"ssh-host-keys", "lab-session", "rc-env"}

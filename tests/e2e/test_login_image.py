@@ -139,8 +139,20 @@ def test_packages_the_pod_relies_on_are_installed(image: Image) -> None:
         for block in status.split("\n\n")
         if "Status: install ok installed" in block
     }
-    wanted = {"systemd", "systemd-sysv", "openssh-server", "sudo", "python3", "ssh-import-id", "git", "passwd",
-              "libpam-modules", "curl", "ca-certificates", "locales"}
+    wanted = {
+        "systemd",
+        "systemd-sysv",
+        "openssh-server",
+        "sudo",
+        "python3",
+        "ssh-import-id",
+        "git",
+        "passwd",
+        "libpam-modules",
+        "curl",
+        "ca-certificates",
+        "locales",
+    }
     assert wanted <= installed, sorted(wanted - installed)
     # merged /usr: /sbin is usr/sbin, where systemd-sysv links init to systemd
     assert image.files["/sbin"].linkname == "usr/sbin"
@@ -167,8 +179,11 @@ def test_setup_script_ran_no_host_keys_and_root_owned_key_directories(image: Ima
         assert entry.is_dir and (entry.uid, entry.gid) == (0, 0), directory
         assert stat.S_IMODE(entry.mode) == 0o755, (directory, oct(entry.mode))
     assert "/ready" not in image.files, "only a running pod's rc.local may create /ready"
-    assert not [p for p in image.files if p.startswith("/var/lib/apt/lists/") and not p.endswith("/partial")
-                and p != "/var/lib/apt/lists/lock"], "apt lists left in the image"
+    assert not [
+        p
+        for p in image.files
+        if p.startswith("/var/lib/apt/lists/") and not p.endswith("/partial") and p != "/var/lib/apt/lists/lock"
+    ], "apt lists left in the image"
 
 
 def test_setup_script_ran_pam_reads_no_user_environment(image: Image) -> None:
@@ -189,8 +204,10 @@ def test_setup_script_ran_sshd_defaults_locale_and_entry_point(image: Image) -> 
     assert "/usr/lib/locale/locale-archive" in image.files, "locale-gen ran"
     entry = image.files["/usr/local/sbin/classroom-entrypoint"]
     assert stat.S_IMODE(entry.mode) == 0o755
-    assert image.read("/usr/local/sbin/classroom-entrypoint") == (
-        REPO / "components" / "scripts" / "entrypoint-unprivileged.sh").read_text()
+    assert (
+        image.read("/usr/local/sbin/classroom-entrypoint")
+        == (REPO / "components" / "scripts" / "entrypoint-unprivileged.sh").read_text()
+    )
 
 
 def test_a_second_build_is_the_cached_one(image: Image) -> None:

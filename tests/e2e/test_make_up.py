@@ -26,8 +26,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 def make(clone: Path, *target: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(["make", "-C", str(clone), *target], env=env, capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, f"make {' '.join(target)} exited {proc.returncode}:\n{proc.stdout[-4000:]}\n" \
-        f"{proc.stderr[-4000:]}"
+    assert proc.returncode == 0, (
+        f"make {' '.join(target)} exited {proc.returncode}:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    )
     return proc
 
 
@@ -42,8 +43,11 @@ def clone(tmp_path_factory: pytest.TempPathFactory, pulumi_bin: str) -> Iterator
 
 
 def test_make_up_deploys_the_dev_stack_and_make_destroy_keeps_the_home(clone: Path) -> None:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("KUBECONFIG", "KUBE_CONTEXT", "PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("KUBECONFIG", "KUBE_CONTEXT", "PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE")
+    }
     # the clone sits elsewhere; the vendored sources stay where this checkout finds them
     env["CLASSROOM_VENDOR"] = str((REPO.parent / "shared" / "vendor").resolve())
     up = make(clone, "up", env=env)

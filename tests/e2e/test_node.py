@@ -54,10 +54,19 @@ def started(tmp_path_factory: pytest.TempPathFactory, toolchain_env: dict[str, s
         node = realnode.RealNode(cluster, base / "node")
         try:
             node.start()
-            node.import_image(realnode.busybox_image(base / "web.tar", WEB_IMAGE, [
-                "/bin/busybox", "sh", "-c",
-                'mkdir -p /www && echo "$TOKEN" > /www/index.html && echo "serving $TOKEN" '
-                "&& exec /bin/busybox httpd -f -p 8080 -h /www"]))
+            node.import_image(
+                realnode.busybox_image(
+                    base / "web.tar",
+                    WEB_IMAGE,
+                    [
+                        "/bin/busybox",
+                        "sh",
+                        "-c",
+                        'mkdir -p /www && echo "$TOKEN" > /www/index.html && echo "serving $TOKEN" '
+                        "&& exec /bin/busybox httpd -f -p 8080 -h /www",
+                    ],
+                )
+            )
             node.import_image(realnode.busybox_image(base / "client.tar", CLIENT_IMAGE, ["/bin/busybox", "true"]))
             yield Started(cluster, node, before)
         finally:
@@ -91,22 +100,43 @@ def get(url: str) -> str:
 @pytest.fixture(scope="module")
 def web(started: Started) -> dict[str, Any]:
     api = started.api
-    api.create("/api/v1/namespaces/default/pods", {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "labels": {"app": "web"}},
-        "spec": {"containers": [{
-            "name": "web", "image": WEB_IMAGE, "imagePullPolicy": "Never",
-            "env": [{"name": "TOKEN", "value": TOKEN}],
-            "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
-            "resources": {"limits": {"memory": "64Mi", "cpu": "200m"}},
-        }]},
-    })
-    api.create("/api/v1/namespaces/default/services", {
-        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
-        "spec": {"type": "LoadBalancer", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]},
-    })
+    api.create(
+        "/api/v1/namespaces/default/pods",
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "web", "labels": {"app": "web"}},
+            "spec": {
+                "containers": [
+                    {
+                        "name": "web",
+                        "image": WEB_IMAGE,
+                        "imagePullPolicy": "Never",
+                        "env": [{"name": "TOKEN", "value": TOKEN}],
+                        "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+                        "resources": {"limits": {"memory": "64Mi", "cpu": "200m"}},
+                    }
+                ]
+            },
+        },
+    )
+    api.create(
+        "/api/v1/namespaces/default/services",
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "web"},
+            "spec": {"type": "LoadBalancer", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]},
+        },
+    )
     pod = wait_for("the web pod Ready", lambda: ready(api, "web"))
-    svc = wait_for("a LoadBalancer address", lambda: (s := api.get("/api/v1/namespaces/default/services/web"))
-                   ["status"].get("loadBalancer", {}).get("ingress") and s)
+    svc = wait_for(
+        "a LoadBalancer address",
+        lambda: (
+            (s := api.get("/api/v1/namespaces/default/services/web"))["status"].get("loadBalancer", {}).get("ingress")
+            and s
+        ),
+    )
     return {"pod": pod, "service": svc}
 
 
@@ -154,18 +184,38 @@ def test_a_pod_reaches_the_service_but_not_the_host(started: Started, web: dict[
         # busybox nc, not wget: static busybox's wget crashes in glibc's NSS here
         port = server.server_address[1]
         request = "printf 'GET / HTTP/1.0\\r\\n\\r\\n'"
-        script = (f"if {request} | nc -w 3 {cluster_ip} 80 | grep -q {TOKEN}; then echo SERVICE-OK; "
-                  f"else echo SERVICE-FAILED; fi; "
-                  f"if {request} | nc -w 3 {started.node.host_ip} {port} | grep -q HTTP/1; then echo HOST-REACHED; "
-                  f"else echo HOST-BLOCKED; fi")
-        started.api.create("/api/v1/namespaces/default/pods", {
-            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "client"},
-            "spec": {"restartPolicy": "Never", "containers": [{
-                "name": "client", "image": CLIENT_IMAGE, "imagePullPolicy": "Never",
-                "command": ["/bin/busybox", "sh", "-c", script]}]},
-        })
-        wait_for("the client pod to finish", lambda: started.api.get("/api/v1/namespaces/default/pods/client")
-                 ["status"].get("phase") in ("Succeeded", "Failed"))
+        script = (
+            f"if {request} | nc -w 3 {cluster_ip} 80 | grep -q {TOKEN}; then echo SERVICE-OK; "
+            f"else echo SERVICE-FAILED; fi; "
+            f"if {request} | nc -w 3 {started.node.host_ip} {port} | grep -q HTTP/1; then echo HOST-REACHED; "
+            f"else echo HOST-BLOCKED; fi"
+        )
+        started.api.create(
+            "/api/v1/namespaces/default/pods",
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "client"},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [
+                        {
+                            "name": "client",
+                            "image": CLIENT_IMAGE,
+                            "imagePullPolicy": "Never",
+                            "command": ["/bin/busybox", "sh", "-c", script],
+                        }
+                    ],
+                },
+            },
+        )
+        wait_for(
+            "the client pod to finish",
+            lambda: (
+                started.api.get("/api/v1/namespaces/default/pods/client")["status"].get("phase")
+                in ("Succeeded", "Failed")
+            ),
+        )
         logs = started.api.request("GET", "/api/v1/namespaces/default/pods/client/log")
         assert "SERVICE-OK" in logs and "HOST-BLOCKED" in logs, logs
     finally:

@@ -34,9 +34,7 @@ def project(
     local_cluster: Any,
     toolchain_env: dict[str, str],
 ) -> Iterator[PulumiProject]:
-    proj = PulumiProject.create(
-        tmp_path_factory.mktemp("e2e"), STACK, toolchain_env, str(local_cluster.kubeconfig)
-    )
+    proj = PulumiProject.create(tmp_path_factory.mktemp("e2e"), STACK, toolchain_env, str(local_cluster.kubeconfig))
     # The class stack names its real cluster's provisioner; here the local
     # control plane's own provisioner backs the stack's Retain class.
     proj.set_config("storageProvisioner", LOCAL_PROVISIONER)
@@ -140,7 +138,8 @@ def test_a_new_host_name_re_signs_the_certificate_keeps_the_key_and_rolls_the_po
             assert keys_after[name] == keys_before[name] and keys_after[f"{name}.pub"] == keys_before[f"{name}.pub"]
             assert keys_after[f"{name}-cert.pub"] != keys_before[f"{name}-cert.pub"]
             cert: Any = serialization.load_ssh_public_identity(
-                " ".join(keys_after[f"{name}-cert.pub"].split()[:2]).encode())
+                " ".join(keys_after[f"{name}-cert.pub"].split()[:2]).encode()
+            )
             assert b"login.e2e.example.edu" in cert.valid_principals
         after = {p["metadata"]["name"]: p["metadata"]["uid"] for p in kget(kc, "pod", "-n", ns)["items"]}
         assert all(before[n] != after[n] for n in before), "sshd would keep serving the old certificate"
@@ -191,14 +190,17 @@ def _reclassed_mount(project: PulumiProject) -> list[dict[str, Any]]:
     return mounts
 
 
-@pytest.mark.parametrize(("key", "change", "fragment"), [
-    ("namespace", lambda p: "e2e-program-moved", "config key 'namespace'"),
-    ("extraMounts", _renamed_mount, "config key 'extraMounts'"),
-    ("extraMounts", _reclassed_mount, "config key 'extraMounts[0].storageClassName'"),
-    ("homeSize", lambda p: "1Gi", "config key 'homeSize': 60Gi -> 1Gi"),
-    ("storageProvisioner", lambda p: "example.com/other", "config key"),
-    ("storageParameters", lambda p: {"tier": "fast"}, "storageParameters"),
-])
+@pytest.mark.parametrize(
+    ("key", "change", "fragment"),
+    [
+        ("namespace", lambda p: "e2e-program-moved", "config key 'namespace'"),
+        ("extraMounts", _renamed_mount, "config key 'extraMounts'"),
+        ("extraMounts", _reclassed_mount, "config key 'extraMounts[0].storageClassName'"),
+        ("homeSize", lambda p: "1Gi", "config key 'homeSize': 60Gi -> 1Gi"),
+        ("storageProvisioner", lambda p: "example.com/other", "config key"),
+        ("storageParameters", lambda p: {"tier": "fast"}, "storageParameters"),
+    ],
+)
 def test_a_change_no_claim_can_take_is_refused_at_preview(
     project: PulumiProject, key: str, change: Any, fragment: str
 ) -> None:

@@ -111,8 +111,18 @@ def test_kept_homes_are_listed_and_adopted_by_the_next_term(
     monkeypatch.setenv("KUBECONFIG", kc)
     out_md = tmp_path / "out" / f"end-of-term-{OLD}.md"
     code = cli.main(
-        ["term", "end", "--stacks-dir", str(project), "--stack", OLD, "--skip-destroy", "--json",
-         "--summary", str(out_md)]
+        [
+            "term",
+            "end",
+            "--stacks-dir",
+            str(project),
+            "--stack",
+            OLD,
+            "--skip-destroy",
+            "--json",
+            "--summary",
+            str(out_md),
+        ]
     )
     assert code == 0
     assert f"hostPath {home_dir}" in out_md.read_text()
@@ -121,8 +131,9 @@ def test_kept_homes_are_listed_and_adopted_by_the_next_term(
     # The next term, adopting the homes: same namespace, so the same claim names. This test has
     # no engine state to read the UID ledger from (test_end_and_adopt_with_the_engine reads it
     # for real): the applied roster's UIDs stand in for it.
-    applied = json.loads(next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "roster")
-                         ["data"]["roster.json"])
+    applied = json.loads(
+        next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "roster")["data"]["roster.json"]
+    )
     ledger = {p["username"]: p["uid"] for p in applied["people"]}
     monkeypatch.setattr(term, "old_uid_ledger", lambda stack, project: ledger)
     code = cli.main(
@@ -190,8 +201,16 @@ def test_end_and_adopt_with_the_engine(
     newcomer = next(f"n{i}" for i in range(10**6) if _uid_hash(f"n{i}") == old_uids[leaver])
     old_csv = (proj.workdir / "stacks" / f"{OLD}-roster.csv").read_text().splitlines()
     spring = tmp_path / "spring.csv"
-    spring.write_text("\n".join([old_csv[0], *(r for r in old_csv[1:] if not r.startswith(leaver + ",")),
-                                 f"{newcomer},New Comer,{newcomer}@students.example.edu,,,student,90-01"]) + "\n")
+    spring.write_text(
+        "\n".join(
+            [
+                old_csv[0],
+                *(r for r in old_csv[1:] if not r.startswith(leaver + ",")),
+                f"{newcomer},New Comer,{newcomer}@students.example.edu,,,student,90-01",
+            ]
+        )
+        + "\n"
+    )
     proc = ops_term(
         proj, "new", "--from", ENGINE_OLD, "--to", ENGINE_NEW, "--start", "2027-01-25", "--end", "2027-05-28",
         "--adopt-homes", "--roster", str(spring),

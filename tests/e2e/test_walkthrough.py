@@ -71,29 +71,63 @@ class Walk:
 
     def issue(self) -> dict[str, Any]:
         """Certificates, known_hosts and the address, from `classroom roster issue` (stack outputs)."""
-        proc = subprocess.run([str(REPO / ".venv" / "bin" / "classroom"), "roster", "issue",
-                               "--stack", STACK, "--out", str(self.certs)],
-                              cwd=self.project.workdir, env=self.project.env,
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [str(REPO / ".venv" / "bin" / "classroom"), "roster", "issue", "--stack", STACK, "--out", str(self.certs)],
+            cwd=self.project.workdir,
+            env=self.project.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         outputs = self.project.outputs()
-        return {"host": outputs["sshHost"], "port": int(outputs["sshPort"]),
-                "known_hosts": (self.certs / "known_hosts").read_text()}
+        return {
+            "host": outputs["sshHost"],
+            "port": int(outputs["sshPort"]),
+            "known_hosts": (self.certs / "known_hosts").read_text(),
+        }
 
-    def ssh(self, user: str, command: str, address: dict[str, Any], check: bool = True,
-            cert: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        argv = ["ssh", "-F", "/dev/null", "-i", str(self.keys[user]),
-                *(["-o", f"CertificateFile={self.certs / f'{user}-cert.pub'}"] if cert else []),
-                "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-                "-o", f"UserKnownHostsFile={self.certs / 'known_hosts'}", "-o", "GlobalKnownHostsFile=/dev/null",
-                "-o", "ConnectTimeout=5", "-p", str(address["port"]), f"{user}@{address['host']}", command]
+    def ssh(
+        self,
+        user: str,
+        command: str,
+        address: dict[str, Any],
+        check: bool = True,
+        cert: bool = True,
+        timeout: float = 30,
+    ) -> subprocess.CompletedProcess[str]:
+        argv = [
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-i",
+            str(self.keys[user]),
+            *(["-o", f"CertificateFile={self.certs / f'{user}-cert.pub'}"] if cert else []),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            f"UserKnownHostsFile={self.certs / 'known_hosts'}",
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+            "-o",
+            "ConnectTimeout=5",
+            "-p",
+            str(address["port"]),
+            f"{user}@{address['host']}",
+            command,
+        ]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
         if check:
             assert proc.returncode == 0, f"ssh {user}: exit {proc.returncode}: {proc.stderr[-1500:]}"
         return proc
 
-    def ssh_eventually(self, user: str, command: str, address: dict[str, Any],
-                       deadline: float = ROSTER_DEADLINE) -> subprocess.CompletedProcess[str]:
+    def ssh_eventually(
+        self, user: str, command: str, address: dict[str, Any], deadline: float = ROSTER_DEADLINE
+    ) -> subprocess.CompletedProcess[str]:
         end = time.monotonic() + deadline
         while True:
             proc = self.ssh(user, command, address, check=False)
@@ -129,14 +163,21 @@ def stack_config(pubs: dict[str, str], roster: list[str], mode: str = "unprivile
         # (`Certificate invalid: name is not a listed principal`: StrictHostKeyChecking refuses it).
         "service": {"type": "LoadBalancer", "port": 22, "loadBalancerIP": LB_ADDRESS},
         "roster": [{"username": u, "key": pubs[u]} for u in roster],
-        "term": {"start": str(today - datetime.timedelta(days=7)), "end": str(today + datetime.timedelta(days=60)),
-                 "timezone": "UTC"},
+        "term": {
+            "start": str(today - datetime.timedelta(days=7)),
+            "end": str(today + datetime.timedelta(days=60)),
+            "timezone": "UTC",
+        },
     }
 
 
 @pytest.fixture(scope="module", params=["unprivileged", "privileged"])
-def walk(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, toolchain_env: dict[str, str],
-         pulumi_bin: str) -> Iterator[Walk]:
+def walk(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    toolchain_env: dict[str, str],
+    pulumi_bin: str,
+) -> Iterator[Walk]:
     mode: str = request.param
     try:
         localcluster.find_binaries()
@@ -198,9 +239,13 @@ def test_the_pod_runs_in_its_mode(walk: Walk, first_up: dict[str, Any]) -> None:
         return
     assert out == ["systemd", "walkthrough"], out
     # rc-local.service finished before ssh.service started (sshd waits for the boot script)
-    show = walk.ssh("alice", "systemctl show -p ActiveEnterTimestampMonotonic rc-local.service; "
-                    "systemctl show -p ExecMainStartTimestampMonotonic ssh.service; "
-                    "systemctl is-system-running || true", first_up).stdout.split()
+    show = walk.ssh(
+        "alice",
+        "systemctl show -p ActiveEnterTimestampMonotonic rc-local.service; "
+        "systemctl show -p ExecMainStartTimestampMonotonic ssh.service; "
+        "systemctl is-system-running || true",
+        first_up,
+    ).stdout.split()
     rc_local = int(show[0].split("=")[1])
     sshd = int(show[1].split("=")[1])
     assert 0 < rc_local <= sshd, show
@@ -215,8 +260,12 @@ def test_known_hosts_is_only_the_stacks_cert_authority_line(walk: Walk, first_up
 
 def test_a_student_logs_in_and_writes_a_file_in_the_home(walk: Walk, first_up: dict[str, Any]) -> None:
     t0 = time.monotonic()
-    out = walk.ssh("alice", f"echo {TOKEN} > ~/walkthrough.txt && id -u && stat -c '%u %U' ~/walkthrough.txt "
-                   "&& cat /ready >/dev/null && echo ready", first_up).stdout.split("\n")
+    out = walk.ssh(
+        "alice",
+        f"echo {TOKEN} > ~/walkthrough.txt && id -u && stat -c '%u %U' ~/walkthrough.txt "
+        "&& cat /ready >/dev/null && echo ready",
+        first_up,
+    ).stdout.split("\n")
     walk.figures["login latency (s)"] = time.monotonic() - t0
     uid, owner, ready = out[0], out[1], out[2]
     assert owner == f"{uid} alice" and ready == "ready", out
@@ -234,8 +283,9 @@ def test_destroy_and_up_again_give_the_same_file_owner_and_uid(walk: Walk, first
     t0 = time.monotonic()
     walk.project.up()
     address = walk.issue()
-    out = walk.ssh_eventually("alice", "cat ~/walkthrough.txt && id -u && stat -c '%u %U' ~/walkthrough.txt",
-                              address, deadline=60).stdout.split("\n")
+    out = walk.ssh_eventually(
+        "alice", "cat ~/walkthrough.txt && id -u && stat -c '%u %U' ~/walkthrough.txt", address, deadline=60
+    ).stdout.split("\n")
     walk.figures["reinstall up to login (s)"] = time.monotonic() - t0
     assert out[:3] == [TOKEN, uid, f"{uid} alice"], out
 
@@ -245,10 +295,31 @@ def test_a_students_own_authorized_keys_is_ignored(walk: Walk, first_up: dict[st
     # a key of bob's own, on no roster: only ~/.ssh/authorized_keys could let it in
     walk.ssh("bob", f"mkdir -p ~/.ssh && echo '{walk.pubs['bob-own']}' > ~/.ssh/authorized_keys", address)
     refused = subprocess.run(
-        ["ssh", "-F", "/dev/null", "-i", str(walk.keys["bob-own"]), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-         "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={walk.certs / 'known_hosts'}",
-         "-o", "GlobalKnownHostsFile=/dev/null", "-p", str(address["port"]), f"bob@{address['host']}", "true"],
-        capture_output=True, text=True, timeout=30)
+        [
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-i",
+            str(walk.keys["bob-own"]),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            f"UserKnownHostsFile={walk.certs / 'known_hosts'}",
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+            "-p",
+            str(address["port"]),
+            f"bob@{address['host']}",
+            "true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert refused.returncode == 255 and "Permission denied" in refused.stderr, refused.stderr
     walk.ssh("bob", "true", address)  # his certificate still works
 
@@ -269,11 +340,31 @@ def test_a_student_added_to_the_roster_gets_in_without_a_pod_restart(walk: Walk,
 def test_a_removed_student_is_locked_out_and_their_session_ends(walk: Walk, first_up: dict[str, Any]) -> None:
     address = walk.issue()
     session = subprocess.Popen(
-        ["ssh", "-F", "/dev/null", "-i", str(walk.keys["bob"]),
-         "-o", f"CertificateFile={walk.certs / 'bob-cert.pub'}", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-         "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={walk.certs / 'known_hosts'}",
-         "-p", str(address["port"]), f"bob@{address['host']}", "echo open; sleep 600"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-i",
+            str(walk.keys["bob"]),
+            "-o",
+            f"CertificateFile={walk.certs / 'bob-cert.pub'}",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            f"UserKnownHostsFile={walk.certs / 'known_hosts'}",
+            "-p",
+            str(address["port"]),
+            f"bob@{address['host']}",
+            "echo open; sleep 600",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert session.stdout is not None and session.stdout.readline().strip() == "open"
         walk.project.set_config("roster", stack_config(walk.pubs, ["alice", "carol"], walk.mode)["roster"])
@@ -297,11 +388,31 @@ def test_after_access_end_no_student_gets_in_and_open_sessions_end(walk: Walk, f
     walk.project.up()
     address = walk.issue()
     session = subprocess.Popen(
-        ["ssh", "-F", "/dev/null", "-i", str(walk.keys["carol"]),
-         "-o", f"CertificateFile={walk.certs / 'carol-cert.pub'}", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-         "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={walk.certs / 'known_hosts'}",
-         "-p", str(address["port"]), f"carol@{address['host']}", "echo open; sleep 900"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-i",
+            str(walk.keys["carol"]),
+            "-o",
+            f"CertificateFile={walk.certs / 'carol-cert.pub'}",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            f"UserKnownHostsFile={walk.certs / 'known_hosts'}",
+            "-p",
+            str(address["port"]),
+            f"carol@{address['host']}",
+            "echo open; sleep 900",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert session.stdout is not None and session.stdout.readline().strip() == "open"
         left = (access_end - datetime.datetime.now(datetime.UTC)).total_seconds()

@@ -27,7 +27,6 @@ REPO = Path(__file__).resolve().parents[2]
 DOUBLE = REPO / "tests" / "labs" / "k3d_double.py"
 
 
-
 def run(*argv: str, check: bool = True, **kwargs: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(argv), check=check, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]
 
@@ -86,8 +85,18 @@ class Ca:
         return Path(f"{self.key}.pub").read_text().strip()
 
     def sign_host(self, host_key: Path, principals: str) -> Path:
-        run("ssh-keygen", "-q", "-s", str(self.key), "-h", "-I", f"host:{principals}", "-n", principals,
-            f"{host_key}.pub")
+        run(
+            "ssh-keygen",
+            "-q",
+            "-s",
+            str(self.key),
+            "-h",
+            "-I",
+            f"host:{principals}",
+            "-n",
+            principals,
+            f"{host_key}.pub",
+        )
         return Path(f"{host_key}-cert.pub")
 
 
@@ -112,18 +121,34 @@ class Sshd:
         return path.read_text() if path.exists() else ""
 
 
-def start_sshd(ns: Netns, directory: Path, address: str, ca: Ca | None, principals: str,
-               authorized: Path | None, trusted_user_ca: Ca | None = None,
-               key_types: tuple[str, ...] = ("ed25519", "rsa")) -> Sshd:
+def start_sshd(
+    ns: Netns,
+    directory: Path,
+    address: str,
+    ca: Ca | None,
+    principals: str,
+    authorized: Path | None,
+    trusted_user_ca: Ca | None = None,
+    key_types: tuple[str, ...] = ("ed25519", "rsa"),
+) -> Sshd:
     """Real /usr/sbin/sshd inside ns, with host keys (ed25519 + RSA, like the login server) signed by ca."""
     directory.mkdir(parents=True)
     keys = [keygen(directory / f"ssh_host_{kind}_key", kind) for kind in key_types]
-    lines = [f"ListenAddress {address}:22", "Port 22", f"PidFile {directory}/sshd.pid",
-             f"AuthorizedKeysFile {directory}/authorized_keys/%u", "PermitRootLogin prohibit-password",
-             "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
-             "X11Forwarding no", "LogLevel VERBOSE",
-             # as Debian's own sshd_config has it: CopyToRemote (LabHost) copies over SFTP
-             "Subsystem sftp /usr/lib/openssh/sftp-server"]
+    lines = [
+        f"ListenAddress {address}:22",
+        "Port 22",
+        f"PidFile {directory}/sshd.pid",
+        f"AuthorizedKeysFile {directory}/authorized_keys/%u",
+        "PermitRootLogin prohibit-password",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "UsePAM no",
+        "StrictModes no",
+        "X11Forwarding no",
+        "LogLevel VERBOSE",
+        # as Debian's own sshd_config has it: CopyToRemote (LabHost) copies over SFTP
+        "Subsystem sftp /usr/lib/openssh/sftp-server",
+    ]
     for key in keys:
         lines.append(f"HostKey {key}")
         if ca is not None:
@@ -135,8 +160,9 @@ def start_sshd(ns: Netns, directory: Path, address: str, ca: Ca | None, principa
     if authorized is not None:
         shutil.copy(f"{authorized}.pub", directory / "authorized_keys" / "root")
     Path("/run/sshd").mkdir(exist_ok=True)
-    proc = subprocess.Popen(ns.exec("/usr/sbin/sshd", "-D", "-e", "-f", str(directory / "sshd_config"),
-                                    "-E", str(directory / "sshd.log")))
+    proc = subprocess.Popen(
+        ns.exec("/usr/sbin/sshd", "-D", "-e", "-f", str(directory / "sshd_config"), "-E", str(directory / "sshd.log"))
+    )
     deadline = time.monotonic() + 10
     while True:
         probe = run(*ns.exec("bash", "-c", f"exec 3<>/dev/tcp/{address}/22"), check=False)
@@ -166,6 +192,6 @@ def k3d_double(directory: Path) -> tuple[Path, Path]:
     state = directory / "double"
     state.mkdir(parents=True)
     wrapper = directory / "k3d"
-    wrapper.write_text(f"#!/bin/sh\nK3D_DOUBLE_DIR={state} exec {sys.executable} {DOUBLE} \"$@\"\n")
+    wrapper.write_text(f'#!/bin/sh\nK3D_DOUBLE_DIR={state} exec {sys.executable} {DOUBLE} "$@"\n')
     wrapper.chmod(0o755)
     return wrapper, state

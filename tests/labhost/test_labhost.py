@@ -35,12 +35,21 @@ def labs_raw(engine_key: Path, install_root: Path, k3d: Path, labd_port: int, **
     return {
         "domain": "lab.example.test",
         "idleTimeout": "30m",
-        "hosts": [{
-            "name": "lab1", "address": "10.231.0.2", "principal": "lab1.example.test", "capacity": 10,
-            "installRoot": str(install_root), "serviceManager": "none", "k3dBinary": str(k3d),
-            "labdPort": labd_port, "traefikBinary": "/nonexistent/traefik", "python": "/usr/bin/python3",
-            **host,
-        }],
+        "hosts": [
+            {
+                "name": "lab1",
+                "address": "10.231.0.2",
+                "principal": "lab1.example.test",
+                "capacity": 10,
+                "installRoot": str(install_root),
+                "serviceManager": "none",
+                "k3dBinary": str(k3d),
+                "labdPort": labd_port,
+                "traefikBinary": "/nonexistent/traefik",
+                "python": "/usr/bin/python3",
+                **host,
+            }
+        ],
         "ssh": {"privateKey": engine_key.read_text()},
         "sessionKey": SECRET,
         "adminKey": SECRET,
@@ -49,10 +58,27 @@ def labs_raw(engine_key: Path, install_root: Path, k3d: Path, labd_port: int, **
 
 def ssh_argv(ns: Netns, ca: Ca, key: Path, known_hosts: Path, address: str, principal: str) -> list[str]:
     known_hosts.write_text(f"@cert-authority {principal} {ca.public}\n")
-    return ns.exec("ssh", "-F", "none", "-T", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-                   "-o", f"UserKnownHostsFile={known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
-                   "-o", f"HostKeyAlias={principal}", "-i", str(key), "-o", "IdentitiesOnly=yes",
-                   f"root@{address}")
+    return ns.exec(
+        "ssh",
+        "-F",
+        "none",
+        "-T",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        f"UserKnownHostsFile={known_hosts}",
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+        "-o",
+        f"HostKeyAlias={principal}",
+        "-i",
+        str(key),
+        "-o",
+        "IdentitiesOnly=yes",
+        f"root@{address}",
+    )
 
 
 def double_calls(state: Path) -> list[list[str]]:
@@ -72,8 +98,12 @@ def double_clusters(state: Path) -> dict[str, Any]:
 
 
 def labd_healthy(ns: Netns, port: int) -> bool:
-    probe = run(*ns.exec(sys.executable, "-c", f"import urllib.request as u; u.urlopen("
-                                                f"'http://127.0.0.1:{port}/healthz', timeout=3)"), check=False)
+    probe = run(
+        *ns.exec(
+            sys.executable, "-c", f"import urllib.request as u; u.urlopen('http://127.0.0.1:{port}/healthz', timeout=3)"
+        ),
+        check=False,
+    )
     return probe.returncode == 0
 
 
@@ -81,13 +111,20 @@ def labd_healthy(ns: Netns, port: int) -> bool:
 
 
 def test_verify_script_accepts_only_a_host_certified_by_the_class_ca(
-        netns: Netns, pki: tuple[Ca, Ca, Path], sshd_factory: list[Sshd], tmp_path: Path) -> None:
+    netns: Netns, pki: tuple[Ca, Ca, Path], sshd_factory: list[Sshd], tmp_path: Path
+) -> None:
     ca, other, engine = pki
     good = start_sshd(netns, tmp_path / "good", "10.231.0.2", ca, "lab1.example.test", engine)
     rogue = start_sshd(netns, tmp_path / "rogue", "10.231.0.3", other, "lab1.example.test", engine)
     sshd_factory.extend([good, rogue])
-    env = {**os.environ, "LABHOST_PORT": "22", "LABHOST_USER": "root", "LABHOST_PRINCIPAL": "lab1.example.test",
-           "LABHOST_CA": ca.public, "LABHOST_KEY": engine.read_text()}
+    env = {
+        **os.environ,
+        "LABHOST_PORT": "22",
+        "LABHOST_USER": "root",
+        "LABHOST_PRINCIPAL": "lab1.example.test",
+        "LABHOST_CA": ca.public,
+        "LABHOST_KEY": engine.read_text(),
+    }
 
     # Exactly as LabHost's command.local.Command runs it: interpreter ["/bin/sh", "-c"], the script as text.
     script = VERIFY_SCRIPT.read_text()
@@ -98,40 +135,51 @@ def test_verify_script_accepts_only_a_host_certified_by_the_class_ca(
     ed25519_cert = (good.directory / "ssh_host_ed25519_key-cert.pub").read_text().split()
     assert presented == ed25519_cert[:2]
 
-    refused = run(*netns.exec("/bin/sh", "-c", script), env={**env, "LABHOST_ADDRESS": rogue.address},
-                  check=False)
+    refused = run(*netns.exec("/bin/sh", "-c", script), env={**env, "LABHOST_ADDRESS": rogue.address}, check=False)
     assert refused.returncode == 1 and refused.stdout == ""
     assert "failed host verification against the class CA" in refused.stderr
     assert "Host key verification failed" in refused.stderr
 
-    wrong_name = run(*netns.exec("/bin/sh", "-c", script),
-                     env={**env, "LABHOST_ADDRESS": good.address, "LABHOST_PRINCIPAL": "lab2.example.test"},
-                     check=False)
+    wrong_name = run(
+        *netns.exec("/bin/sh", "-c", script),
+        env={**env, "LABHOST_ADDRESS": good.address, "LABHOST_PRINCIPAL": "lab2.example.test"},
+        check=False,
+    )
     assert wrong_name.returncode == 1 and "not a listed principal" in wrong_name.stderr
 
 
 def test_verify_script_refuses_a_host_with_only_an_rsa_certificate(
-        netns: Netns, pki: tuple[Ca, Ca, Path], sshd_factory: list[Sshd], tmp_path: Path) -> None:
+    netns: Netns, pki: tuple[Ca, Ca, Path], sshd_factory: list[Sshd], tmp_path: Path
+) -> None:
     # pulumi-command would pin it as ssh-rsa-cert-v01 (SHA-1), which sshd refuses: fail here, clearly.
     ca, _, engine = pki
-    sshd_factory.append(start_sshd(netns, tmp_path / "rsa", "10.231.0.2", ca, "lab1.example.test", engine,
-                                   key_types=("rsa",)))
-    env = {**os.environ, "LABHOST_ADDRESS": "10.231.0.2", "LABHOST_PORT": "22", "LABHOST_USER": "root",
-           "LABHOST_PRINCIPAL": "lab1.example.test", "LABHOST_CA": ca.public, "LABHOST_KEY": engine.read_text()}
+    sshd_factory.append(
+        start_sshd(netns, tmp_path / "rsa", "10.231.0.2", ca, "lab1.example.test", engine, key_types=("rsa",))
+    )
+    env = {
+        **os.environ,
+        "LABHOST_ADDRESS": "10.231.0.2",
+        "LABHOST_PORT": "22",
+        "LABHOST_USER": "root",
+        "LABHOST_PRINCIPAL": "lab1.example.test",
+        "LABHOST_CA": ca.public,
+        "LABHOST_KEY": engine.read_text(),
+    }
     refused = run(*netns.exec("/bin/sh", "-c", VERIFY_SCRIPT.read_text()), env=env, check=False)
     assert refused.returncode == 1 and refused.stdout == ""
     assert "an ed25519 or ECDSA host certificate is needed" in refused.stderr
 
 
 def test_verify_step_logs_in_with_a_user_certificate_from_an_agent(
-        netns: Netns, pki: tuple[Ca, Ca, Path], sshd_factory: list[Sshd], tmp_path: Path) -> None:
+    netns: Netns, pki: tuple[Ca, Ca, Path], sshd_factory: list[Sshd], tmp_path: Path
+) -> None:
     """labs.ssh.agentSocket: the engine's key and its user certificate live in ssh-agent."""
     ca, _, engine = pki
     # No authorized key for root: only a certificate from the class CA gets in.
-    sshd_factory.append(start_sshd(netns, tmp_path / "sshd", "10.231.0.2", ca, "lab1.example.test", None,
-                                   trusted_user_ca=ca))
-    run("ssh-keygen", "-q", "-s", str(ca.key), "-I", "pulumi-engine", "-n", "root", "-V", "-5m:+1h",
-        f"{engine}.pub")
+    sshd_factory.append(
+        start_sshd(netns, tmp_path / "sshd", "10.231.0.2", ca, "lab1.example.test", None, trusted_user_ca=ca)
+    )
+    run("ssh-keygen", "-q", "-s", str(ca.key), "-I", "pulumi-engine", "-n", "root", "-V", "-5m:+1h", f"{engine}.pub")
     socket = tmp_path / "agent.sock"
     agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(socket)], stdout=subprocess.DEVNULL)
     try:
@@ -140,15 +188,21 @@ def test_verify_step_logs_in_with_a_user_certificate_from_an_agent(
             time.sleep(0.05)
         added = run("ssh-add", str(engine), env={**os.environ, "SSH_AUTH_SOCK": str(socket)}, check=False)
         assert "Certificate added" in added.stderr, added.stderr
-        env = {**os.environ, "LABHOST_ADDRESS": "10.231.0.2", "LABHOST_PORT": "22", "LABHOST_USER": "root",
-               "LABHOST_PRINCIPAL": "lab1.example.test", "LABHOST_CA": ca.public, "LABHOST_AGENT": str(socket)}
+        env = {
+            **os.environ,
+            "LABHOST_ADDRESS": "10.231.0.2",
+            "LABHOST_PORT": "22",
+            "LABHOST_USER": "root",
+            "LABHOST_PRINCIPAL": "lab1.example.test",
+            "LABHOST_CA": ca.public,
+            "LABHOST_AGENT": str(socket),
+        }
         script = VERIFY_SCRIPT.read_text()
         ok = run(*netns.exec("/bin/sh", "-c", script), env=env, check=False)
         assert ok.returncode == 0, ok.stderr
         assert ok.stdout.split()[0] == "ssh-ed25519-cert-v01@openssh.com"
         # Without the agent (and without a key) the same host refuses the login.
-        refused = run(*netns.exec("/bin/sh", "-c", script), env={**env, "LABHOST_AGENT": "/nonexistent"},
-                      check=False)
+        refused = run(*netns.exec("/bin/sh", "-c", script), env={**env, "LABHOST_AGENT": "/nonexistent"}, check=False)
         assert refused.returncode == 1
     finally:
         agent.terminate()
@@ -166,8 +220,15 @@ class Installed:
     port: int
 
 
-def install_over_ssh(netns: Netns, pki: tuple[Ca, Ca, Path], sshd_factory: list[Sshd], tmp_path: Path,
-                     students: list[str], port: int, **host: Any) -> Installed:
+def install_over_ssh(
+    netns: Netns,
+    pki: tuple[Ca, Ca, Path],
+    sshd_factory: list[Sshd],
+    tmp_path: Path,
+    students: list[str],
+    port: int,
+    **host: Any,
+) -> Installed:
     """Ship labd the way LabHost does (staged package + installer manifest on stdin), over real OpenSSH."""
     ca, _, engine = pki
     sshd_factory.append(start_sshd(netns, tmp_path / "sshd", "10.231.0.2", ca, "lab1.example.test", engine))
@@ -184,7 +245,8 @@ def install_over_ssh(netns: Netns, pki: tuple[Ca, Ca, Path], sshd_factory: list[
 
 
 def test_installer_and_cluster_commands_over_real_ssh(
-        netns: Netns, pki: tuple[Ca, Ca, Path], sshd_factory: list[Sshd], tmp_path: Path) -> None:
+    netns: Netns, pki: tuple[Ca, Ca, Path], sshd_factory: list[Sshd], tmp_path: Path
+) -> None:
     host = install_over_ssh(netns, pki, sshd_factory, tmp_path, ["alice", "bob"], 18787)
     spec, ssh, root, state = host.spec, host.ssh, host.root, host.state
     stale = root / "var/lib/classroom-lab/stage/labd-0ld"
@@ -210,7 +272,9 @@ def test_installer_and_cluster_commands_over_real_ssh(
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["action"] == "created"
     assert sorted(a[:2] + a[-1:] for a in mutating(state) if a[1] == "stop") == [
-        ["cluster", "stop", "lab-alice"], ["cluster", "stop", "lab-bob"]]
+        ["cluster", "stop", "lab-alice"],
+        ["cluster", "stop", "lab-bob"],
+    ]
     assert {n: c["running"] for n, c in double_clusters(state).items()} == {"lab-alice": False, "lab-bob": False}
 
     calls_before = len(mutating(state))
@@ -238,7 +302,8 @@ def toolchain_binary(name: str) -> Path | None:
 
 
 def test_edge_router_routes_each_student_host_to_their_cluster(
-        netns: Netns, pki: tuple[Ca, Ca, Path], sshd_factory: list[Sshd], tmp_path: Path) -> None:
+    netns: Netns, pki: tuple[Ca, Ca, Path], sshd_factory: list[Sshd], tmp_path: Path
+) -> None:
     traefik = toolchain_binary("traefik")
     if traefik is None:
         pytest.skip("Traefik from the toolchain is not built yet (tools/toolchain.sh traefik)")
@@ -250,11 +315,13 @@ def test_edge_router_routes_each_student_host_to_their_cluster(
     assert done.returncode == 0, done.stderr
 
     def status(host_header: str) -> str:
-        code = ("import urllib.request as u, urllib.error as e\n"
-                f"r = u.Request('http://127.0.0.1:80/', headers={{'Host': '{host_header}'}})\n"
-                "try:\n    print(u.urlopen(r, timeout=5).status)\n"
-                "except e.HTTPError as err:\n    print(err.code)\n"
-                "except OSError:\n    print('down')\n")
+        code = (
+            "import urllib.request as u, urllib.error as e\n"
+            f"r = u.Request('http://127.0.0.1:80/', headers={{'Host': '{host_header}'}})\n"
+            "try:\n    print(u.urlopen(r, timeout=5).status)\n"
+            "except e.HTTPError as err:\n    print(err.code)\n"
+            "except OSError:\n    print('down')\n"
+        )
         return run(*netns.exec(sys.executable, "-c", code), check=False).stdout.strip()
 
     # Routed (the double's cluster has no ingress listening: 502 from Traefik)
@@ -299,22 +366,37 @@ class Engine:
         shutil.copytree(PROGRAM, self.dir)
         (self.dir / "Pulumi.yaml").write_text(
             "name: labhost-test\nruntime:\n  name: python\n  options:\n"
-            f"    toolchain: pip\n    virtualenv: {REPO / '.venv'}\n")
+            f"    toolchain: pip\n    virtualenv: {REPO / '.venv'}\n"
+        )
         backend = root / "backend"
         backend.mkdir()
         self.config = root / "labs.json"
-        self.env = {**env, "PULUMI_BACKEND_URL": f"file://{backend}", "PULUMI_CONFIG_PASSPHRASE": "labhost-test",
-                    "PULUMI_SKIP_UPDATE_CHECK": "true", "PULUMI_SKIP_CONFIRMATIONS": "true", "NO_COLOR": "1",
-                    "PULUMI_HOME": env.get("PULUMI_HOME", str(Path.home() / ".pulumi")),
-                    "CLASSROOM_REPO": str(REPO), "LABHOST_TEST_CONFIG": str(root / "labs.json")}
+        self.env = {
+            **env,
+            "PULUMI_BACKEND_URL": f"file://{backend}",
+            "PULUMI_CONFIG_PASSPHRASE": "labhost-test",
+            "PULUMI_SKIP_UPDATE_CHECK": "true",
+            "PULUMI_SKIP_CONFIRMATIONS": "true",
+            "NO_COLOR": "1",
+            "PULUMI_HOME": env.get("PULUMI_HOME", str(Path.home() / ".pulumi")),
+            "CLASSROOM_REPO": str(REPO),
+            "LABHOST_TEST_CONFIG": str(root / "labs.json"),
+        }
         self.pulumi("stack", "init", "test")
 
     def write(self, data: dict[str, Any]) -> None:
         self.config.write_text(json.dumps(data))
 
     def pulumi(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(self.ns.exec("pulumi", *args, "--non-interactive"), cwd=self.dir, env=self.env,
-                              capture_output=True, text=True, check=False, timeout=600)
+        done = subprocess.run(
+            self.ns.exec("pulumi", *args, "--non-interactive"),
+            cwd=self.dir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=600,
+        )
         if check and done.returncode != 0:
             raise AssertionError(f"pulumi {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
         return done
@@ -328,7 +410,8 @@ class Engine:
 
 
 def test_real_engine_up_noop_remove_and_refuse(
-        netns: Netns, pki: tuple[Ca, Ca, Path], sshd_factory: list[Sshd], tmp_path: Path) -> None:
+    netns: Netns, pki: tuple[Ca, Ca, Path], sshd_factory: list[Sshd], tmp_path: Path
+) -> None:
     env = engine_env()
     if env is None:
         pytest.skip("no pulumi CLI with the command 1.2.1 plugin (tools/toolchain.sh engine)")
@@ -349,8 +432,7 @@ def test_real_engine_up_noop_remove_and_refuse(
     assert labd_healthy(netns, port)
     created = sorted(a[-1] for a in mutating(state) if a[:2] == ["cluster", "create"])
     assert len(created) == 3
-    assert {n: c["running"] for n, c in double_clusters(state).items()} == {
-        f"lab-{u}": False for u in students}
+    assert {n: c["running"] for n, c in double_clusters(state).items()} == {f"lab-{u}": False for u in students}
 
     # A second `up` with the same inputs changes nothing, anywhere.
     calls = len(mutating(state))
@@ -359,8 +441,7 @@ def test_real_engine_up_noop_remove_and_refuse(
     assert len(mutating(state)) == calls
 
     # Removing one student deletes exactly their cluster.
-    program.write({"labs": raw, "people": [{"username": u} for u in ("alice", "carol")],
-                   "caPublicKey": ca.public})
+    program.write({"labs": raw, "people": [{"username": u} for u in ("alice", "carol")], "caPublicKey": ca.public})
     assert program.changes() == {"delete": 1, "update": 1}  # bob's cluster; the host's roster file
     program.up()
     assert mutating(state)[calls:] == [["cluster", "delete", "lab-bob"]]
@@ -369,8 +450,7 @@ def test_real_engine_up_noop_remove_and_refuse(
     # A host whose certificate is not from the class CA is refused before any command runs on it.
     calls = len(mutating(state))
     rogue = {**raw, "hosts": [{**raw["hosts"][0], "address": "10.231.0.3"}]}
-    program.write({"labs": rogue, "people": [{"username": "alice"}, {"username": "carol"}],
-                   "caPublicKey": ca.public})
+    program.write({"labs": rogue, "people": [{"username": "alice"}, {"username": "carol"}], "caPublicKey": ca.public})
     failed = program.up(check=False)
     assert failed.returncode != 0
     assert "failed host verification against the class CA" in failed.stdout + failed.stderr
@@ -380,8 +460,13 @@ def test_real_engine_up_noop_remove_and_refuse(
     wrong_pin = (tmp_path / "sshd" / "ssh_host_ed25519_key.pub").read_text().split()[:2]
     wrong_pin[1] = (tmp_path / "rogue" / "ssh_host_ed25519_key.pub").read_text().split()[1]
     pinned = {**raw, "hosts": [{**raw["hosts"][0], "hostKey": " ".join(wrong_pin)}]}
-    program.write({"labs": pinned, "people": [{"username": "alice"}, {"username": "carol"}, {"username": "dan"}],
-                   "caPublicKey": ca.public})
+    program.write(
+        {
+            "labs": pinned,
+            "people": [{"username": "alice"}, {"username": "carol"}, {"username": "dan"}],
+            "caPublicKey": ca.public,
+        }
+    )
     refused = program.up(check=False)
     assert refused.returncode != 0
     assert len(mutating(state)) == calls

@@ -20,7 +20,8 @@ from tests.labhost.test_labhost import Engine, engine_env, labs_raw, mutating
 
 
 def test_stacks_deployed_under_the_old_lab_host_token_keep_their_clusters(
-        netns: Netns, pki: tuple[Ca, Ca, Path], sshd_factory: list[Sshd], tmp_path: Path) -> None:
+    netns: Netns, pki: tuple[Ca, Ca, Path], sshd_factory: list[Sshd], tmp_path: Path
+) -> None:
     env = engine_env()
     assert env is not None, "no pulumi CLI with the command 1.2.1 plugin: run tools/toolchain.sh engine"
     ca, _other, engine = pki

@@ -57,6 +57,6 @@ def docker_engine() -> Iterator[Dockerd]:
 def k3d_binary() -> str:
     found = shutil.which("k3d")
     if found is None:
-        _missing("no k3d on PATH: tools/toolchain.sh k3d builds it (eval \"$(tools/toolchain.sh env)\")")
+        _missing('no k3d on PATH: tools/toolchain.sh k3d builds it (eval "$(tools/toolchain.sh env)")')
     assert found is not None
     return found

@@ -73,49 +73,79 @@ class Dockerd:
         return {**os.environ, "DOCKER_HOST": self.host, "DOCKER_CONFIG": str(self.root / "client")}
 
     def docker(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(["docker", *args], env=self.env, capture_output=True, text=True, timeout=timeout,
-                              check=False)
+        done = subprocess.run(
+            ["docker", *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+        )
         if check and done.returncode != 0:
             raise AssertionError(f"docker {' '.join(args)} exited {done.returncode}: {done.stderr.strip()}")
         return done
 
     def in_netns(self, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         """Run argv inside the engine's network namespace (where the published ports are)."""
-        return subprocess.run(["nsenter", f"--net=/run/netns/{self.netns}", *argv], capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        return subprocess.run(
+            ["nsenter", f"--net=/run/netns/{self.netns}", *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
     def fetch(self, port: int, host: str = "127.0.0.1") -> str | None:
         """GET http://host:port/ inside the engine's namespace: the body, or None if nothing answered."""
-        script = ("import sys, urllib.request\n"
-                  "try:\n"
-                  "    sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())\n"
-                  "except OSError as err:\n"
-                  "    sys.exit(f'{sys.argv[1]}: {err}')\n")
+        script = (
+            "import sys, urllib.request\n"
+            "try:\n"
+            "    sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())\n"
+            "except OSError as err:\n"
+            "    sys.exit(f'{sys.argv[1]}: {err}')\n"
+        )
         done = self.in_netns(sys.executable, "-c", script, f"http://{host}:{port}/")
         return done.stdout if done.returncode == 0 else None
 
     def start(self, timeout: float = 60) -> Dockerd:
         dockerd = shutil.which("dockerd")
         if dockerd is None:
-            raise DockerdError("no dockerd on PATH: Debian's docker.io is in tools/apt-packages.txt "
-                               "(tools/setup.sh system installs it)")
+            raise DockerdError(
+                "no dockerd on PATH: Debian's docker.io is in tools/apt-packages.txt "
+                "(tools/setup.sh system installs it)"
+            )
         for sub in ("data", "exec", "client"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
-        for step in (["ip", "netns", "add", self.netns],
-                     ["ip", "netns", "exec", self.netns, "ip", "link", "set", "lo", "up"]):
+        for step in (
+            ["ip", "netns", "add", self.netns],
+            ["ip", "netns", "exec", self.netns, "ip", "link", "set", "lo", "up"],
+        ):
             done = subprocess.run(step, capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 raise DockerdError(f"{' '.join(step)} exited {done.returncode}: {done.stderr.strip()}")
         self.netns_made = True
         argv = [
             # nsenter, not `ip netns exec`: that remounts /sys, hiding the cgroup mounts dockerd needs
-            "nsenter", f"--net=/run/netns/{self.netns}", dockerd,
-            "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
-            "--pidfile", str(self.root / "dockerd.pid"), "--host", self.host,
-            "--iptables=false", "--ip-masq=false", "--bridge=none",
-            "--storage-driver=overlay2", "--exec-opt", "native.cgroupdriver=cgroupfs",
-            "--containerd-namespace", "classroom-labs", "--containerd-plugins-namespace", "classroom-labs-plugins",
-            "--add-runtime", f"standin-runc={WRAPPER}", "--default-runtime", "standin-runc",
+            "nsenter",
+            f"--net=/run/netns/{self.netns}",
+            dockerd,
+            "--data-root",
+            str(self.root / "data"),
+            "--exec-root",
+            str(self.root / "exec"),
+            "--pidfile",
+            str(self.root / "dockerd.pid"),
+            "--host",
+            self.host,
+            "--iptables=false",
+            "--ip-masq=false",
+            "--bridge=none",
+            "--storage-driver=overlay2",
+            "--exec-opt",
+            "native.cgroupdriver=cgroupfs",
+            "--containerd-namespace",
+            "classroom-labs",
+            "--containerd-plugins-namespace",
+            "classroom-labs-plugins",
+            "--add-runtime",
+            f"standin-runc={WRAPPER}",
+            "--default-runtime",
+            "standin-runc",
         ]
         self.log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
         # Its own session: a ^C of pytest must not reach it before teardown does.
@@ -123,8 +153,10 @@ class Dockerd:
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
-                raise DockerdError(f"dockerd exited {self.proc.returncode} at start; log: {self.log_path}:\n"
-                                   + self.log_path.read_text()[-2000:])
+                raise DockerdError(
+                    f"dockerd exited {self.proc.returncode} at start; log: {self.log_path}:\n"
+                    + self.log_path.read_text()[-2000:]
+                )
             if self.socket.exists() and self.docker("version", check=False, timeout=10).returncode == 0:
                 return self
             if time.monotonic() > deadline:
@@ -148,8 +180,11 @@ class Dockerd:
         if self.proc is not None:
             self.log.close()
         # overlay2 or a container's leftovers may still be mounted under the root
-        mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()
-                  if line.split()[1].startswith(str(self.root) + "/")]
+        mounts = [
+            line.split()[1]
+            for line in Path("/proc/self/mounts").read_text().splitlines()
+            if line.split()[1].startswith(str(self.root) + "/")
+        ]
         for mount in sorted(mounts, key=len, reverse=True):
             subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
         if getattr(self, "netns_made", False):
@@ -166,23 +201,28 @@ def _kubeconfig() -> str:
 
     now = datetime.datetime.now(datetime.UTC)
 
-    def cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: str, signer: ec.EllipticCurvePrivateKey,
-             ca: bool) -> bytes:
-        built = (x509.CertificateBuilder()
-                 .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-                 .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
-                 .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                 .not_valid_before(now - datetime.timedelta(minutes=5))
-                 .not_valid_after(now + datetime.timedelta(days=1))
-                 .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-                 .sign(signer, hashes.SHA256()))
+    def cert(
+        subject: str, key: ec.EllipticCurvePrivateKey, issuer: str, signer: ec.EllipticCurvePrivateKey, ca: bool
+    ) -> bytes:
+        built = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .sign(signer, hashes.SHA256())
+        )
         return built.public_bytes(serialization.Encoding.PEM)
 
     ca_key, client_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     ca = cert("k3s-server-ca STAND-IN", ca_key, "k3s-server-ca STAND-IN", ca_key, True)
     client = cert("system:admin", client_key, "k3s-server-ca STAND-IN", ca_key, False)
-    key = client_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                   serialization.NoEncryption())
+    key = client_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    )
 
     def b64(data: bytes) -> str:
         return base64.b64encode(data).decode()
@@ -203,8 +243,19 @@ def standin_rootfs_tar(dest: Path) -> Path:
     applets = subprocess.run([str(BUSYBOX), "--list"], capture_output=True, text=True, check=True).stdout.split()
     root = dest.with_suffix(".d")
     shutil.rmtree(root, ignore_errors=True)
-    for sub in ("bin", "etc/standin", "tmp", "output", "var/log", "var/lib/rancher/k3s", "root", "proc", "sys",
-                "dev", "run"):
+    for sub in (
+        "bin",
+        "etc/standin",
+        "tmp",
+        "output",
+        "var/log",
+        "var/lib/rancher/k3s",
+        "root",
+        "proc",
+        "sys",
+        "dev",
+        "run",
+    ):
         (root / sub).mkdir(parents=True, exist_ok=True)
     shutil.copy2(BUSYBOX, root / "bin" / "busybox")
     ours = {p.name for p in STANDIN.iterdir()}

@@ -34,14 +34,46 @@ import yaml
 GLOBAL_FLAGS = {"--verbose", "--trace", "--timestamps"}
 # flag -> takes a value? (from the k3d v5 command reference)
 CREATE_FLAGS: dict[str, bool] = {
-    "-a": True, "--agents": True, "--agents-memory": True, "--api-port": True, "-c": True, "--config": True,
-    "-e": True, "--env": True, "--gpus": True, "-h": False, "--help": False, "--host-alias": True,
-    "--host-pid-mode": False, "-i": True, "--image": True, "--k3s-arg": True, "--k3s-node-label": True,
-    "--kubeconfig-switch-context": False, "--kubeconfig-update-default": False, "--lb-config-override": True,
-    "--network": True, "--no-image-volume": False, "--no-lb": False, "--no-rollback": False, "-p": True,
-    "--port": True, "--registry-config": True, "--registry-create": True, "--registry-use": True,
-    "--runtime-label": True, "--runtime-ulimit": True, "-s": True, "--servers": True, "--servers-memory": True,
-    "--subnet": True, "--timeout": True, "--token": True, "-v": True, "--volume": True, "--wait": False,
+    "-a": True,
+    "--agents": True,
+    "--agents-memory": True,
+    "--api-port": True,
+    "-c": True,
+    "--config": True,
+    "-e": True,
+    "--env": True,
+    "--gpus": True,
+    "-h": False,
+    "--help": False,
+    "--host-alias": True,
+    "--host-pid-mode": False,
+    "-i": True,
+    "--image": True,
+    "--k3s-arg": True,
+    "--k3s-node-label": True,
+    "--kubeconfig-switch-context": False,
+    "--kubeconfig-update-default": False,
+    "--lb-config-override": True,
+    "--network": True,
+    "--no-image-volume": False,
+    "--no-lb": False,
+    "--no-rollback": False,
+    "-p": True,
+    "--port": True,
+    "--registry-config": True,
+    "--registry-create": True,
+    "--registry-use": True,
+    "--runtime-label": True,
+    "--runtime-ulimit": True,
+    "-s": True,
+    "--servers": True,
+    "--servers-memory": True,
+    "--subnet": True,
+    "--timeout": True,
+    "--token": True,
+    "-v": True,
+    "--volume": True,
+    "--wait": False,
 }
 START_FLAGS = {"-a": False, "--all": False, "-h": False, "--help": False, "--timeout": True, "--wait": False}
 STOP_FLAGS = {"-a": False, "--all": False, "-h": False, "--help": False}
@@ -70,27 +102,55 @@ HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 # The k3d.io/v1alpha5 "Simple" schema, transcribed: key -> expected type or nested spec.
 NODE_FILTERS: Any = ["str"]
 SCHEMA: dict[str, Any] = {
-    "apiVersion": "str", "kind": "str", "metadata": {"name": "str"}, "servers": "num", "agents": "num",
-    "kubeAPI": {"host": "str", "hostIP": "str", "hostPort": "str"}, "image": "str", "network": "str",
-    "subnet": "str", "token": "str",
+    "apiVersion": "str",
+    "kind": "str",
+    "metadata": {"name": "str"},
+    "servers": "num",
+    "agents": "num",
+    "kubeAPI": {"host": "str", "hostIP": "str", "hostPort": "str"},
+    "image": "str",
+    "network": "str",
+    "subnet": "str",
+    "token": "str",
     "volumes": [{"volume": "str", "nodeFilters": NODE_FILTERS}],
     "manifests": [{"name": "str", "manifest": "str"}],
     "ports": [{"port": "str", "nodeFilters": NODE_FILTERS}],
     "options": {
-        "k3d": {"wait": "bool", "timeout": "any", "disableLoadbalancer": "bool", "disableImageVolume": "bool",
-                "disableRollback": "bool", "loadbalancer": {"configOverrides": ["any"]}},
-        "k3s": {"extraArgs": [{"arg": "str", "nodeFilters": NODE_FILTERS}],
-                "nodeLabels": [{"label": "str", "nodeFilters": NODE_FILTERS}]},
+        "k3d": {
+            "wait": "bool",
+            "timeout": "any",
+            "disableLoadbalancer": "bool",
+            "disableImageVolume": "bool",
+            "disableRollback": "bool",
+            "loadbalancer": {"configOverrides": ["any"]},
+        },
+        "k3s": {
+            "extraArgs": [{"arg": "str", "nodeFilters": NODE_FILTERS}],
+            "nodeLabels": [{"label": "str", "nodeFilters": NODE_FILTERS}],
+        },
         "kubeconfig": {"updateDefaultKubeconfig": "bool", "switchCurrentContext": "bool"},
-        "runtime": {"gpuRequest": "str", "serversMemory": "str", "agentsMemory": "str", "hostPidMode": "bool",
-                    "labels": [{"label": "str", "nodeFilters": NODE_FILTERS}],
-                    "ulimits": [{"name": "str", "soft": "num", "hard": "num"}]},
+        "runtime": {
+            "gpuRequest": "str",
+            "serversMemory": "str",
+            "agentsMemory": "str",
+            "hostPidMode": "bool",
+            "labels": [{"label": "str", "nodeFilters": NODE_FILTERS}],
+            "ulimits": [{"name": "str", "soft": "num", "hard": "num"}],
+        },
     },
     "env": [{"envVar": "str", "nodeFilters": NODE_FILTERS}],
-    "registries": {"create": {"name": "str", "host": "str", "hostPort": "str", "image": "str",
-                              "proxy": {"remoteURL": "str", "username": "str", "password": "str"},
-                              "volumes": ["str"]},
-                   "use": ["str"], "config": "str"},
+    "registries": {
+        "create": {
+            "name": "str",
+            "host": "str",
+            "hostPort": "str",
+            "image": "str",
+            "proxy": {"remoteURL": "str", "username": "str", "password": "str"},
+            "volumes": ["str"],
+        },
+        "use": ["str"],
+        "config": "str",
+    },
     "hostAliases": [{"ip": "str", "hostnames": ["str"]}],
 }
 
@@ -182,8 +242,11 @@ def parse_flags(args: list[str], spec: dict[str, bool], command: str) -> tuple[d
                 i += 1
                 continue
             if name not in spec:
-                raise Usage(f"unknown flag: {name}" if name.startswith("--") else
-                            f"unknown shorthand flag: '{name[1:]}' in {arg}")
+                raise Usage(
+                    f"unknown flag: {name}"
+                    if name.startswith("--")
+                    else f"unknown shorthand flag: '{name[1:]}' in {arg}"
+                )
             if spec[name]:
                 if eq:
                     value = inline
@@ -260,8 +323,10 @@ def cluster_create(state: State, args: list[str]) -> str:
         config = validate_config(config_path)
     name = positional[0] if positional else config.get("metadata", {}).get("name", "k3s-default")
     if len(name) > 32 or not HOSTNAME_RE.match(name):
-        raise Fatal(f"Failed to create cluster: invalid cluster name '{name}': must be a valid hostname "
-                    "of at most 32 characters")
+        raise Fatal(
+            f"Failed to create cluster: invalid cluster name '{name}': must be a valid hostname "
+            "of at most 32 characters"
+        )
     if name in state.clusters:
         raise Fatal(f"Failed to create cluster '{name}' because a cluster with that name already exists")
     servers = int(one(flags, "-s", "--servers") or config.get("servers", 1))
@@ -273,8 +338,9 @@ def cluster_create(state: State, args: list[str]) -> str:
     for other, info in state.clusters.items():
         clash = set(host_ports) & set(info["hostPorts"])
         if clash:
-            raise Fatal(f"Failed to create cluster '{name}': port {sorted(clash)[0]} is already allocated "
-                        f"(cluster {other})")
+            raise Fatal(
+                f"Failed to create cluster '{name}': port {sorted(clash)[0]} is already allocated (cluster {other})"
+            )
     maybe_fail("create")
     delay()
     # As k3d publishes them on the loadbalancer: the API port keyed without a protocol
@@ -284,9 +350,14 @@ def cluster_create(state: State, args: list[str]) -> str:
         if host and "loadbalancer" in entry.get("nodeFilters", ["loadbalancer"]):
             mappings[f"{container}/{proto}"] = [{"HostIp": "", "HostPort": host}]
     state.clusters[name] = {
-        "servers": servers, "agents": agents, "running": True, "apiPort": api_port, "hostPorts": host_ports,
+        "servers": servers,
+        "agents": agents,
+        "running": True,
+        "apiPort": api_port,
+        "hostPorts": host_ports,
         "portMappings": mappings,
-        "image": config.get("image", "docker.io/rancher/k3s:latest"), "config": config,
+        "image": config.get("image", "docker.io/rancher/k3s:latest"),
+        "config": config,
     }
     state.save()
     return f"INFO[0000] Cluster '{name}' created successfully!\n"
@@ -332,23 +403,43 @@ def cluster_list(state: State, args: list[str]) -> str:
     for name in chosen:
         info = state.clusters[name]
         running = info["running"]
-        nodes = [{"name": f"k3d-{name}-server-{i}", "role": "server", "State": {"Running": running}}
-                 for i in range(info["servers"])]
-        nodes += [{"name": f"k3d-{name}-agent-{i}", "role": "agent", "State": {"Running": running}}
-                  for i in range(info["agents"])]
+        nodes = [
+            {"name": f"k3d-{name}-server-{i}", "role": "server", "State": {"Running": running}}
+            for i in range(info["servers"])
+        ]
+        nodes += [
+            {"name": f"k3d-{name}-agent-{i}", "role": "agent", "State": {"Running": running}}
+            for i in range(info["agents"])
+        ]
         # k3d lists its loadbalancer among the nodes (checked against the real k3d: test_k3d_real.py)
-        nodes.append({"name": f"k3d-{name}-serverlb", "role": "loadbalancer", "State": {"Running": running},
-                      "portMappings": info.get("portMappings", {})})
-        items.append({"name": name, "nodes": nodes, "serversCount": info["servers"],
-                      "serversRunning": info["servers"] if running else 0, "agentsCount": info["agents"],
-                      "agentsRunning": info["agents"] if running else 0, "hasLoadbalancer": True})
+        nodes.append(
+            {
+                "name": f"k3d-{name}-serverlb",
+                "role": "loadbalancer",
+                "State": {"Running": running},
+                "portMappings": info.get("portMappings", {}),
+            }
+        )
+        items.append(
+            {
+                "name": name,
+                "nodes": nodes,
+                "serversCount": info["servers"],
+                "serversRunning": info["servers"] if running else 0,
+                "agentsCount": info["agents"],
+                "agentsRunning": info["agents"] if running else 0,
+                "hasLoadbalancer": True,
+            }
+        )
     if output == "json":
         return json.dumps(items) + "\n"
     if output == "yaml":
         return yaml.safe_dump(items)
     lines = [] if "--no-headers" in flags else ["NAME   SERVERS   AGENTS   LOADBALANCER"]
-    lines += [f"{i['name']}   {i['serversRunning']}/{i['serversCount']}   {i['agentsRunning']}/{i['agentsCount']}"
-              "   true" for i in items]
+    lines += [
+        f"{i['name']}   {i['serversRunning']}/{i['serversCount']}   {i['agentsRunning']}/{i['agentsCount']}   true"
+        for i in items
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -361,14 +452,28 @@ def kubeconfig_get(state: State, args: list[str]) -> str:
     docs = []
     for name in targets:
         port = state.clusters[name]["apiPort"]
-        docs.append({
-            "apiVersion": "v1", "kind": "Config", "current-context": f"k3d-{name}",
-            "clusters": [{"name": f"k3d-{name}", "cluster": {"server": f"https://0.0.0.0:{port}",
-                                                              "certificate-authority-data": "RE9VQkxF"}}],
-            "contexts": [{"name": f"k3d-{name}", "context": {"cluster": f"k3d-{name}", "user": f"admin@k3d-{name}"}}],
-            "users": [{"name": f"admin@k3d-{name}", "user": {"client-certificate-data": "RE9VQkxF",
-                                                             "client-key-data": "RE9VQkxF"}}],
-        })
+        docs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": f"k3d-{name}",
+                "clusters": [
+                    {
+                        "name": f"k3d-{name}",
+                        "cluster": {"server": f"https://0.0.0.0:{port}", "certificate-authority-data": "RE9VQkxF"},
+                    }
+                ],
+                "contexts": [
+                    {"name": f"k3d-{name}", "context": {"cluster": f"k3d-{name}", "user": f"admin@k3d-{name}"}}
+                ],
+                "users": [
+                    {
+                        "name": f"admin@k3d-{name}",
+                        "user": {"client-certificate-data": "RE9VQkxF", "client-key-data": "RE9VQkxF"},
+                    }
+                ],
+            }
+        )
     return "".join(yaml.safe_dump(d, sort_keys=False) for d in docs)
 
 
@@ -413,8 +518,19 @@ def main() -> int:
     started = time.time()
     rc, out, err = run(sys.argv[1:], state_dir)
     with open(os.path.join(state_dir, "calls.jsonl"), "a", encoding="utf-8") as log:
-        log.write(json.dumps({"argv": sys.argv[1:], "env": dict(os.environ), "rc": rc, "started": started,
-                              "ended": time.time(), "stderr": err}) + "\n")
+        log.write(
+            json.dumps(
+                {
+                    "argv": sys.argv[1:],
+                    "env": dict(os.environ),
+                    "rc": rc,
+                    "started": started,
+                    "ended": time.time(),
+                    "stderr": err,
+                }
+            )
+            + "\n"
+        )
     sys.stdout.write(out)
     sys.stderr.write(err)
     return rc

@@ -40,10 +40,19 @@ class SshdEnv:
         key_file.write_bytes(labd.session_key + b"\n")
         key_file.chmod(0o600)
         self.hook_config = self.dir / "hook.json"
-        self.hook_config.write_text(json.dumps({
-            "url": labd.url, "keyFile": str(key_file), "hostId": "login-test", "stateDir": str(self.hook_state),
-            "logFile": str(self.hook_log), "readyTimeout": 60, "requestTimeout": 5,
-        }))
+        self.hook_config.write_text(
+            json.dumps(
+                {
+                    "url": labd.url,
+                    "keyFile": str(key_file),
+                    "hostId": "login-test",
+                    "stateDir": str(self.hook_state),
+                    "logFile": str(self.hook_log),
+                    "readyTimeout": 60,
+                    "requestTimeout": 5,
+                }
+            )
+        )
         self.hook_config.chmod(0o600)
 
     def _add_user(self, name: str) -> None:
@@ -53,8 +62,7 @@ class SshdEnv:
         keys = self.dir / "keys"
         keys.mkdir(exist_ok=True)
         keys.chmod(0o755)
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.dir / f"id_{name}")],
-                       check=True)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.dir / f"id_{name}")], check=True)
         (keys / name).write_text((self.dir / f"id_{name}.pub").read_text())
         (keys / name).chmod(0o644)
 
@@ -66,18 +74,21 @@ class SshdEnv:
             "auth required pam_permit.so\n"
             "account required pam_permit.so\n"
             "session required pam_permit.so\n"
-            f"session optional pam_exec.so quiet {HOOK} --config {self.hook_config}\n")
+            f"session optional pam_exec.so quiet {HOOK} --config {self.hook_config}\n"
+        )
         config = self.dir / "sshd_config"
         config.write_text(
             f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {self.dir / 'host_key'}\n"
             f"PidFile {self.dir / 'sshd.pid'}\nUsePAM yes\nAuthorizedKeysFile {self.dir / 'keys'}/%u\n"
             "StrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
-            "PubkeyAuthentication yes\nLogLevel VERBOSE\nPermitRootLogin no\n")
+            "PubkeyAuthentication yes\nLogLevel VERBOSE\nPermitRootLogin no\n"
+        )
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
         script = f"mount --bind {pam} /etc/pam.d && exec /usr/sbin/sshd -D -e -f {config}"
         self.log = open(self.dir / "sshd.log", "ab")  # noqa: SIM115 (closed in stop)
-        self.proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            ["unshare", "-m", "--propagation", "private", "sh", "-c", script], stdout=self.log, stderr=subprocess.STDOUT
+        )
         wait_for(self._listening, what="test sshd listening")
         return self
 
@@ -93,10 +104,27 @@ class SshdEnv:
     def ssh(self, user: str, command: str = "cat") -> subprocess.Popen[bytes]:
         """A session that lasts until its stdin closes (or it is killed)."""
         client = subprocess.Popen(
-            ["ssh", "-i", str(self.dir / f"id_{user}"), "-p", str(self.port), "-o", "BatchMode=yes",
-             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-             f"{user}@127.0.0.1", command],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            [
+                "ssh",
+                "-i",
+                str(self.dir / f"id_{user}"),
+                "-p",
+                str(self.port),
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "LogLevel=ERROR",
+                f"{user}@127.0.0.1",
+                command,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         self.clients.append(client)
         return client
 
@@ -106,8 +134,14 @@ class SshdEnv:
         return [json.loads(p.read_text()) for p in sorted(self.hook_state.glob("*.json"))]
 
     def run_hook(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(HOOK), "--config", str(self.hook_config), *args], capture_output=True,
-                              text=True, env={"PATH": "/usr/bin:/bin", **(env or {})}, check=False, timeout=60)
+        return subprocess.run(
+            [str(HOOK), "--config", str(self.hook_config), *args],
+            capture_output=True,
+            text=True,
+            env={"PATH": "/usr/bin:/bin", **(env or {})},
+            check=False,
+            timeout=60,
+        )
 
     def stop(self) -> None:
         for client in self.clients:

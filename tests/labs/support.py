@@ -61,7 +61,7 @@ class Double:
         directory.mkdir(parents=True, exist_ok=True)
         self.binary = directory.parent / "k3d"
         # A wrapper so the double runs under the venv's python (it parses YAML).
-        self.binary.write_text(f"#!/bin/sh\nexec {sys.executable} {DOUBLE} \"$@\"\n")
+        self.binary.write_text(f'#!/bin/sh\nexec {sys.executable} {DOUBLE} "$@"\n')
         self.binary.chmod(0o755)
 
     def calls(self) -> list[dict[str, Any]]:
@@ -123,11 +123,14 @@ class Labd:
 
     def start(self) -> Labd:
         self.config_path.write_text(json.dumps(self.config, indent=2))
-        env = {**os.environ, "PYTHONPATH": str(LABD_SRC), "K3D_DOUBLE_DIR": str(self.double.dir),
-               **self.env_extra}
+        env = {**os.environ, "PYTHONPATH": str(LABD_SRC), "K3D_DOUBLE_DIR": str(self.double.dir), **self.env_extra}
         self.log = open(self.root / "labd.log", "ab")  # noqa: SIM115 (closed in stop)
-        self.proc = subprocess.Popen([sys.executable, "-m", "labd", "serve", "--config", str(self.config_path)],
-                                     env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "labd", "serve", "--config", str(self.config_path)],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         wait_for(self._healthy, what="labd /healthz")
         return self
 
@@ -152,8 +155,16 @@ class Labd:
         if hasattr(self, "log"):
             self.log.close()
 
-    def request(self, method: str, path: str, user: str, body: Any = None, key_id: str = "session",
-                key: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        user: str,
+        body: Any = None,
+        key_id: str = "session",
+        key: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
         data = b"" if body is None else json.dumps(body).encode()
         if headers is None:
             key = key if key is not None else (self.admin_key if key_id == "admin" else self.session_key)

@@ -27,27 +27,31 @@ users:
     client-certificate-data: QUJD
     client-key-data: QUJD
 """
-JSON_EXEC = ('{"apiVersion": "v1", "clusters": [{"name": "c", "cluster": {"server": '
-             '"https://alice.lab.example.edu:20000"}}], "users": [{"name": "u", "user": '
-             '{"exec": {"command": "/bin/sh"}}}]}')
+JSON_EXEC = (
+    '{"apiVersion": "v1", "clusters": [{"name": "c", "cluster": {"server": '
+    '"https://alice.lab.example.edu:20000"}}], "users": [{"name": "u", "user": '
+    '{"exec": {"command": "/bin/sh"}}}]}'
+)
 REFUSED = {
     "exec as a JSON key": JSON_EXEC,
     "exec in flow style": GOOD.replace("    client-key-data: QUJD\n", "    client-key-data: QUJD\n    {exec: x}\n"),
     "quoted auth-provider": GOOD.replace("    client-key-data: QUJD\n", "    'auth-provider': {name: oidc}\n"),
-    "exec spelt with a YAML escape": GOOD.replace("    client-key-data: QUJD\n",
-                                                   '    "\\x65xec": {command: /bin/sh}\n'),
+    "exec spelt with a YAML escape": GOOD.replace(
+        "    client-key-data: QUJD\n", '    "\\x65xec": {command: /bin/sh}\n'
+    ),
     "explicit key": GOOD.replace("    client-key-data: QUJD\n", "    ? exec\n    : {command: /bin/sh}\n"),
     "server in flow style elsewhere": GOOD.replace(
-        "    server: https://alice.lab.example.edu:20000\n",
-        "    {server: 'https://bob.lab.example.edu:20000'}\n"),
+        "    server: https://alice.lab.example.edu:20000\n", "    {server: 'https://bob.lab.example.edu:20000'}\n"
+    ),
     "lookalike domain": GOOD.replace("alice.lab.example.edu", "alice.evil.example"),
 }
 
 
 def test_a_kubeconfig_of_the_students_own_cluster_passes() -> None:
     HOOK_MODULE.check_kubeconfig(CONFIG, "alice", GOOD, "alice.lab.example.edu")
-    HOOK_MODULE.check_kubeconfig(CONFIG, "alice", GOOD.replace("alice.lab.example.edu", "lab1.example.edu"),
-                                 "alice.lab.example.edu")
+    HOOK_MODULE.check_kubeconfig(
+        CONFIG, "alice", GOOD.replace("alice.lab.example.edu", "lab1.example.edu"), "alice.lab.example.edu"
+    )
 
 
 @pytest.mark.parametrize("name", sorted(REFUSED))

@@ -46,18 +46,22 @@ class RealK3d:
         self.env = {**engine.env, "K3D_FIX_DNS": "0"}
         # The same k3d for programs that run it with their own environment (labd.k3d.K3d, labd)
         self.wrapper = work / "k3d"
-        self.wrapper.write_text(f"#!/bin/sh\nexport DOCKER_HOST={engine.host} DOCKER_CONFIG={engine.root}/client "
-                                f"K3D_FIX_DNS=0\nexec {binary} \"$@\"\n")
+        self.wrapper.write_text(
+            f"#!/bin/sh\nexport DOCKER_HOST={engine.host} DOCKER_CONFIG={engine.root}/client "
+            f'K3D_FIX_DNS=0\nexec {binary} "$@"\n'
+        )
         self.wrapper.chmod(0o755)
 
     def __call__(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([self.binary, *args], env=self.env, capture_output=True, text=True, timeout=timeout,
-                              check=False)
+        return subprocess.run(
+            [self.binary, *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+        )
 
     def config(self, user: str, template: dict[str, Any] | None = None) -> tuple[Path, ClusterValues]:
         """The config file labd would write for user (labd's own renderer and default template)."""
-        values = ClusterValues(user, f"lab-{user}", free_port(), free_port(), free_port(), "cis90", "fall2026",
-                               "lab.example.edu")
+        values = ClusterValues(
+            user, f"lab-{user}", free_port(), free_port(), free_port(), "cis90", "fall2026", "lab.example.edu"
+        )
         path = self.work / f"{values.cluster}.yaml"
         path.write_text(to_yaml(render_k3d_config(template or DEFAULT_TEMPLATE, values)))
         return path, values
@@ -113,8 +117,11 @@ def test_ports_and_labels_labd_relies_on(k3d: RealK3d, alice: ClusterValues) -> 
     assert server["HostConfig"]["Privileged"] is True  # k3d insists; the runtime wrapper drops one capability
     bindings = {port: [b["HostPort"] for b in binds] for port, binds in lb["HostConfig"]["PortBindings"].items()}
     # k3d writes the API port's key without a protocol ("6443", not "6443/tcp")
-    assert bindings == {"6443": [str(alice.api_port)], "80/tcp": [str(alice.http_port)],
-                        "443/tcp": [str(alice.https_port)]}
+    assert bindings == {
+        "6443": [str(alice.api_port)],
+        "80/tcp": [str(alice.http_port)],
+        "443/tcp": [str(alice.https_port)],
+    }
     assert server["HostConfig"]["PortBindings"] in ({}, None)  # everything goes through the loadbalancer
     # the published ports reach the server node's container through the loadbalancer
     assert f"k3s STAND-IN api k3d-{alice.cluster}-server-0" in (k3d.engine.fetch(alice.api_port) or "")
@@ -172,8 +179,9 @@ def test_create_twice_and_port_clash_fail_and_roll_back(k3d: RealK3d, alice: Clu
     assert done.returncode == 1 and "already exists" in done.stderr
     assert k3d.listed()[alice.cluster]["serversRunning"] == 1  # the first is untouched
     # bob asks for alice's HTTP port (a labd that lost its state could do that)
-    clash, bob = k3d.config("bob", {**DEFAULT_TEMPLATE, "ports": [
-        {"port": f"{alice.http_port}:80", "nodeFilters": ["loadbalancer"]}]})
+    clash, bob = k3d.config(
+        "bob", {**DEFAULT_TEMPLATE, "ports": [{"port": f"{alice.http_port}:80", "nodeFilters": ["loadbalancer"]}]}
+    )
     done = k3d("cluster", "create", "--config", str(clash))
     assert done.returncode == 1
     assert bob.cluster not in k3d.listed()
@@ -195,28 +203,42 @@ def _shape(item: dict[str, Any]) -> dict[str, Any]:
     """What the double claims of a `cluster list -o json` item, in a comparable form."""
     keys = ("name", "serversCount", "serversRunning", "agentsCount", "agentsRunning", "hasLoadbalancer")
     lb = next(n for n in item["nodes"] if n["role"] == "loadbalancer")
-    return {**{k: item[k] for k in keys},
-            "nodes": sorted((n["name"], n["role"], n["State"]["Running"]) for n in item["nodes"]),
-            "published": {port: [b["HostPort"] for b in binds] for port, binds in lb["portMappings"].items()}}
+    return {
+        **{k: item[k] for k in keys},
+        "nodes": sorted((n["name"], n["role"], n["State"]["Running"]) for n in item["nodes"]),
+        "published": {port: [b["HostPort"] for b in binds] for port, binds in lb["portMappings"].items()},
+    }
 
 
 def test_the_double_claims_what_the_real_k3d_does(k3d: RealK3d, tmp_path: Path) -> None:
     """Every claim of k3d_double.py that labd's tests rest on, replayed against the real k3d."""
+
     def double(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, str(DOUBLE), *args], capture_output=True, text=True, check=False,
-                              env={"K3D_DOUBLE_DIR": str(tmp_path / "double"), "PATH": "/usr/bin:/bin"})
+        return subprocess.run(
+            [sys.executable, str(DOUBLE), *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={"K3D_DOUBLE_DIR": str(tmp_path / "double"), "PATH": "/usr/bin:/bin"},
+        )
 
     path, dave = k3d.config("dave")
-    clash, ivan = k3d.config("ivan", {**DEFAULT_TEMPLATE, "ports": [
-        {"port": f"{dave.http_port}:80", "nodeFilters": ["loadbalancer"]}]})
+    clash, ivan = k3d.config(
+        "ivan", {**DEFAULT_TEMPLATE, "ports": [{"port": f"{dave.http_port}:80", "nodeFilters": ["loadbalancer"]}]}
+    )
     real_list: list[Any] = []
     double_list: list[Any] = []
     try:
         for run, seen in ((k3d, real_list), (double, double_list)):
-            steps = [("cluster", "create", "--config", str(path)), ("cluster", "create", "--config", str(clash)),
-                     ("cluster", "list", "-o", "json"),
-                     ("cluster", "stop", dave.cluster), ("cluster", "list", "-o", "json"),
-                     ("cluster", "start", dave.cluster), ("kubeconfig", "get", dave.cluster)]
+            steps = [
+                ("cluster", "create", "--config", str(path)),
+                ("cluster", "create", "--config", str(clash)),
+                ("cluster", "list", "-o", "json"),
+                ("cluster", "stop", dave.cluster),
+                ("cluster", "list", "-o", "json"),
+                ("cluster", "start", dave.cluster),
+                ("kubeconfig", "get", dave.cluster),
+            ]
             for step in steps:
                 done = run(*step)
                 seen.append((step[:2], done.returncode))
@@ -225,13 +247,27 @@ def test_the_double_claims_what_the_real_k3d_does(k3d: RealK3d, tmp_path: Path) 
                     seen.append((_shape(listed[dave.cluster]), ivan.cluster in listed))
                 if step[0] == "kubeconfig":
                     config = yaml.safe_load(done.stdout)
-                    seen.append((config["current-context"], config["clusters"][0]["cluster"]["server"],
-                                 config["contexts"][0]["context"], sorted(config["users"][0]["user"])))
+                    seen.append(
+                        (
+                            config["current-context"],
+                            config["clusters"][0]["cluster"]["server"],
+                            config["contexts"][0]["context"],
+                            sorted(config["users"][0]["user"]),
+                        )
+                    )
             for argv, _ in UNKNOWN:
                 seen.append((argv, run(*argv).returncode))
             seen.append(("delete", run("cluster", "delete", dave.cluster).returncode))
-            seen.append(("after delete", [i["name"] for i in json.loads(run("cluster", "list", "-o", "json").stdout)
-                                          if i["name"] == dave.cluster]))
+            seen.append(
+                (
+                    "after delete",
+                    [
+                        i["name"]
+                        for i in json.loads(run("cluster", "list", "-o", "json").stdout)
+                        if i["name"] == dave.cluster
+                    ],
+                )
+            )
     finally:
         k3d("cluster", "delete", dave.cluster)
         k3d("cluster", "delete", ivan.cluster)
@@ -284,7 +320,8 @@ def test_labd_drives_the_real_k3d(k3d: RealK3d, tmp_path: Path, labd_factory: li
 
 
 def test_labd_readopts_real_clusters_on_their_published_ports_after_losing_its_state(
-        k3d: RealK3d, tmp_path: Path, labd_factory: list[Labd]) -> None:
+    k3d: RealK3d, tmp_path: Path, labd_factory: list[Labd]
+) -> None:
     """State file gone: labd adopts both clusters from `k3d cluster list` on the ports k3d really published,
     so each student's domain still routes to that student's own cluster."""
     labd = Labd(tmp_path / "labd", k3dBinary=str(k3d.wrapper), k3dTimeout=120)

@@ -66,8 +66,10 @@ def test_routes_follow_the_cluster_set(labd: Labd) -> None:
     routes = yaml.safe_load(Path(labd.config["traefik"]["file"]).read_text())
     alice = labd.status("alice")["ports"]
     assert routes["http"]["routers"]["lab-alice"]["rule"] == "Host(`alice.lab.example.edu`)"
-    assert routes["http"]["services"]["lab-alice"]["loadBalancer"]["servers"][0]["url"] == \
-        f"http://127.0.0.1:{alice['http']}"
+    assert (
+        routes["http"]["services"]["lab-alice"]["loadBalancer"]["servers"][0]["url"]
+        == f"http://127.0.0.1:{alice['http']}"
+    )
     assert routes["tcp"]["routers"]["lab-bob"]["rule"] == "HostSNI(`bob.lab.example.edu`)"
     assert routes["tcp"]["routers"]["lab-bob"]["tls"] == {"passthrough": True}
     assert labd.status("bob")["ports"]["api"] != alice["api"]
@@ -163,8 +165,12 @@ def test_state_survives_restart_and_reconciles_with_k3d(tmp_path: Path, labd_fac
     ports = {u: daemon.status(u)["ports"] for u in ("alice", "bob")}
     daemon.stop()
     # While labd is down alice's cluster is stopped behind its back.
-    subprocess.run([str(daemon.double.binary), "cluster", "stop", "lab-alice"], check=True, capture_output=True,
-                   env={"K3D_DOUBLE_DIR": str(daemon.double.dir), "PATH": "/usr/bin:/bin"})
+    subprocess.run(
+        [str(daemon.double.binary), "cluster", "stop", "lab-alice"],
+        check=True,
+        capture_output=True,
+        env={"K3D_DOUBLE_DIR": str(daemon.double.dir), "PATH": "/usr/bin:/bin"},
+    )
     daemon.start()
     assert daemon.status("alice")["state"] == "stopped"
     assert daemon.status("bob")["state"] == "running"
@@ -198,8 +204,7 @@ def test_reaper_stops_idle_clusters(tmp_path: Path, labd_factory: list[Labd]) ->
     wait_for(lambda: daemon.status("alice")["state"] == "stopped", what="labd records the stop")
 
 
-def test_reaper_keeps_clusters_with_sessions_and_drops_stale_sessions(tmp_path: Path,
-                                                                      labd_factory: list[Labd]) -> None:
+def test_reaper_keeps_clusters_with_sessions_and_drops_stale_sessions(tmp_path: Path, labd_factory: list[Labd]) -> None:
     daemon = Labd(tmp_path / "d", idleTimeout=0.5, sessionTtl=2, reaperInterval=0.1)
     labd_factory.append(daemon)
     daemon.start()
@@ -217,8 +222,7 @@ def test_host_sync_closes_sessions_the_login_server_no_longer_has(labd: Labd) ->
     wait_for(lambda: running(labd, "alice"), what="running")
     status, body = labd.request("PUT", "/v1/hosts/login/sessions", "alice", {"sessions": [["login:1:1", "alice"]]})
     assert status == 403  # a student signature cannot speak for the host
-    status, body = labd.request("PUT", "/v1/hosts/login/sessions", "host:login",
-                                {"sessions": [["login:1:1", "alice"]]})
+    status, body = labd.request("PUT", "/v1/hosts/login/sessions", "host:login", {"sessions": [["login:1:1", "alice"]]})
     assert status == 200 and body["closed"] == 1
     assert labd.status("alice")["sessions"] == 1
     labd.request("PUT", "/v1/hosts/login/sessions", "host:login", {"sessions": []})
@@ -262,11 +266,14 @@ def receiver(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     server.shutdown()
 
 
-def test_init_and_cleanup_webhooks_are_signed_and_retried(tmp_path: Path, labd_factory: list[Labd],
-                                                          receiver: tuple[str, Path]) -> None:
+def test_init_and_cleanup_webhooks_are_signed_and_retried(
+    tmp_path: Path, labd_factory: list[Labd], receiver: tuple[str, Path]
+) -> None:
     url, secret = receiver
-    hooks = {"init": {"url": url + "/init", "secretFile": str(secret), "timeout": 2, "retries": 2},
-             "cleanup": {"url": url + "/cleanup", "secretFile": str(secret), "timeout": 2, "retries": 2}}
+    hooks = {
+        "init": {"url": url + "/init", "secretFile": str(secret), "timeout": 2, "retries": 2},
+        "cleanup": {"url": url + "/cleanup", "secretFile": str(secret), "timeout": 2, "retries": 2},
+    }
     daemon = Labd(tmp_path / "d", hooks=hooks)
     labd_factory.append(daemon)
     daemon.start()
@@ -276,30 +283,40 @@ def test_init_and_cleanup_webhooks_are_signed_and_retried(tmp_path: Path, labd_f
     ensure_running(daemon, "alice")  # a restart is not a first creation: no second init
     daemon.request("DELETE", "/v1/users/alice", "admin", key_id="admin")
     events = [(e["path"], e["event"], e["user"], e["class"], e["term"]) for e in Receiver.events]
-    assert events == [("/init", "init", "alice", "cis90", "fall2026"),
-                      ("/cleanup", "stop", "alice", "cis90", "fall2026"),
-                      ("/cleanup", "delete", "alice", "cis90", "fall2026")]
+    assert events == [
+        ("/init", "init", "alice", "cis90", "fall2026"),
+        ("/cleanup", "stop", "alice", "cis90", "fall2026"),
+        ("/cleanup", "delete", "alice", "cis90", "fall2026"),
+    ]
 
 
 def run_labd(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "labd", *args], capture_output=True, text=True,
-                          env={"PYTHONPATH": str(LABD_SRC), "PATH": "/usr/bin:/bin"}, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "labd", *args],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(LABD_SRC), "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
 
 
-@pytest.mark.parametrize(("change", "fragment"), [
-    ({"idleTimeout": "soon"}, "config key 'idleTimeout': got 'soon'; expected a number of seconds"),
-    ({"labDomain": "Lab Domain"}, "config key 'labDomain'"),
-    ({"k3d": {"template": {"server": 1}}}, "config key 'k3d.template.server'"),
-    ({"k3d": {"template": {"image": "rancher/k3s:${version}"}}}, "config key 'k3d.template'"),
-    ({"k3d": {"template": {"agents": -1}}}, "config key 'k3d.template.agents': got -1; expected an integer 0..9"),
-    ({"hooks": {"init": {"url": "ftp://x", "secretFile": "/nonexistent"}}}, "config key 'hooks.init.url'"),
-    ({"hooks": {"init": {"url": "http://x/ y", "secretFile": "/nonexistent"}}}, "config key 'hooks.init.url'"),
-    ({"class": "cis90\n"}, "config key 'class'"),
-    ({"labDomain": "lab.example.edu\n"}, "config key 'labDomain'"),
-    ({"portLimit": 20001}, "config key 'portLimit'"),
-    ({"kubeconfigServer": "${nope}.example.edu"}, "config key 'kubeconfigServer'"),
-    ({"colour": "blue"}, "config key 'colour'"),
-])
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"idleTimeout": "soon"}, "config key 'idleTimeout': got 'soon'; expected a number of seconds"),
+        ({"labDomain": "Lab Domain"}, "config key 'labDomain'"),
+        ({"k3d": {"template": {"server": 1}}}, "config key 'k3d.template.server'"),
+        ({"k3d": {"template": {"image": "rancher/k3s:${version}"}}}, "config key 'k3d.template'"),
+        ({"k3d": {"template": {"agents": -1}}}, "config key 'k3d.template.agents': got -1; expected an integer 0..9"),
+        ({"hooks": {"init": {"url": "ftp://x", "secretFile": "/nonexistent"}}}, "config key 'hooks.init.url'"),
+        ({"hooks": {"init": {"url": "http://x/ y", "secretFile": "/nonexistent"}}}, "config key 'hooks.init.url'"),
+        ({"class": "cis90\n"}, "config key 'class'"),
+        ({"labDomain": "lab.example.edu\n"}, "config key 'labDomain'"),
+        ({"portLimit": 20001}, "config key 'portLimit'"),
+        ({"kubeconfigServer": "${nope}.example.edu"}, "config key 'kubeconfigServer'"),
+        ({"colour": "blue"}, "config key 'colour'"),
+    ],
+)
 def test_bad_config_is_one_clear_line(tmp_path: Path, change: dict[str, Any], fragment: str) -> None:
     daemon = Labd(tmp_path / "d")
     config = {**daemon.config, **change}
@@ -340,8 +357,7 @@ def test_k3d_failure_is_reported_not_hidden(tmp_path: Path, labd_factory: list[L
     assert "K3D_DOUBLE_FAIL" in status["error"]
 
 
-def test_kubeconfig_server_defaults_to_the_students_lab_host_name(tmp_path: Path,
-                                                                 labd_factory: list[Labd]) -> None:
+def test_kubeconfig_server_defaults_to_the_students_lab_host_name(tmp_path: Path, labd_factory: list[Labd]) -> None:
     daemon = Labd(tmp_path / "d")
     del daemon.config["kubeconfigServer"]
     labd_factory.append(daemon)
@@ -396,5 +412,7 @@ def test_recorded_ports_that_k3d_contradicts_follow_k3d(tmp_path: Path, labd_fac
     daemon.start()
     assert daemon.status("alice")["ports"] == ports
     routes = yaml.safe_load(Path(daemon.config["traefik"]["file"]).read_text())
-    assert routes["http"]["services"]["lab-alice"]["loadBalancer"]["servers"][0]["url"] == \
-        f"http://127.0.0.1:{ports['http']}"
+    assert (
+        routes["http"]["services"]["lab-alice"]["loadBalancer"]["servers"][0]["url"]
+        == f"http://127.0.0.1:{ports['http']}"
+    )

@@ -113,7 +113,8 @@ MALFORMED: list[tuple[str, list[tuple[str, str]], int]] = [
 
 @pytest.mark.parametrize(("name", "extra", "expected"), MALFORMED, ids=[m[0] for m in MALFORMED])
 def test_malformed_length_is_answered_before_the_body_and_changes_nothing(
-        busy_labd: Labd, name: str, extra: list[tuple[str, str]], expected: int) -> None:
+    busy_labd: Labd, name: str, extra: list[tuple[str, str]], expected: int
+) -> None:
     labd = busy_labd
     before, rss_before = snapshot(labd), labd.rss_kib()
     sock = connect(labd)
@@ -203,8 +204,7 @@ class Trickler(threading.Thread):
             time.sleep(0.15)
 
 
-def test_slow_clients_are_cut_off_and_others_are_served_meanwhile(tmp_path: Path,
-                                                                  labd_factory: list[Labd]) -> None:
+def test_slow_clients_are_cut_off_and_others_are_served_meanwhile(tmp_path: Path, labd_factory: list[Labd]) -> None:
     # The socket timeout alone (2 s per read) never fires for a byte every 0.2 s:
     # only labd's per-request deadline ends these connections.
     labd = Labd(tmp_path / "labd", requestTimeout=2)
@@ -220,8 +220,7 @@ def test_slow_clients_are_cut_off_and_others_are_served_meanwhile(tmp_path: Path
         assert labd.status("bob")["state"] == "running"
         status, body = labd.request("POST", "/v1/users/bob/stop", "bob")
         assert status == 200 and body["state"] == "stopped"
-        wait_for(lambda: all(t.cut.is_set() for t in tricklers), timeout=60,
-                 what="labd cuts every slow client off")
+        wait_for(lambda: all(t.cut.is_set() for t in tricklers), timeout=60, what="labd cuts every slow client off")
     finally:
         for t in tricklers:
             t.stop.set()
@@ -234,8 +233,7 @@ def test_slow_clients_are_cut_off_and_others_are_served_meanwhile(tmp_path: Path
     assert labd.status("alice")["sessions"] == 0
 
 
-def test_connection_flood_is_bounded_answered_503_and_labd_recovers(tmp_path: Path,
-                                                                    labd_factory: list[Labd]) -> None:
+def test_connection_flood_is_bounded_answered_503_and_labd_recovers(tmp_path: Path, labd_factory: list[Labd]) -> None:
     labd = Labd(tmp_path / "labd", maxConnections=8, requestTimeout=5)
     labd_factory.append(labd)
     labd.start()
@@ -253,8 +251,11 @@ def test_connection_flood_is_bounded_answered_503_and_labd_recovers(tmp_path: Pa
         assert labd.rss_kib() - rss_before < RSS_GROWTH_LIMIT_KIB
         # The holders never send a byte nor close: labd's deadline frees their slots,
         # and then a legitimate client (the hook retries 503) is served again.
-        wait_for(lambda: all(closed_by_peer(sock) for sock in holders), timeout=60,
-                 what="labd drops the idle holders at their deadline")
+        wait_for(
+            lambda: all(closed_by_peer(sock) for sock in holders),
+            timeout=60,
+            what="labd drops the idle holders at their deadline",
+        )
 
         def served() -> bool:
             try:
@@ -262,6 +263,7 @@ def test_connection_flood_is_bounded_answered_503_and_labd_recovers(tmp_path: Pa
             except OSError:
                 return False
             return status == 200
+
         wait_for(served, timeout=30, what="labd serves again after the flood")
     finally:
         for sock in holders + flood:
@@ -270,8 +272,7 @@ def test_connection_flood_is_bounded_answered_503_and_labd_recovers(tmp_path: Pa
     assert labd.double.running("lab-alice") is True
 
 
-def test_request_signed_for_one_lab_host_is_refused_at_another(tmp_path: Path,
-                                                              labd_factory: list[Labd]) -> None:
+def test_request_signed_for_one_lab_host_is_refused_at_another(tmp_path: Path, labd_factory: list[Labd]) -> None:
     lab1, lab2 = Labd(tmp_path / "lab1"), Labd(tmp_path / "lab2")
     # One class: both lab hosts hold the same session key, as the program installs them.
     for daemon in (lab1, lab2):
@@ -283,10 +284,10 @@ def test_request_signed_for_one_lab_host_is_refused_at_another(tmp_path: Path,
     lab2.start()
     for daemon in (lab1, lab2):
         ensure_running(daemon, "alice")
-        daemon.request("PUT", "/v1/hosts/login/sessions", "host:login",
-                       {"sessions": [["login:1:1", "alice"]]})
-        status, _ = daemon.request("POST", "/v1/users/alice/sessions", "alice",
-                                   {"session": "login:1:1", "host": "login"})
+        daemon.request("PUT", "/v1/hosts/login/sessions", "host:login", {"sessions": [["login:1:1", "alice"]]})
+        status, _ = daemon.request(
+            "POST", "/v1/users/alice/sessions", "alice", {"session": "login:1:1", "host": "login"}
+        )
         assert status == 202
     before = snapshot(lab2)
 

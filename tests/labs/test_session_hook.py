@@ -122,8 +122,12 @@ def test_student_commands_act_only_for_sudo_user(env: SshdEnv) -> None:
     done = env.run_hook("kubeconfig", env={"SUDO_USER": alice})
     assert done.returncode == 0 and (home(alice) / ".kube" / "config").exists()
     # A student running the hook directly (no sudo) cannot read the key and is refused.
-    direct = subprocess.run(["runuser", "-u", alice, "--", str(HOOK), "--config", str(env.hook_config), "stop"],
-                            capture_output=True, text=True, check=False)
+    direct = subprocess.run(
+        ["runuser", "-u", alice, "--", str(HOOK), "--config", str(env.hook_config), "stop"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert direct.returncode == 2 and "must run as root" in direct.stderr
     assert is_running(env, alice)
 
@@ -131,8 +135,9 @@ def test_student_commands_act_only_for_sudo_user(env: SshdEnv) -> None:
 def test_students_own_kubeconfig_is_not_overwritten(env: SshdEnv) -> None:
     user = env.users[0]
     kube = home(user) / ".kube"
-    subprocess.run(["runuser", "-u", user, "--", "sh", "-c", f"mkdir -p {kube} && echo mine > {kube}/config"],
-                   check=True)
+    subprocess.run(
+        ["runuser", "-u", user, "--", "sh", "-c", f"mkdir -p {kube} && echo mine > {kube}/config"], check=True
+    )
     env.ssh(user)
     wait_for((kube / "lab-config").exists, what="lab kubeconfig written beside the student's own")
     assert (kube / "config").read_text() == "mine\n"

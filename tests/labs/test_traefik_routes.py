@@ -73,15 +73,22 @@ def self_signed(tmp: Path, host: str) -> tuple[str, str]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(hours=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
     cert_file, key_file = tmp / f"{host}.crt", tmp / f"{host}.key"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return str(cert_file), str(key_file)
 
 
@@ -121,11 +128,19 @@ def stack(tmp_path: Path, labd_factory: list[Labd]) -> Iterator[dict[str, Any]]:
     web, websecure = free_port(), free_port()
     log = open(tmp_path / "traefik.log", "ab")  # noqa: SIM115 (closed below)
     traefik = subprocess.Popen(
-        [str(TRAEFIK), f"--entryPoints.web.address=127.0.0.1:{web}",
-         f"--entryPoints.websecure.address=127.0.0.1:{websecure}",
-         f"--providers.file.filename={daemon.config['traefik']['file']}", "--providers.file.watch=true",
-         "--log.level=DEBUG", "--global.checkNewVersion=false", "--global.sendAnonymousUsage=false"],
-        stdout=log, stderr=subprocess.STDOUT)
+        [
+            str(TRAEFIK),
+            f"--entryPoints.web.address=127.0.0.1:{web}",
+            f"--entryPoints.websecure.address=127.0.0.1:{websecure}",
+            f"--providers.file.filename={daemon.config['traefik']['file']}",
+            "--providers.file.watch=true",
+            "--log.level=DEBUG",
+            "--global.checkNewVersion=false",
+            "--global.sendAnonymousUsage=false",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         yield {"labd": daemon, "web": web, "websecure": websecure, "log": tmp_path / "traefik.log"}
     finally:
@@ -154,8 +169,10 @@ def https_get(port: int, host: str) -> tuple[str, str]:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
-                context.wrap_socket(raw, server_hostname=host) as tls:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+            context.wrap_socket(raw, server_hostname=host) as tls,
+        ):
             der = tls.getpeercert(binary_form=True)
             tls.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
             data = b""

@@ -53,8 +53,17 @@ def ensure_rootfs() -> Path:
                 raise RootfsUnavailable("debootstrap is not installed (apt-get install debootstrap)")
             partial = CACHE / "rootfs-bookworm.partial"
             shutil.rmtree(partial, ignore_errors=True)
-            _run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", "bookworm",
-                  str(partial), MIRROR], log)
+            _run(
+                [
+                    "debootstrap",
+                    "--variant=minbase",
+                    f"--include={','.join(PACKAGES)}",
+                    "bookworm",
+                    str(partial),
+                    MIRROR,
+                ],
+                log,
+            )
             partial.rename(ROOTFS)
         else:
             # An older cache: add what is missing with the chroot's own apt.
@@ -81,8 +90,18 @@ def overlay_root(base: Path | None = None) -> Iterator[Path]:
         path.mkdir()
     mounts: list[Path] = []
     try:
-        subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
-                        f"lowerdir={lower},upperdir={upper},workdir={scratch}", str(merged)], check=True)
+        subprocess.run(
+            [
+                "mount",
+                "-t",
+                "overlay",
+                "overlay",
+                "-o",
+                f"lowerdir={lower},upperdir={upper},workdir={scratch}",
+                str(merged),
+            ],
+            check=True,
+        )
         mounts.append(merged)
         subprocess.run(["mount", "-t", "proc", "proc", str(merged / "proc")], check=True)
         mounts.append(merged / "proc")
@@ -96,5 +115,4 @@ def overlay_root(base: Path | None = None) -> Iterator[Path]:
 
 
 def chroot(root: Path, *argv: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["chroot", str(root), *argv], capture_output=True, text=True, check=check,
-                          timeout=timeout)
+    return subprocess.run(["chroot", str(root), *argv], capture_output=True, text=True, check=check, timeout=timeout)

@@ -28,11 +28,14 @@ def new_key(directory: Path, name: str) -> tuple[Path, str]:
     """An ed25519 key pair for a client; returns (private key path, public key line)."""
     key = ed25519.Ed25519PrivateKey.generate()
     path = directory / name
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                       serialization.NoEncryption()))
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+    )
     path.chmod(0o600)
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                           serialization.PublicFormat.OpenSSH).decode() + f" {name}"
+    public = (
+        key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+        + f" {name}"
+    )
     (directory / f"{name}.pub").write_text(public + "\n")
     return path, public
 
@@ -50,11 +53,29 @@ class Sshd:
     def start(self, *extra: str) -> None:
         (self.root / "run" / "sshd").mkdir(parents=True, exist_ok=True)
         # Only the port, address and log verbosity differ from the project's sshd_config.
-        argv = ["chroot", str(self.root), "timeout", str(SSHD_LIFETIME), "/usr/sbin/sshd", "-D", "-e",
-                "-f", "/etc/ssh/sshd_config", "-o", f"Port={self.port}", "-o", "ListenAddress=127.0.0.1",
-                "-o", "LogLevel=VERBOSE", *extra]
-        check = subprocess.run(["chroot", str(self.root), "/usr/sbin/sshd", "-t", "-f", "/etc/ssh/sshd_config"],
-                               capture_output=True, text=True)
+        argv = [
+            "chroot",
+            str(self.root),
+            "timeout",
+            str(SSHD_LIFETIME),
+            "/usr/sbin/sshd",
+            "-D",
+            "-e",
+            "-f",
+            "/etc/ssh/sshd_config",
+            "-o",
+            f"Port={self.port}",
+            "-o",
+            "ListenAddress=127.0.0.1",
+            "-o",
+            "LogLevel=VERBOSE",
+            *extra,
+        ]
+        check = subprocess.run(
+            ["chroot", str(self.root), "/usr/sbin/sshd", "-t", "-f", "/etc/ssh/sshd_config"],
+            capture_output=True,
+            text=True,
+        )
         if check.returncode != 0:
             raise RuntimeError(f"sshd -t rejected the configuration: {check.stderr}")
         with self.log.open("wb") as out:
@@ -94,14 +115,35 @@ class Sshd:
             time.sleep(0.05)
 
 
-def ssh(port: int, user: str, identity: Path, known_hosts: Path, *, certificate: Path | None = None,
-        command: str = "id -un") -> subprocess.CompletedProcess[str]:
+def ssh(
+    port: int, user: str, identity: Path, known_hosts: Path, *, certificate: Path | None = None, command: str = "id -un"
+) -> subprocess.CompletedProcess[str]:
     """The real OpenSSH client, configured only by these flags (no user or system ssh_config)."""
-    argv = ["ssh", "-F", "/dev/null", "-p", str(port), "-i", str(identity),
-            "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
-            "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known_hosts}",
-            "-o", "GlobalKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10",
-            "-o", "PreferredAuthentications=publickey"]
+    argv = [
+        "ssh",
+        "-F",
+        "/dev/null",
+        "-p",
+        str(port),
+        "-i",
+        str(identity),
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "IdentityAgent=none",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        f"UserKnownHostsFile={known_hosts}",
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+        "-o",
+        "ConnectTimeout=10",
+        "-o",
+        "PreferredAuthentications=publickey",
+    ]
     if certificate is not None:
         argv += ["-o", f"CertificateFile={certificate}"]
     argv += [f"{user}@127.0.0.1", command]

@@ -37,8 +37,11 @@ DAY = 86400
 
 
 def ca_pem() -> str:
-    return ed25519.Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()).decode()
+    return (
+        ed25519.Ed25519PrivateKey.generate()
+        .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+        .decode()
+    )
 
 
 @dataclass
@@ -52,11 +55,22 @@ class Lab:
     roster: dict[str, Any]
     now: int
 
-    def cert(self, user_key: str, principal: str, *, valid_after: int | None = None,
-             valid_before: int | None = None, serial: int = 1000, ca: str | None = None) -> Path:
+    def cert(
+        self,
+        user_key: str,
+        principal: str,
+        *,
+        valid_after: int | None = None,
+        valid_before: int | None = None,
+        serial: int = 1000,
+        ca: str | None = None,
+    ) -> Path:
         """A certificate signed the way the CertificateSet resource signs it."""
         request = CertificateRequest(
-            public_key=self.keys[user_key][1], principal=principal, key_id=f"cis90/test/{principal}", serial=serial,
+            public_key=self.keys[user_key][1],
+            principal=principal,
+            key_id=f"cis90/test/{principal}",
+            serial=serial,
             valid_after=self.now - DAY if valid_after is None else valid_after,
             valid_before=self.now + 30 * DAY if valid_before is None else valid_before,
             extensions=USER_EXTENSIONS,
@@ -67,19 +81,21 @@ class Lab:
         path.write_text(cert + "\n")
         return path
 
-    def login(self, user: str, key: str, certificate: Path | None = None,
-              command: str = "id -un") -> subprocess.CompletedProcess[str]:
+    def login(
+        self, user: str, key: str, certificate: Path | None = None, command: str = "id -un"
+    ) -> subprocess.CompletedProcess[str]:
         self.sshd.mark()
-        return ssh(self.sshd.port, user, self.keys[key][0], self.known_hosts, certificate=certificate,
-                   command=command)
+        return ssh(self.sshd.port, user, self.keys[key][0], self.known_hosts, certificate=certificate, command=command)
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory, rootfs: Path) -> Iterator[Lab]:
     tmp = tmp_path_factory.mktemp("ssh-access")
     now = int(time.time())
-    keys = {name: new_key(tmp, name) for name in (
-        "alice", "bob", "carol", "carol_own", "dave", "erin", "alice_own", "revoked_key", "stranger")}
+    keys = {
+        name: new_key(tmp, name)
+        for name in ("alice", "bob", "carol", "carol_own", "dave", "erin", "alice_own", "revoked_key", "stranger")
+    }
     with overlay_root(rootfs) as root:
         install_reconciler(root)
         ca = ca_pem()
@@ -91,19 +107,24 @@ def lab(tmp_path_factory: pytest.TempPathFactory, rootfs: Path) -> Iterator[Lab]
         install_host_keys(ca, root / "etc/ssh/host", ["127.0.0.1", "localhost"])
         shutil.copy(SCRIPTS / "sshd_config", root / "etc/ssh/sshd_config")
 
-        access = parse_access({
-            "roster": [
-                {"username": "alice", "keys": [keys["alice"][1]]},
-                {"username": "bob"},
-                {"username": "carol", "role": "ta", "keys": [keys["carol"][1]]},
-                {"username": "dave", "keys": [keys["dave"][1]]},
-                {"username": "erin", "keys": [keys["erin"][1], keys["revoked_key"][1]]},
-            ],
-            "term": {"start": time.strftime("%Y-%m-%d", time.gmtime(now - 10 * DAY)),
-                     "end": time.strftime("%Y-%m-%d", time.gmtime(now + 30 * DAY))},
-            "revocations": {"serials": [666], "keys": [keys["revoked_key"][1]]},
-            "staffKeepOwnKeys": True,
-        }, base_dir=tmp)
+        access = parse_access(
+            {
+                "roster": [
+                    {"username": "alice", "keys": [keys["alice"][1]]},
+                    {"username": "bob"},
+                    {"username": "carol", "role": "ta", "keys": [keys["carol"][1]]},
+                    {"username": "dave", "keys": [keys["dave"][1]]},
+                    {"username": "erin", "keys": [keys["erin"][1], keys["revoked_key"][1]]},
+                ],
+                "term": {
+                    "start": time.strftime("%Y-%m-%d", time.gmtime(now - 10 * DAY)),
+                    "end": time.strftime("%Y-%m-%d", time.gmtime(now + 30 * DAY)),
+                },
+                "revocations": {"serials": [666], "keys": [keys["revoked_key"][1]]},
+                "staffKeepOwnKeys": True,
+            },
+            base_dir=tmp,
+        )
         roster = roster_document(access, stack=STACK)
         (root / "etc/classroom/roster").mkdir(parents=True)
         (root / "etc/classroom/roster/roster.json").write_text(json.dumps(roster))
@@ -118,12 +139,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory, rootfs: Path) -> Iterator[Lab]
             for path in (ssh_dir, ssh_dir / "authorized_keys"):
                 os.chown(path, uid, uid)
         sshd = Sshd(root=root, port=free_port(), log=tmp / "sshd.log")
-        (tmp / "known_hosts").write_text(
-            known_hosts_line(ca_public_key_line(ca), [f"[127.0.0.1]:{sshd.port}"]) + "\n")
+        (tmp / "known_hosts").write_text(known_hosts_line(ca_public_key_line(ca), [f"[127.0.0.1]:{sshd.port}"]) + "\n")
         sshd.start()
         try:
-            yield Lab(root=root, tmp=tmp, ca=ca, sshd=sshd, known_hosts=tmp / "known_hosts", keys=keys,
-                      roster=roster, now=now)
+            yield Lab(
+                root=root, tmp=tmp, ca=ca, sshd=sshd, known_hosts=tmp / "known_hosts", keys=keys, roster=roster, now=now
+            )
         finally:
             sshd.stop()
 
@@ -232,13 +253,30 @@ def test_cli_issued_certificate_and_known_hosts_work(lab: Lab) -> None:
 
     (lab.tmp / "roster.json").write_text(json.dumps(lab.roster))
     out = lab.tmp / "issued"
-    assert cli.main(["roster", "issue", "--stack", STACK, "--out", str(out), "--ca-key", str(lab.tmp / "ca"),
-                     "--roster-json", str(lab.tmp / "roster.json"), "--host", "127.0.0.1",
-                     "--port", str(lab.sshd.port)]) == 0
+    assert (
+        cli.main(
+            [
+                "roster",
+                "issue",
+                "--stack",
+                STACK,
+                "--out",
+                str(out),
+                "--ca-key",
+                str(lab.tmp / "ca"),
+                "--roster-json",
+                str(lab.tmp / "roster.json"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(lab.sshd.port),
+            ]
+        )
+        == 0
+    )
     serial = next(p for p in lab.roster["people"] if p["username"] == "alice")["certificates"][0]["serial"]
     lab.sshd.mark()
-    result = ssh(lab.sshd.port, "alice", lab.keys["alice"][0], out / "known_hosts",
-                 certificate=out / "alice-cert.pub")
+    result = ssh(lab.sshd.port, "alice", lab.keys["alice"][0], out / "known_hosts", certificate=out / "alice-cert.pub")
     assert result.returncode == 0, result.stderr
     log = lab.sshd.new_log("Accepted publickey for alice")
     assert f'Accepted certificate ID "cis90/test/alice" (serial {serial})' in log

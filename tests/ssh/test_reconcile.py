@@ -18,8 +18,11 @@ from components.rosterdata import parse_access, roster_document
 from tests.ssh.rootfs import chroot
 
 NOW = int(time.time())
-TERM = {"start": time.strftime("%Y-%m-%d", time.gmtime(NOW - 5 * 86400)),
-        "end": time.strftime("%Y-%m-%d", time.gmtime(NOW + 60 * 86400)), "grace": "7d"}
+TERM = {
+    "start": time.strftime("%Y-%m-%d", time.gmtime(NOW - 5 * 86400)),
+    "end": time.strftime("%Y-%m-%d", time.gmtime(NOW + 60 * 86400)),
+    "grace": "7d",
+}
 
 
 def key(seed: int) -> str:
@@ -96,7 +99,11 @@ def test_creates_accounts_groups_keys_and_expiry(chroot_root: Path) -> None:
     pwck = chroot(chroot_root, "pwck", "-r", check=False)
     assert not [line for line in pwck.stdout.splitlines() if any(u in line for u in uids)], pwck.stdout
     assert chroot(chroot_root, "id", "-Gn", "carol").stdout.split() == [
-        "carol", "classroom", "classroom-staff", "classroom-ownkeys"]
+        "carol",
+        "classroom",
+        "classroom-staff",
+        "classroom-ownkeys",
+    ]
     # usermod/chage operate on what was written.
     assert chroot(chroot_root, "chage", "-l", "alice").returncode == 0
 
@@ -109,8 +116,9 @@ def test_second_pass_and_reordered_roster_change_nothing(chroot_root: Path) -> N
     assert again.stdout.count("\n") == 1
     # The registrar sends the list in another order, with a newcomer: nobody's UID moves.
     reordered = write_roster(chroot_root, [{"username": "zoe"}, *reversed(PEOPLE)])
-    assert {p["username"]: p["uid"] for p in reordered["people"] if p["username"] != "zoe"} == \
-        {p["username"]: p["uid"] for p in first["people"]}
+    assert {p["username"]: p["uid"] for p in reordered["people"] if p["username"] != "zoe"} == {
+        p["username"]: p["uid"] for p in first["people"]
+    }
     result = reconcile(chroot_root)
     assert result.returncode == 0
     assert "created account zoe" in result.stdout
@@ -220,13 +228,17 @@ def test_krl_revokes_serials_and_keys(chroot_root: Path, tmp_path: Path) -> None
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(user)], check=True)
     krl = chroot_root / "etc/ssh/classroom-revoked.krl"
     for serial, revoked in ((77, True), (78, False)):
-        subprocess.run(["ssh-keygen", "-q", "-s", str(ca), "-I", "x", "-n", "alice", "-z", str(serial),
-                        str(user) + ".pub"], check=True)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-s", str(ca), "-I", "x", "-n", "alice", "-z", str(serial), str(user) + ".pub"],
+            check=True,
+        )
         query = subprocess.run(["ssh-keygen", "-Q", "-f", str(krl), str(user) + "-cert.pub"], capture_output=True)
         assert (query.returncode != 0) is revoked
     (tmp_path / "k5.pub").write_text(key(5) + "\n")
-    assert subprocess.run(["ssh-keygen", "-Q", "-f", str(krl), str(tmp_path / "k5.pub")],
-                          capture_output=True).returncode != 0
+    assert (
+        subprocess.run(["ssh-keygen", "-Q", "-f", str(krl), str(tmp_path / "k5.pub")], capture_output=True).returncode
+        != 0
+    )
     assert "0 change(s)" in reconcile(chroot_root).stdout  # unchanged spec: KRL not rebuilt
 
 
@@ -253,8 +265,13 @@ def test_apply_roster_hook_starts_one_loop_that_follows_configmap_changes(chroot
     write_roster(chroot_root, PEOPLE)
     (mount / "apply-roster.sh").write_text(APPLY_ROSTER_SH)
     (mount / "reconcile-roster").write_text((SCRIPTS / "reconcile-roster").read_text())
-    hook = ["env", "CLASSROOM_ROSTER_INTERVAL=0.2", "CLASSROOM_OFFLINE=1", "sh",
-            "/etc/classroom/roster/apply-roster.sh"]
+    hook = [
+        "env",
+        "CLASSROOM_ROSTER_INTERVAL=0.2",
+        "CLASSROOM_OFFLINE=1",
+        "sh",
+        "/etc/classroom/roster/apply-roster.sh",
+    ]
     first = chroot(chroot_root, *hook)
     assert "created account alice" in first.stdout
     pid = int((chroot_root / "run/classroom-roster.pid").read_text())
@@ -276,8 +293,9 @@ def test_root_option_chroots_first(chroot_root: Path) -> None:
     # The host's python3 runs the script; --root makes every path and tool the chroot's.
     write_roster(chroot_root, PEOPLE)
     script = Path(__file__).resolve().parents[2] / "components/scripts/reconcile-roster"
-    result = subprocess.run(["python3", str(script), "--root", str(chroot_root), "--offline"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        ["python3", str(script), "--root", str(chroot_root), "--offline"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert "alice" in table(chroot_root, "passwd")
     assert "alice" not in Path("/etc/passwd").read_text().split(":")

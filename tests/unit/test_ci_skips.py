@@ -12,7 +12,7 @@ import pytest
 
 CONFTEST = Path(__file__).resolve().parents[1] / "conftest.py"
 
-SAMPLE = '''
+SAMPLE = """
 import pytest
 
 def test_needs_a_missing_tool():
@@ -26,7 +26,7 @@ def test_depends_on_the_repository():
 
 def test_runs():
     assert True
-'''
+"""
 
 
 def run_sample(tmp_path: Path, ci: bool) -> subprocess.CompletedProcess[str]:
@@ -37,7 +37,11 @@ def run_sample(tmp_path: Path, ci: bool) -> subprocess.CompletedProcess[str]:
         env["CI"] = "true"
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rA", str(tmp_path)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

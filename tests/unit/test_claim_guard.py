@@ -12,8 +12,12 @@ SHAPE: dict[str, Any] = {
     "namespace": "classroom-cis90",
     "claims": {
         "home": {"size": "50Gi", "storageClassName": "", "key": "homeSize", "classKey": "homeStorageClassName"},
-        "extra-depot": {"size": "5Gi", "storageClassName": "", "key": "extraMounts[0].size",
-                        "classKey": "extraMounts[0].storageClassName"},
+        "extra-depot": {
+            "size": "5Gi",
+            "storageClassName": "",
+            "key": "extraMounts[0].size",
+            "classKey": "extraMounts[0].storageClassName",
+        },
     },
     "managedClass": {"provisioner": "rancher.io/local-path", "parameters": {}},
 }
@@ -38,17 +42,26 @@ def test_growth_and_no_change_are_allowed() -> None:
     assert provider.diff("id", SHAPE, grown).changes is True
 
 
-@pytest.mark.parametrize(("new", "fragments"), [
-    (changed(namespace="classroom-cis91"), ["'namespace'", "'classroom-cis90' -> 'classroom-cis91'"]),
-    (claim("home", size="40Gi"), ["'homeSize'", "50Gi -> 40Gi", "cannot shrink"]),
-    (claim("extra-depot", storageClassName="nfs-retain"),
-     ["'extraMounts[0].storageClassName'", "'(the managed class)' -> 'nfs-retain'"]),
-    (changed(claims={"home": SHAPE["claims"]["home"]}), ["'extraMounts'", "'extra-depot' is gone"]),
-    (changed(managedClass={"provisioner": "example.com/csi", "parameters": {}}),
-     ["'storageProvisioner'", "example.com/csi"]),
-    (changed(managedClass={"provisioner": "rancher.io/local-path", "parameters": {"type": "ssd"}}),
-     ["'storageParameters'", "ssd"]),
-])
+@pytest.mark.parametrize(
+    ("new", "fragments"),
+    [
+        (changed(namespace="classroom-cis91"), ["'namespace'", "'classroom-cis90' -> 'classroom-cis91'"]),
+        (claim("home", size="40Gi"), ["'homeSize'", "50Gi -> 40Gi", "cannot shrink"]),
+        (
+            claim("extra-depot", storageClassName="nfs-retain"),
+            ["'extraMounts[0].storageClassName'", "'(the managed class)' -> 'nfs-retain'"],
+        ),
+        (changed(claims={"home": SHAPE["claims"]["home"]}), ["'extraMounts'", "'extra-depot' is gone"]),
+        (
+            changed(managedClass={"provisioner": "example.com/csi", "parameters": {}}),
+            ["'storageProvisioner'", "example.com/csi"],
+        ),
+        (
+            changed(managedClass={"provisioner": "rancher.io/local-path", "parameters": {"type": "ssd"}}),
+            ["'storageParameters'", "ssd"],
+        ),
+    ],
+)
 def test_each_change_a_claim_cannot_take_is_refused_naming_the_key(new: dict[str, Any], fragments: list[str]) -> None:
     problems = refused_claim_changes(SHAPE, new)
     assert len(problems) == 1

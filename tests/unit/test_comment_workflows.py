@@ -62,8 +62,12 @@ def test_preview_runs_on_pull_requests_with_policy_pack_and_posts_by_marker() ->
     assert "--policy-pack policy" in text and "--event-log" in text
     assert "python -m ops.comment" in text and "--no-diff" in text
     # The diff itself is the Pulumi action's own comment; the check's verdict is ours.
-    (action,) = [step for step in preview["steps"] if str(step.get("uses", "")).startswith("pulumi/actions@")
-                 and (step.get("with") or {}).get("command") == "preview"]
+    (action,) = [
+        step
+        for step in preview["steps"]
+        if str(step.get("uses", "")).startswith("pulumi/actions@")
+        and (step.get("with") or {}).get("command") == "preview"
+    ]
     assert action["with"]["comment-on-pr"] is True and action["with"]["edit-pr-comment"] is True
     assert action["with"]["policyPacks"] == "policy" and action.get("continue-on-error") is True
     # The script looks for exactly the marker ops.comment writes.

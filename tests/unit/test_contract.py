@@ -38,8 +38,10 @@ def test_every_classroom_label_and_annotation_the_program_sets_is_in_the_contrac
     for raw in ({}, {"privileged": False}, labs_config(), in_cluster_labs()):
         r = render(raw, stack="cis90-fall2026")
         for manifest in r.manifests:
-            for section in (manifest.get("metadata") or {}, ((manifest.get("spec") or {}).get("template") or {})
-                            .get("metadata") or {}):
+            for section in (
+                manifest.get("metadata") or {},
+                ((manifest.get("spec") or {}).get("template") or {}).get("metadata") or {},
+            ):
                 for kind in ("labels", "annotations"):
                     used |= {k for k in (section.get(kind) or {}) if k.startswith("classroom/")}
     assert used and used <= names, sorted(used - names)

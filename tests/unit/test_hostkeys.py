@@ -28,9 +28,11 @@ from tests.hostkeys import verified_host_certificate
 
 
 def new_ca() -> str:
-    return ed25519.Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
-    ).decode()
+    return (
+        ed25519.Ed25519PrivateKey.generate()
+        .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+        .decode()
+    )
 
 
 CA = new_ca()
@@ -66,7 +68,7 @@ def test_create_makes_both_key_types_with_host_certificates_openssh_reads(tmp_pa
         listing = keygen_listing(tmp_path, outs["certificates"][kind])
         assert "host certificate" in listing and "Valid: forever" in listing
         assert all(f"\n                {p}\n" in listing for p in PRINCIPALS)
-        assert "Key ID: \"host:login.example.edu\"" in listing
+        assert 'Key ID: "host:login.example.edu"' in listing
         assert signer_of(outs["certificates"][kind]) == " ".join(ca_public_key_line(CA).split()[:2])
 
 
@@ -76,11 +78,14 @@ def test_same_inputs_plan_no_change_and_keep_every_byte() -> None:
     assert provider.diff("host-keys", outs, props()).changes is False
 
 
-@pytest.mark.parametrize("change", [
-    {"principals": [*PRINCIPALS, "10.0.0.9"]},
-    {"key_id": "host:other"},
-    {"ca": new_ca()},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"principals": [*PRINCIPALS, "10.0.0.9"]},
+        {"key_id": "host:other"},
+        {"ca": new_ca()},
+    ],
+)
 def test_a_change_to_what_the_certificate_says_re_signs_but_keeps_the_keys(change: dict[str, Any]) -> None:
     provider = HostKeySetProvider()
     olds = outs_of(provider.create(props()))
@@ -91,8 +96,7 @@ def test_a_change_to_what_the_certificate_says_re_signs_but_keeps_the_keys(chang
     assert updated["private_keys"] == olds["private_keys"] and updated["public_keys"] == olds["public_keys"]
     assert updated["certificates"] != olds["certificates"]
     for kind in HOST_KEY_TYPES:
-        cert: Any = serialization.load_ssh_public_identity(
-            " ".join(updated["certificates"][kind].split()[:2]).encode())
+        cert: Any = serialization.load_ssh_public_identity(" ".join(updated["certificates"][kind].split()[:2]).encode())
         assert [p.decode() for p in cert.valid_principals] == news["principals"]
         assert cert.key_id.decode() == news["key_id"]
         new_ca_key = " ".join(ca_public_key_line(news["ca_private_key"]).split()[:2])
@@ -117,12 +121,17 @@ def test_secret_wrapped_inputs_from_mocks_are_accepted() -> None:
 def test_files_and_modes_are_what_sshd_config_names(tmp_path: Path) -> None:
     private, public = zip(*(generate_host_key(kind) for kind in HOST_KEY_TYPES), strict=True)
     certs = [sign_host_certificate(CA, p, principals=PRINCIPALS, key_id="host:x") for p in public]
-    files = host_key_files(dict(zip(HOST_KEY_TYPES, private, strict=True)),
-                           dict(zip(HOST_KEY_TYPES, public, strict=True)),
-                           dict(zip(HOST_KEY_TYPES, certs, strict=True)))
+    files = host_key_files(
+        dict(zip(HOST_KEY_TYPES, private, strict=True)),
+        dict(zip(HOST_KEY_TYPES, public, strict=True)),
+        dict(zip(HOST_KEY_TYPES, certs, strict=True)),
+    )
     sshd_config = (Path(__file__).resolve().parents[2] / "components" / "scripts" / "sshd_config").read_text()
-    named = {line.split()[1].rsplit("/", 1)[1] for line in sshd_config.splitlines()
-             if line.startswith(("HostKey ", "HostCertificate "))}
+    named = {
+        line.split()[1].rsplit("/", 1)[1]
+        for line in sshd_config.splitlines()
+        if line.startswith(("HostKey ", "HostCertificate "))
+    }
     assert named <= set(files)
     modes = dict(host_key_items())
     assert set(modes) == set(files)
@@ -136,10 +145,13 @@ def test_files_and_modes_are_what_sshd_config_names(tmp_path: Path) -> None:
         assert derived.stdout.split()[:2] == files[f"{key_path.name}.pub"].split()[:2]
 
 
-@pytest.mark.parametrize(("call", "message"), [
-    (lambda: generate_host_key("dsa"), "host key type 'dsa' not supported"),
-    (lambda: sign_host_certificate(CA, generate_host_key("ed25519")[1], principals=[], key_id="x"), "at least one"),
-])
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: generate_host_key("dsa"), "host key type 'dsa' not supported"),
+        (lambda: sign_host_certificate(CA, generate_host_key("ed25519")[1], principals=[], key_id="x"), "at least one"),
+    ],
+)
 def test_bad_arguments_are_clear_errors(call: Any, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         call()

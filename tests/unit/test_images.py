@@ -624,10 +624,7 @@ def test_chroot_project_sshd_config_works_with_signed_host_keys(image_root: Path
     install_host_keys(new_ca(image_root / "root" / "ca"), image_root / host_dir.lstrip("/"), ["login.example.edu"])
     prepare = in_chroot(
         image_root,
-        "set -e;"
-        f" cp /root/ca.pub {ca_pub};"
-        f" ssh-keygen -q -k -f {krl};"
-        " mkdir -p /run/sshd",
+        f"set -e; cp /root/ca.pub {ca_pub}; ssh-keygen -q -k -f {krl}; mkdir -p /run/sshd",
     )
     assert prepare.returncode == 0, prepare.stdout + prepare.stderr
     check = in_chroot(image_root, "/usr/sbin/sshd -t")
@@ -674,8 +671,7 @@ def test_chroot_unprivileged_pod_boots_and_a_certificate_logs_in(image_root: Pat
     paths = sshd_key_paths()
     (host_dir,) = {str(Path(p).parent) for p in paths["hostkey"]}
     (ca_pub,) = paths["trustedusercakeys"]
-    install_host_keys(new_ca(image_root / "root" / "ca"), image_root / host_dir.lstrip("/"),
-                      ["localhost", "127.0.0.1"])
+    install_host_keys(new_ca(image_root / "root" / "ca"), image_root / host_dir.lstrip("/"), ["localhost", "127.0.0.1"])
     bounding = ",".join(["-all", *(f"+{cap.lower()}" for cap in unprivileged_capabilities())])
     script = f"""
 set -eu
@@ -739,9 +735,18 @@ def test_chroot_a_chart_style_rc_local_and_rc_user_work_with_the_programs_rc_env
     from components.server import render_rc_env
     from tests.harness import MAIN
 
-    cfg = parse_config({"user": "chartuser", "userID": 12345, "hostName": "opus", "customizeCommand": "make",
-                        "rcLocal": CHART_STYLE_RC_LOCAL, "rcUser": CHART_STYLE_RC_USER},
-                       stack="dev", base_dir=REPO)
+    cfg = parse_config(
+        {
+            "user": "chartuser",
+            "userID": 12345,
+            "hostName": "opus",
+            "customizeCommand": "make",
+            "rcLocal": CHART_STYLE_RC_LOCAL,
+            "rcUser": CHART_STYLE_RC_USER,
+        },
+        stack="dev",
+        base_dir=REPO,
+    )
     assert cfg.warnings == ()  # it touches /ready
     etc = image_root / "etc"
     (etc / "rc.env").write_text(render_rc_env(MAIN.default_user(cfg), MAIN.boot_files(cfg), cfg.privileged))
@@ -875,8 +880,10 @@ def boot(root: Path) -> Iterator[Booted]:
                 time.sleep(0.1)
         if state not in BOOTED_STATES:
             exited = f"nspawn exited with {nspawn.returncode}" if nspawn.poll() is not None else "still running"
-            pytest.fail(f"the booted system's systemd did not finish start-up within {BOOT_TIMEOUT}s "
-                        f"(last state {state!r}; {exited})")
+            pytest.fail(
+                f"the booted system's systemd did not finish start-up within {BOOT_TIMEOUT}s "
+                f"(last state {state!r}; {exited})"
+            )
         yield booted
     finally:
         if nspawn.poll() is None:

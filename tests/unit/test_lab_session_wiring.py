@@ -114,12 +114,7 @@ def test_secret_is_mounted_root_only_in_the_login_container_only(labs: Rendered)
     # A directory mount (no subPath): the kubelet updates it in place.
     assert "subPath" not in mount
     assert "initContainers" not in labs.pod
-    users = [
-        m
-        for c in labs.pod["containers"]
-        for m in c.get("volumeMounts", [])
-        if m["name"] == "lab-session"
-    ]
+    users = [m for c in labs.pod["containers"] for m in c.get("volumeMounts", []) if m["name"] == "lab-session"]
     assert len(users) == 1
 
 
@@ -339,13 +334,10 @@ def test_an_in_cluster_lab_volume_depends_on_the_namespace_through_its_input() -
 
 
 def test_an_in_cluster_lab_volume_class_must_be_retain() -> None:
-    r = render(in_cluster_labs(storageClassName="lab-ssd"), stack="cis90-fall2026",
-               class_reclaim={"lab-ssd": "Retain"})
+    r = render(in_cluster_labs(storageClassName="lab-ssd"), stack="cis90-fall2026", class_reclaim={"lab-ssd": "Retain"})
     assert lab_claim(r)["spec"]["storageClassName"] == "lab-ssd"
     with pytest.raises(pulumi.RunError, match=r"labs\.hosts\[0\]\.storageClassName.*'lab-ssd'.*Delete.*Retain"):
-        render(in_cluster_labs(storageClassName="lab-ssd"), stack="cis90-fall2026",
-               class_reclaim={"lab-ssd": "Delete"})
-
+        render(in_cluster_labs(storageClassName="lab-ssd"), stack="cis90-fall2026", class_reclaim={"lab-ssd": "Delete"})
 
 
 def _hook_config(tmp_path: Path, urls: dict[str, str]) -> str:

@@ -23,10 +23,16 @@ from tests.hostkeys import verified_host_certificate
 REPO = Path(__file__).resolve().parents[2]
 CA_PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHRlc3RjYQ class-ca"
 PRESENTED = "ssh-ed25519-cert-v01@openssh.com AAAAIHNzaC1lZDI1NTE5LWNlcnQtdjAxQG9wZW5zc2guY29t"
-PRIVATE_KEY = ed25519.Ed25519PrivateKey.generate().private_bytes(
-    serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()).decode()
-CA_PRIVATE = ed25519.Ed25519PrivateKey.generate().private_bytes(
-    serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()).decode()
+PRIVATE_KEY = (
+    ed25519.Ed25519PrivateKey.generate()
+    .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+    .decode()
+)
+CA_PRIVATE = (
+    ed25519.Ed25519PrivateKey.generate()
+    .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+    .decode()
+)
 SECRET = "k" * 48
 IMAGE = "registry.example.edu/classroom/labhost:2026.1"
 
@@ -81,8 +87,11 @@ class Mocks(pulumi.runtime.Mocks):
 def config(people: list[P], hosts: list[dict[str, Any]] | None = None, **extra: Any) -> LabsConfig:
     raw = {
         "domain": "lab.example.edu",
-        "hosts": hosts or [{"name": "lab1", "address": "10.0.0.5", "capacity": 100},
-                           {"name": "lab2", "address": "10.0.0.6", "capacity": 100}],
+        "hosts": hosts
+        or [
+            {"name": "lab1", "address": "10.0.0.5", "capacity": 100},
+            {"name": "lab2", "address": "10.0.0.6", "capacity": 100},
+        ],
         "ssh": {"privateKey": PRIVATE_KEY},
         "sessionKey": SECRET,
         "adminKey": SECRET,
@@ -91,8 +100,9 @@ def config(people: list[P], hosts: list[dict[str, Any]] | None = None, **extra: 
     return parse_labs({"labs": raw}, base_dir=REPO / "stacks", people=people)
 
 
-def run(labs: LabsConfig, *, with_namespace: bool = False,
-        **kwargs: Any) -> tuple[Mocks, dict[str, LabHost], dict[str, pulumi.ResourceOptions]]:
+def run(
+    labs: LabsConfig, *, with_namespace: bool = False, **kwargs: Any
+) -> tuple[Mocks, dict[str, LabHost], dict[str, pulumi.ResourceOptions]]:
     mocks = Mocks()
     pulumi.runtime.set_mocks(mocks, project="classroom", stack="cis90-fall2026", preview=False)
     hosts: dict[str, LabHost] = {}
@@ -111,7 +121,8 @@ def run(labs: LabsConfig, *, with_namespace: bool = False,
             hosts[spec.name] = LabHost(
                 spec.name,
                 LabHostArgs(spec=spec, labs=labs, ca_public_key=CA_PUB, class_name="cis90", term="fall2026", **kwargs),
-                opts=pulumi.ResourceOptions(transformations=[capture], depends_on=deps))
+                opts=pulumi.ResourceOptions(transformations=[capture], depends_on=deps),
+            )
         return pulumi.Output.all(*[h.host_key for h in hosts.values()])
 
     program()
@@ -233,8 +244,7 @@ def test_the_double_free_program_never_mounts_a_docker_socket() -> None:
     # The login server side (everything but the lab host pod) must never see
     # a Docker socket or a hostPath; the DinD pod runs its own dockerd.
     labs = config(PEOPLE, hosts=[{"name": "lab1", "inCluster": True, "capacity": 100, "image": IMAGE}])
-    mocks, _, _ = run(labs, namespace="classroom", ca_private_key=CA_PRIVATE,
-                      storage_class_name="classroom-retain")
+    mocks, _, _ = run(labs, namespace="classroom", ca_private_key=CA_PRIVATE, storage_class_name="classroom-retain")
     dumped = json.dumps([r.inputs for r in mocks.resources], default=str)
     assert "docker.sock" not in dumped and "hostPath" not in dumped
     for path in (REPO / "components").rglob("*"):
@@ -243,10 +253,16 @@ def test_the_double_free_program_never_mounts_a_docker_socket() -> None:
 
 
 def in_cluster_manifests() -> tuple[Mocks, dict[str, pulumi.ResourceOptions]]:
-    labs = config(PEOPLE, hosts=[{"name": "lab1", "inCluster": True, "capacity": 100, "storageSize": "80Gi",
-                                  "image": IMAGE}])
-    mocks, _, options = run(labs, with_namespace=True, namespace="classroom", ca_private_key=CA_PRIVATE,
-                      storage_class_name="classroom-retain")
+    labs = config(
+        PEOPLE, hosts=[{"name": "lab1", "inCluster": True, "capacity": 100, "storageSize": "80Gi", "image": IMAGE}]
+    )
+    mocks, _, options = run(
+        labs,
+        with_namespace=True,
+        namespace="classroom",
+        ca_private_key=CA_PRIVATE,
+        storage_class_name="classroom-retain",
+    )
     mocks.resources = [r for r in mocks.resources if r.name != "ns"]
     return mocks, options
 
@@ -265,8 +281,11 @@ def test_in_cluster_host_is_a_privileged_dind_statefulset_with_a_protected_volum
     cert, _ = verified_host_certificate(files["ssh_host_ed25519_key-cert.pub"])
     assert cert.type == serialization.SSHCertificateType.HOST
     assert [p.decode() for p in cert.valid_principals] == [
-        "labhost-lab1", "labhost-lab1.classroom", "labhost-lab1.classroom.svc",
-        "labhost-lab1.classroom.svc.cluster.local"]
+        "labhost-lab1",
+        "labhost-lab1.classroom",
+        "labhost-lab1.classroom.svc",
+        "labhost-lab1.classroom.svc.cluster.local",
+    ]
     secret_volumes = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
     assert secret_volumes == {"host-keys": "labhost-lab1-host-keys"}
     host_mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "host-keys")
@@ -274,12 +293,12 @@ def test_in_cluster_host_is_a_privileged_dind_statefulset_with_a_protected_volum
     claim = by_type(mocks, "kubernetes:core/v1:PersistentVolumeClaim")["lab1-data"].inputs
     assert claim["spec"]["resources"]["requests"]["storage"] == "80Gi"
     assert [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v] == [
-        claim["metadata"]["name"]]
+        claim["metadata"]["name"]
+    ]
     assert options["lab1-data"].protect is True and options["lab1-data"].retain_on_delete is True
     assert pod["containers"][0]["resources"]["limits"] == {"cpu": "4", "memory": "16Gi"}
     svc = by_type(mocks, "kubernetes:core/v1:Service")["lab1-svc"].inputs
-    assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == {"ssh": 22, "labd": 8787, "http": 80,
-                                                                     "https": 443}
+    assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == {"ssh": 22, "labd": 8787, "http": 80, "https": 443}
     # Only the Service's ports are admitted: dockerd's API (2375/2376) and k3d's API servers are not.
     policy = by_type(mocks, "kubernetes:networking.k8s.io/v1:NetworkPolicy")["lab1-ingress"].inputs["spec"]
     assert policy["podSelector"]["matchLabels"] == sts["spec"]["selector"]["matchLabels"]
@@ -305,8 +324,6 @@ def test_in_cluster_manifests_match_the_kubernetes_schema(kind: str) -> None:
     kubernetes_validate.validate(manifest, "1.34.0", strict=True)
 
 
-
-
 def test_in_cluster_manifests_pass_the_policy_pack() -> None:
     sys.path.insert(0, str(REPO / "policy"))
     import classroom_policies as rules  # the pack lives outside the package tree
@@ -320,12 +337,21 @@ def test_in_cluster_manifests_pass_the_policy_pack() -> None:
         if not resource.typ.startswith("kubernetes:"):
             continue
         opts = options[resource.name]
-        policy_opts = PolicyResourceOptions(bool(opts.protect), [], None, [], PolicyCustomTimeouts(0, 0, 0), [],
-                                            None)
-        args = ResourceValidationArgs(resource.typ, unknown_checking_proxy(resource.inputs),
-                                      f"urn:{resource.name}", resource.name, policy_opts, None)
-        for rule in (rules.validate_student_data_protected, rules.validate_privileged_only_when_configured,
-                     rules.validate_requests_and_limits, rules.validate_service_ports):
+        policy_opts = PolicyResourceOptions(bool(opts.protect), [], None, [], PolicyCustomTimeouts(0, 0, 0), [], None)
+        args = ResourceValidationArgs(
+            resource.typ,
+            unknown_checking_proxy(resource.inputs),
+            f"urn:{resource.name}",
+            resource.name,
+            policy_opts,
+            None,
+        )
+        for rule in (
+            rules.validate_student_data_protected,
+            rules.validate_privileged_only_when_configured,
+            rules.validate_requests_and_limits,
+            rules.validate_service_ports,
+        ):
             rule(args, lambda message, urn=None: findings.append(message))
         checked += 1
     # StatefulSet, claim, Service, NetworkPolicy, scripts ConfigMap and the host-key Secret.

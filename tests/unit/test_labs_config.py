@@ -14,8 +14,11 @@ from components.errors import ConfigError
 from components.labconfig import DEFAULT_IDLE_TIMEOUT, parse_labs
 
 # A real key: the schema checks that the engine could log in with it.
-KEY = ed25519.Ed25519PrivateKey.generate().private_bytes(
-    serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()).decode()
+KEY = (
+    ed25519.Ed25519PrivateKey.generate()
+    .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+    .decode()
+)
 SECRET = "s" * 40
 
 
@@ -49,7 +52,12 @@ def test_defaults_and_placement() -> None:
     assert cfg.servers == 1 and cfg.agents == 0
     host = cfg.hosts[0]
     assert (host.port, host.user, host.labd_port, host.service_manager, host.cert_principal) == (
-        22, "root", 8787, "systemd", "10.0.0.5")
+        22,
+        "root",
+        8787,
+        "systemd",
+        "10.0.0.5",
+    )
     assert dict(cfg.placement) == {"alice": "lab1", "bob": "lab1"}
     template = cfg.labd_template()
     # Stack placeholders are filled in; student ones are renamed for labd.
@@ -71,9 +79,11 @@ def test_numbers_arrive_as_floats_from_the_engine() -> None:
 
 
 def test_custom_template_with_placeholders() -> None:
-    text = ("apiVersion: k3d.io/v1alpha5\nkind: Simple\nservers: ${servers}\nagents: ${agents}\n"
-            "image: ${k3sImage}\nvolumes:\n  - volume: /srv/${username}:/data\n    nodeFilters: [server:0]\n"
-            "options:\n  k3s:\n    extraArgs:\n      - arg: --tls-san=${host}\n        nodeFilters: [server:*]\n")
+    text = (
+        "apiVersion: k3d.io/v1alpha5\nkind: Simple\nservers: ${servers}\nagents: ${agents}\n"
+        "image: ${k3sImage}\nvolumes:\n  - volume: /srv/${username}:/data\n    nodeFilters: [server:0]\n"
+        "options:\n  k3s:\n    extraArgs:\n      - arg: --tls-san=${host}\n        nodeFilters: [server:*]\n"
+    )
     cfg = parse(labs(k3dConfigTemplate=text, agents=2, k3sImage="docker.io/rancher/k3s:v1.30.1-k3s1"))
     template = cfg.labd_template()
     assert template["agents"] == 2 and template["image"] == "docker.io/rancher/k3s:v1.30.1-k3s1"
@@ -89,8 +99,12 @@ def test_custom_template_with_placeholders() -> None:
         (labs(servers=0), "labs.servers", 0, "from 1 to 9"),
         (labs(agents=True), "labs.agents", True, "from 0 to 9"),
         (labs(k3sImage="rancher/k3s:UPPER CASE"), "labs.k3sImage", "rancher/k3s:UPPER CASE", "image reference"),
-        (labs(k3dConfigTemplate="metadata:\n  name: ${student}\n"), "labs.k3dConfigTemplate", "${student}",
-         "${username}"),
+        (
+            labs(k3dConfigTemplate="metadata:\n  name: ${student}\n"),
+            "labs.k3dConfigTemplate",
+            "${student}",
+            "${username}",
+        ),
         (labs(k3dConfigTemplate="price: 5$\n"), "labs.k3dConfigTemplate", None, "$$"),
         (labs(k3dConfigTemplate="servers: [unclosed\n"), "labs.k3dConfigTemplate", None, "valid YAML"),
         (labs(k3dConfigTemplate="- a list\n"), "labs.k3dConfigTemplate", None, "YAML mapping"),
@@ -101,31 +115,75 @@ def test_custom_template_with_placeholders() -> None:
         (labs(hosts=[{"name": "lab1", "capacity": 1}]), "labs.hosts[0].address", None, "host name or IP"),
         (labs(hosts=[{"name": "lab1", "address": "h", "capacity": 0}]), "labs.hosts[0].capacity", 0, "from 1 to 1000"),
         (labs(hosts=[{"name": "lab1", "address": "h"}]), "labs.hosts[0].capacity", None, "from 1 to 1000"),
-        (labs(hosts=[{"name": "lab1", "address": "h", "capacity": 1, "port": 70000}]), "labs.hosts[0].port",
-         70000, "from 1 to 65535"),
-        (labs(hosts=[{"name": "lab1", "address": "h", "capacity": 1, "hostKey": "nonsense"}]),
-         "labs.hosts[0].hostKey", "nonsense", "OpenSSH public key"),
-        (labs(hosts=[{"name": "lab1", "address": "h", "capacity": 1, "colour": "red"}]), "labs.hosts[0].colour",
-         "red", "known keys"),
-        (labs(hosts=[{"name": "lab1", "address": "h", "capacity": 1, "inCluster": "yes"}]),
-         "labs.hosts[0].inCluster", "yes", "true or false"),
-        (labs(hosts=[{"name": "lab1", "capacity": 1, "inCluster": True}]), "labs.hosts[0].image", None,
-         "dockerd, sshd"),
-        (labs(hosts=[{"name": "lab1", "address": "h", "capacity": 1, "image": "docker:dind"}]),
-         "labs.hosts[0].image", "docker:dind", "inCluster hosts only"),
-        (labs(hosts=[{"name": "lab1", "capacity": 1, "inCluster": True, "serviceManager": "systemd"}]),
-         "labs.hosts[0].serviceManager", "systemd", "no systemd"),
-        (labs(hosts=[{"name": "lab1", "address": "h", "capacity": 1, "serviceManager": "runit"}]),
-         "labs.hosts[0].serviceManager", "runit", "'systemd' or 'none'"),
-        (labs(hosts=[{"name": "lab1", "address": "h", "capacity": 1, "weight": 0}]), "labs.hosts[0].weight", 0,
-         "> 0"),
-        (labs(hosts=[{"name": "lab1", "address": "h", "capacity": 1}, {"name": "lab1", "address": "g",
-                                                                      "capacity": 1}]),
-         "labs.hosts[1].name", "lab1", "no other lab host"),
-        (labs(hosts=[{"name": "lab1", "address": "h", "capacity": 4000}]), "labs.hosts[0].capacity", 4000,
-         "from 1 to 1000"),
-        (labs(portLimit=20010, hosts=[{"name": "lab1", "address": "h", "capacity": 5}]), "labs.hosts[0].capacity",
-         5, "at most 3"),
+        (
+            labs(hosts=[{"name": "lab1", "address": "h", "capacity": 1, "port": 70000}]),
+            "labs.hosts[0].port",
+            70000,
+            "from 1 to 65535",
+        ),
+        (
+            labs(hosts=[{"name": "lab1", "address": "h", "capacity": 1, "hostKey": "nonsense"}]),
+            "labs.hosts[0].hostKey",
+            "nonsense",
+            "OpenSSH public key",
+        ),
+        (
+            labs(hosts=[{"name": "lab1", "address": "h", "capacity": 1, "colour": "red"}]),
+            "labs.hosts[0].colour",
+            "red",
+            "known keys",
+        ),
+        (
+            labs(hosts=[{"name": "lab1", "address": "h", "capacity": 1, "inCluster": "yes"}]),
+            "labs.hosts[0].inCluster",
+            "yes",
+            "true or false",
+        ),
+        (
+            labs(hosts=[{"name": "lab1", "capacity": 1, "inCluster": True}]),
+            "labs.hosts[0].image",
+            None,
+            "dockerd, sshd",
+        ),
+        (
+            labs(hosts=[{"name": "lab1", "address": "h", "capacity": 1, "image": "docker:dind"}]),
+            "labs.hosts[0].image",
+            "docker:dind",
+            "inCluster hosts only",
+        ),
+        (
+            labs(hosts=[{"name": "lab1", "capacity": 1, "inCluster": True, "serviceManager": "systemd"}]),
+            "labs.hosts[0].serviceManager",
+            "systemd",
+            "no systemd",
+        ),
+        (
+            labs(hosts=[{"name": "lab1", "address": "h", "capacity": 1, "serviceManager": "runit"}]),
+            "labs.hosts[0].serviceManager",
+            "runit",
+            "'systemd' or 'none'",
+        ),
+        (labs(hosts=[{"name": "lab1", "address": "h", "capacity": 1, "weight": 0}]), "labs.hosts[0].weight", 0, "> 0"),
+        (
+            labs(
+                hosts=[{"name": "lab1", "address": "h", "capacity": 1}, {"name": "lab1", "address": "g", "capacity": 1}]
+            ),
+            "labs.hosts[1].name",
+            "lab1",
+            "no other lab host",
+        ),
+        (
+            labs(hosts=[{"name": "lab1", "address": "h", "capacity": 4000}]),
+            "labs.hosts[0].capacity",
+            4000,
+            "from 1 to 1000",
+        ),
+        (
+            labs(portLimit=20010, hosts=[{"name": "lab1", "address": "h", "capacity": 5}]),
+            "labs.hosts[0].capacity",
+            5,
+            "at most 3",
+        ),
         (labs(ssh={}), "labs.ssh.privateKey", None, "private key"),
         (labs(ssh={"privateKey": "hunter2"}), "labs.ssh.privateKey", "<hidden>", "private key"),
         (labs(ssh={"agentSocket": "/run/agent", "pass": 1}), "labs.ssh.pass", 1, "known keys"),
@@ -134,15 +192,31 @@ def test_custom_template_with_placeholders() -> None:
         (labs(pins={"alice": "lab7"}), "labs.pins.alice", "lab7", "lab1"),
         (labs(pins={"zed": "lab1"}), "labs.pins.zed", "lab1", "labs: true"),
         (labs(hooks={"init": {"url": "ftp://x"}}), "labs.hooks.init.url", "ftp://x", "http"),
-        (labs(hooks={"init": {"url": "https://h/i", "secret": SECRET, "retries": 11}}),
-         "labs.hooks.init.retries", 11, "from 0 to 10"),
-        (labs(hooks={"init": {"url": "https://h/i", "secret": SECRET, "timeout": "-1s"}}),
-         "labs.hooks.init.timeout", "-1s", "duration"),
+        (
+            labs(hooks={"init": {"url": "https://h/i", "secret": SECRET, "retries": 11}}),
+            "labs.hooks.init.retries",
+            11,
+            "from 0 to 10",
+        ),
+        (
+            labs(hooks={"init": {"url": "https://h/i", "secret": SECRET, "timeout": "-1s"}}),
+            "labs.hooks.init.timeout",
+            "-1s",
+            "duration",
+        ),
         (labs(hooks={"reset": {}}), "labs.hooks.reset", {}, "known keys"),
-        (labs(hosts=[{"name": "l", "inCluster": True, "capacity": 1, "image": "r.example/lh:1", "cpu": "lots"}]),
-         "labs.hosts[0].cpu", "lots", "CPU quantity"),
-        (labs(hosts=[{"name": "l", "inCluster": True, "capacity": 1, "image": "r.example/lh:1", "memory": "16GB"}]),
-         "labs.hosts[0].memory", "16GB", "memory quantity"),
+        (
+            labs(hosts=[{"name": "l", "inCluster": True, "capacity": 1, "image": "r.example/lh:1", "cpu": "lots"}]),
+            "labs.hosts[0].cpu",
+            "lots",
+            "CPU quantity",
+        ),
+        (
+            labs(hosts=[{"name": "l", "inCluster": True, "capacity": 1, "image": "r.example/lh:1", "memory": "16GB"}]),
+            "labs.hosts[0].memory",
+            "16GB",
+            "memory quantity",
+        ),
         (labs(clusterPrefix="Lab_"), "labs.clusterPrefix", "Lab_", "lowercase"),
         (labs(flavour="mint"), "labs.flavour", "mint", "known keys"),
         ("yes", "labs", "yes", "a mapping (key: value pairs)"),
@@ -183,8 +257,12 @@ def test_in_cluster_host_defaults() -> None:
 
 def test_in_cluster_host_needs_a_private_key() -> None:
     with pytest.raises(ConfigError) as err:
-        parse(labs(ssh={"agentSocket": "/run/agent.sock"},
-                   hosts=[{"name": "l", "inCluster": True, "capacity": 1, "image": "reg.example/labhost:1"}]))
+        parse(
+            labs(
+                ssh={"agentSocket": "/run/agent.sock"},
+                hosts=[{"name": "l", "inCluster": True, "capacity": 1, "image": "reg.example/labhost:1"}],
+            )
+        )
     assert err.value.key == "labs.ssh.privateKey"
 
 

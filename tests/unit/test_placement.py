@@ -12,7 +12,9 @@ from components.placement import Slot, place, preferred_host
 names = st.from_regex(r"[a-z][a-z0-9]{0,7}", fullmatch=True)
 host_sets = st.lists(
     st.tuples(st.from_regex(r"lab[0-9]{1,2}", fullmatch=True), st.integers(1, 50)),
-    min_size=1, max_size=6, unique_by=lambda t: t[0],
+    min_size=1,
+    max_size=6,
+    unique_by=lambda t: t[0],
 )
 
 # Capacity large enough that the property is about stability, not about fitting.
@@ -21,8 +23,9 @@ BIG = 10_000
 
 @settings(max_examples=200, deadline=None)
 @given(hosts=host_sets, before=st.sets(names, max_size=40), added=st.sets(names, max_size=40))
-def test_adding_students_never_moves_existing_ones(hosts: list[tuple[str, int]], before: set[str],
-                                                   added: set[str]) -> None:
+def test_adding_students_never_moves_existing_ones(
+    hosts: list[tuple[str, int]], before: set[str], added: set[str]
+) -> None:
     slots = [Slot(n, BIG) for n, _ in hosts]
     first = place(before, slots)
     second = place(before | added, slots)
@@ -31,8 +34,9 @@ def test_adding_students_never_moves_existing_ones(hosts: list[tuple[str, int]],
 
 @settings(max_examples=200, deadline=None)
 @given(hosts=host_sets, students=st.sets(names, max_size=40), removed=st.sets(names, max_size=20))
-def test_removing_students_never_moves_the_others(hosts: list[tuple[str, int]], students: set[str],
-                                                  removed: set[str]) -> None:
+def test_removing_students_never_moves_the_others(
+    hosts: list[tuple[str, int]], students: set[str], removed: set[str]
+) -> None:
     slots = [Slot(n, BIG) for n, _ in hosts]
     first = place(students, slots)
     second = place(students - removed, slots)
@@ -41,8 +45,9 @@ def test_removing_students_never_moves_the_others(hosts: list[tuple[str, int]], 
 
 @settings(max_examples=200, deadline=None)
 @given(hosts=host_sets.filter(lambda h: len(h) >= 2), students=st.sets(names, max_size=60), data=st.data())
-def test_removing_a_host_moves_only_its_students(hosts: list[tuple[str, int]], students: set[str],
-                                                 data: st.DataObject) -> None:
+def test_removing_a_host_moves_only_its_students(
+    hosts: list[tuple[str, int]], students: set[str], data: st.DataObject
+) -> None:
     slots = [Slot(n, BIG) for n, _ in hosts]
     gone = data.draw(st.sampled_from([n for n, _ in hosts]))
     first = place(students, slots)
@@ -56,8 +61,9 @@ def test_removing_a_host_moves_only_its_students(hosts: list[tuple[str, int]], s
 
 @settings(max_examples=200, deadline=None)
 @given(hosts=host_sets, students=st.sets(names, max_size=80))
-def test_capacity_is_respected_or_refused_with_the_missing_slots(hosts: list[tuple[str, int]],
-                                                                  students: set[str]) -> None:
+def test_capacity_is_respected_or_refused_with_the_missing_slots(
+    hosts: list[tuple[str, int]], students: set[str]
+) -> None:
     slots = [Slot(n, c) for n, c in hosts]
     unconstrained = {u: preferred_host(u, slots) for u in students}
     load = {n: sum(1 for h in unconstrained.values() if h == n) for n, _ in hosts}
@@ -90,8 +96,9 @@ def test_placement_is_deterministic_and_spreads_by_capacity() -> None:
 
 @settings(max_examples=100, deadline=None)
 @given(hosts=host_sets, students=st.sets(names, max_size=40), data=st.data())
-def test_raising_a_capacity_never_moves_anyone(hosts: list[tuple[str, int]], students: set[str],
-                                                data: st.DataObject) -> None:
+def test_raising_a_capacity_never_moves_anyone(
+    hosts: list[tuple[str, int]], students: set[str], data: st.DataObject
+) -> None:
     grown = data.draw(st.sampled_from([n for n, _ in hosts]))
     before = {u: preferred_host(u, [Slot(n, c) for n, c in hosts]) for u in students}
     after = {u: preferred_host(u, [Slot(n, c * 10 if n == grown else c) for n, c in hosts]) for u in students}

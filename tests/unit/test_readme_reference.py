@@ -31,5 +31,5 @@ def test_every_stack_key_has_a_line_in_the_reference(key: str) -> None:
 
 @pytest.mark.parametrize("field", [*LAB_FIELDS, *HOST_KEYS])
 def test_every_lab_field_is_documented(field: str) -> None:
-    section = reference()[reference().index("### Lab clusters"):]
+    section = reference()[reference().index("### Lab clusters") :]
     assert re.search(rf"\b{re.escape(field)}\b", section), f"README lab reference lacks `{field}`"

@@ -49,15 +49,17 @@ def parse(raw: dict[str, Any], base_dir: Path = ROOT) -> AccessConfig:
 
 
 def test_inline_roster_with_roles_keys_and_handles() -> None:
-    access = parse({
-        "roster": [
-            {"username": "alice", "keys": [KEY], "github": "alice-gh", "labs": True},
-            "bob",
-            {"username": "carol", "uid": 30000, "role": "TA", "launchpad": "carol"},
-        ],
-        "term": TERM,
-        "staffKeepOwnKeys": False,
-    })
+    access = parse(
+        {
+            "roster": [
+                {"username": "alice", "keys": [KEY], "github": "alice-gh", "labs": True},
+                "bob",
+                {"username": "carol", "uid": 30000, "role": "TA", "launchpad": "carol"},
+            ],
+            "term": TERM,
+            "staffKeepOwnKeys": False,
+        }
+    )
     people = {p.username: p for p in access.people}
     assert set(people) == {"alice", "bob", "carol"}
     assert people["alice"].keys == (KEY,)
@@ -90,13 +92,22 @@ def test_no_roster_no_term_is_fine() -> None:
         ({"roster": ["root"], "term": TERM}, "roster[0].username", "system name"),
         ({"roster": ["bob", "bob"], "term": TERM}, "roster[1].username", "not already used"),
         ({"roster": [{"username": "a", "uid": 999}], "term": TERM}, "roster[0].uid", "system accounts"),
-        ({"roster": [{"username": "a", "uid": 5000}, {"username": "b", "uid": 5000}], "term": TERM},
-         "roster[1].uid", "not already used"),
-        ({"roster": [{"username": "a", "keys": ["ssh-ed25519 AAAAnope"]}], "term": TERM}, "roster[0].keys",
-         "OpenSSH public key"),
+        (
+            {"roster": [{"username": "a", "uid": 5000}, {"username": "b", "uid": 5000}], "term": TERM},
+            "roster[1].uid",
+            "not already used",
+        ),
+        (
+            {"roster": [{"username": "a", "keys": ["ssh-ed25519 AAAAnope"]}], "term": TERM},
+            "roster[0].keys",
+            "OpenSSH public key",
+        ),
         ({"roster": [{"username": "a", "role": "admin"}], "term": TERM}, "roster[0].role", "student | ta"),
-        ({"roster": [{"username": "a", "colour": "red"}], "term": TERM}, "roster[0].colour",
-         "one of the known keys: username"),
+        (
+            {"roster": [{"username": "a", "colour": "red"}], "term": TERM},
+            "roster[0].colour",
+            "one of the known keys: username",
+        ),
         ({"roster": ["bob"]}, "term", "whenever a roster is given"),
         ({"term": {**TERM, "end": "2026-01-01"}}, "term.end", "after term.start"),
         ({"term": {**TERM, "timezone": "Mars/Olympus"}}, "term.timezone", "IANA"),
@@ -124,8 +135,7 @@ def test_short_rsa_key_refused() -> None:
 
 
 def test_revocations_accept_keys_fingerprints_and_hex() -> None:
-    access = parse({"revocations": {"serials": [5, "0x10", 5],
-                                    "keys": [KEY, "SHA256:" + "A" * 43]}})
+    access = parse({"revocations": {"serials": [5, "0x10", 5], "keys": [KEY, "SHA256:" + "A" * 43]}})
     assert access.revoked_serials == (5, 16)
     assert access.revoked_keys[0] == KEY and access.revoked_keys[1].startswith("SHA256:")
 
@@ -140,12 +150,15 @@ def write_csv(tmp_path: Path, text: str) -> Path:
 
 
 def test_registrar_export_with_aliases_and_extra_columns(tmp_path: Path) -> None:
-    write_csv(tmp_path, (
-        "Student Name,Login ID,E-mail Address,GitHub Username,SSH Public Key,Section\n"
-        f'"Smith, Jane",jsmith,jane@example.edu,jane-s,{KEY},01\n'
-        "\n"
-        'Lee Kim,klee,klee@example.edu,,,02\n'
-    ))
+    write_csv(
+        tmp_path,
+        (
+            "Student Name,Login ID,E-mail Address,GitHub Username,SSH Public Key,Section\n"
+            f'"Smith, Jane",jsmith,jane@example.edu,jane-s,{KEY},01\n'
+            "\n"
+            "Lee Kim,klee,klee@example.edu,,,02\n"
+        ),
+    )
     access = parse({"roster": {"csv": "roster.csv", "defaults": {"labs": True}}, "term": TERM}, tmp_path)
     people = {p.username: p for p in access.people}
     assert people["jsmith"].name == "Smith Jane"  # GECOS must not get a comma
@@ -191,8 +204,7 @@ def test_csv_found_under_stacks_dir(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------- UIDs and serials
 
-names = st.text(alphabet=string.ascii_lowercase + string.digits + "_-", min_size=0, max_size=8).map(
-    lambda s: "u" + s)
+names = st.text(alphabet=string.ascii_lowercase + string.digits + "_-", min_size=0, max_size=8).map(lambda s: "u" + s)
 
 
 @given(st.lists(names, unique=True, max_size=40), st.randoms(use_true_random=False))
@@ -226,8 +238,11 @@ def test_collisions_are_resolved_by_sorted_name() -> None:
 
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(names, unique=True, max_size=30), st.lists(names, unique=True, max_size=30),
-       st.randoms(use_true_random=False))
+@given(
+    st.lists(names, unique=True, max_size=30),
+    st.lists(names, unique=True, max_size=30),
+    st.randoms(use_true_random=False),
+)
 def test_ledger_keeps_uids_when_roster_grows_or_reorders(start: list[str], more: list[str], rnd: Any) -> None:
     ledger = allocate_uids(start, {}, {})
     grown = list(dict.fromkeys(start + more))
@@ -292,24 +307,38 @@ def test_class_and_term_names() -> None:
 
 # ----------------------------------------------------------------- properties: never another exception
 
-cell = st.one_of(st.text(max_size=12), st.sampled_from(["", "alice", "Bob", "root", "1000", "70000", "ta",
-                                                       "student", "yes", KEY, "ssh-rsa AAAA", "x,y", '"q"']))
-entry_value = st.one_of(cell, st.integers(-5, 100000), st.floats(allow_nan=True), st.booleans(), st.none(),
-                        st.lists(cell, max_size=3))
+cell = st.one_of(
+    st.text(max_size=12),
+    st.sampled_from(
+        ["", "alice", "Bob", "root", "1000", "70000", "ta", "student", "yes", KEY, "ssh-rsa AAAA", "x,y", '"q"']
+    ),
+)
+entry_value = st.one_of(
+    cell, st.integers(-5, 100000), st.floats(allow_nan=True), st.booleans(), st.none(), st.lists(cell, max_size=3)
+)
 entry = st.one_of(
     cell,
     st.integers(),
-    st.dictionaries(st.sampled_from(["username", "uid", "keys", "key", "role", "labs", "github", "launchpad",
-                                     "name", "email", "other"]), entry_value, max_size=6),
+    st.dictionaries(
+        st.sampled_from(
+            ["username", "uid", "keys", "key", "role", "labs", "github", "launchpad", "name", "email", "other"]
+        ),
+        entry_value,
+        max_size=6,
+    ),
 )
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
-@given(roster=st.lists(entry, max_size=8),
-       term=st.one_of(st.none(), st.just(TERM), st.dictionaries(st.sampled_from(["start", "end", "grace",
-                                                                                  "timezone", "x"]),
-                                                                 entry_value, max_size=4)),
-       revocations=st.one_of(st.none(), st.dictionaries(st.sampled_from(["serials", "keys"]), entry_value)))
+@given(
+    roster=st.lists(entry, max_size=8),
+    term=st.one_of(
+        st.none(),
+        st.just(TERM),
+        st.dictionaries(st.sampled_from(["start", "end", "grace", "timezone", "x"]), entry_value, max_size=4),
+    ),
+    revocations=st.one_of(st.none(), st.dictionaries(st.sampled_from(["serials", "keys"]), entry_value)),
+)
 def test_inline_rosters_parse_or_raise_config_error(roster: list[Any], term: Any, revocations: Any) -> None:
     raw = {"roster": roster, "term": term, "revocations": revocations}
     try:
@@ -321,12 +350,18 @@ def test_inline_rosters_parse_or_raise_config_error(roster: list[Any], term: Any
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(header=st.lists(st.sampled_from(["username", "Login", "Full Name", "email", "GitHub", "key", "uid",
-                                        "role", "labs", "junk"]), min_size=1, max_size=6),
-       rows=st.lists(st.lists(cell, max_size=7), max_size=8),
-       delimiter=st.sampled_from([",", ";", "\t"]))
-def test_csv_rows_parse_or_raise_config_error(tmp_path: Path, header: list[str], rows: list[list[str]],
-                                              delimiter: str) -> None:
+@given(
+    header=st.lists(
+        st.sampled_from(["username", "Login", "Full Name", "email", "GitHub", "key", "uid", "role", "labs", "junk"]),
+        min_size=1,
+        max_size=6,
+    ),
+    rows=st.lists(st.lists(cell, max_size=7), max_size=8),
+    delimiter=st.sampled_from([",", ";", "\t"]),
+)
+def test_csv_rows_parse_or_raise_config_error(
+    tmp_path: Path, header: list[str], rows: list[list[str]], delimiter: str
+) -> None:
     import csv
     import io
 

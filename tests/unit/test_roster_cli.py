@@ -54,8 +54,9 @@ def project(tmp_path: Path) -> Path:
     (tmp_path / "stacks").mkdir()
     (tmp_path / "stacks" / f"Pulumi.{STACK}.yaml").write_text(STACK_FILE)
     ca = ed25519.Ed25519PrivateKey.generate()
-    (tmp_path / "ca").write_bytes(ca.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                                   serialization.NoEncryption()))
+    (tmp_path / "ca").write_bytes(
+        ca.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+    )
     return tmp_path
 
 
@@ -65,17 +66,34 @@ def run(project: Path, *argv: str) -> int:
 
 def test_issue_from_the_stack_file(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = project / "out"
-    assert run(project, "issue", "--stack", STACK, "--out", str(out), "--ca-key", str(project / "ca"),
-               "--host", "opus.example.edu", "--port", "2222") == 0
+    assert (
+        run(
+            project,
+            "issue",
+            "--stack",
+            STACK,
+            "--out",
+            str(out),
+            "--ca-key",
+            str(project / "ca"),
+            "--host",
+            "opus.example.edu",
+            "--port",
+            "2222",
+        )
+        == 0
+    )
     assert sorted(p.name for p in out.iterdir()) == ["alice-cert.pub", "carol-cert.pub", "known_hosts", "ssh_config"]
     fields = certificate_fields((out / "alice-cert.pub").read_text())
     assert fields["principals"] == ["alice"] and fields["key_id"] == "cis90/fall2026/alice"
-    doc = roster_document(parse_access(yaml.safe_load(STACK_FILE.replace("classroom:", ""))["config"],
-                                       base_dir=project), stack=STACK)
+    doc = roster_document(
+        parse_access(yaml.safe_load(STACK_FILE.replace("classroom:", ""))["config"], base_dir=project), stack=STACK
+    )
     alice = next(p for p in doc["people"] if p["username"] == "alice")
     assert fields["serial"] == alice["certificates"][0]["serial"]  # the serial `pulumi up` signs with
-    listing = subprocess.run(["ssh-keygen", "-L", "-f", str(out / "alice-cert.pub")], capture_output=True,
-                             text=True, check=True).stdout
+    listing = subprocess.run(
+        ["ssh-keygen", "-L", "-f", str(out / "alice-cert.pub")], capture_output=True, text=True, check=True
+    ).stdout
     assert "user certificate" in listing
     assert (out / "known_hosts").read_text().startswith("@cert-authority [opus.example.edu]:2222 ssh-ed25519 ")
     config = (out / "ssh_config").read_text()
@@ -84,12 +102,29 @@ def test_issue_from_the_stack_file(project: Path, capsys: pytest.CaptureFixture[
 
 
 def test_issue_from_roster_json(project: Path, tmp_path: Path) -> None:
-    doc = roster_document(parse_access({"roster": [{"username": "zed", "keys": [pub(9)]}],
-                                        "term": {"start": "2026-01-05", "end": "2026-05-01"}}, base_dir=project),
-                          stack="x-spring2026")
+    doc = roster_document(
+        parse_access(
+            {"roster": [{"username": "zed", "keys": [pub(9)]}], "term": {"start": "2026-01-05", "end": "2026-05-01"}},
+            base_dir=project,
+        ),
+        stack="x-spring2026",
+    )
     (tmp_path / "roster.json").write_text(json.dumps(doc))
-    assert run(project, "issue", "--stack", STACK, "--out", str(tmp_path / "o"), "--ca-key", str(project / "ca"),
-               "--roster-json", str(tmp_path / "roster.json")) == 0
+    assert (
+        run(
+            project,
+            "issue",
+            "--stack",
+            STACK,
+            "--out",
+            str(tmp_path / "o"),
+            "--ca-key",
+            str(project / "ca"),
+            "--roster-json",
+            str(tmp_path / "roster.json"),
+        )
+        == 0
+    )
     assert certificate_fields((tmp_path / "o" / "zed-cert.pub").read_text())["key_id"] == "x/spring2026/zed"
     assert (tmp_path / "o" / "known_hosts").read_text().startswith("@cert-authority * ")
 
@@ -112,8 +147,9 @@ def test_revoke_user_edits_only_revocations(project: Path, capsys: pytest.Captur
     config = yaml.safe_load(text)["config"]
     before = yaml.safe_load(STACK_FILE)["config"]
     assert {k: v for k, v in config.items() if k != "classroom:revocations"} == before
-    doc = roster_document(parse_access({k.split(":", 1)[1]: v for k, v in before.items()}, base_dir=project),
-                          stack=STACK)
+    doc = roster_document(
+        parse_access({k.split(":", 1)[1]: v for k, v in before.items()}, base_dir=project), stack=STACK
+    )
     cert = next(p for p in doc["people"] if p["username"] == "alice")["certificates"][0]
     serial = cert["serial"]
     # The person, not only the certificate: the key itself is revoked too (reconcile-roster then
@@ -141,8 +177,9 @@ def test_revoke_user_edits_only_revocations(project: Path, capsys: pytest.Captur
         (["issue", "--stack", STACK, "--out", "o", "--ca-key", "/nonexistent"], "--ca-key /nonexistent"),
     ],
 )
-def test_errors_are_one_clear_line(project: Path, capsys: pytest.CaptureFixture[str], argv: list[str],
-                                   message: str) -> None:
+def test_errors_are_one_clear_line(
+    project: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
     assert run(project, *argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and err.count("\n") == 1
@@ -162,16 +199,25 @@ def test_revocations_block_added_when_missing_and_replaced_when_flow_style() -> 
     assert "\n# trailer comment\n" in added  # kept (a round-trip edit moves it before the new key)
     flow = "config:\n  classroom:revocations: {serials: [1]}\n  classroom:hostName: x\n"
     swapped = replace_revocations(flow, [1, 2], [])
-    assert yaml.safe_load(swapped)["config"] == {"classroom:revocations": {"serials": [1, 2]},
-                                                 "classroom:hostName": "x"}
+    assert yaml.safe_load(swapped)["config"] == {
+        "classroom:revocations": {"serials": [1, 2]},
+        "classroom:hostName": "x",
+    }
 
 
 def test_revoking_keeps_every_comment_and_other_line() -> None:
-    text = ("# header\nconfig:\n  classroom:hostName: x  # the name\n  # revoked by hand in week 3\n"
-            "  classroom:revocations:\n    serials:\n      - 3  # lost laptop\n  classroom:user: human\n")
+    text = (
+        "# header\nconfig:\n  classroom:hostName: x  # the name\n  # revoked by hand in week 3\n"
+        "  classroom:revocations:\n    serials:\n      - 3  # lost laptop\n  classroom:user: human\n"
+    )
     updated = replace_revocations(text, [3, 9], [])
-    for line in ("# header", "classroom:hostName: x  # the name", "# revoked by hand in week 3",
-                 "- 3  # lost laptop", "classroom:user: human"):
+    for line in (
+        "# header",
+        "classroom:hostName: x  # the name",
+        "# revoked by hand in week 3",
+        "- 3  # lost laptop",
+        "classroom:user: human",
+    ):
         assert line in updated, (line, updated)
     assert yaml.safe_load(updated)["config"]["classroom:revocations"] == {"serials": [3, 9]}
     # A flow-style config mapping is edited too (the line editor refused it).
@@ -181,6 +227,10 @@ def test_revoking_keeps_every_comment_and_other_line() -> None:
 
 def test_console_script_runs_without_traceback(project: Path) -> None:
     classroom = Path(sys.executable).parent / "classroom"  # pyproject.toml [project.scripts]
-    result = subprocess.run([str(classroom), "roster", "--project", str(project), "status",
-                             "--stack", "nope", "--from-config"], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [str(classroom), "roster", "--project", str(project), "status", "--stack", "nope", "--from-config"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr and "no stack file" in result.stderr

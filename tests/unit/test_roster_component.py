@@ -19,10 +19,16 @@ from tests.harness import dynamic_provider_for
 ROOT = Path(__file__).resolve().parents[2]
 
 CA_KEY = ed25519.Ed25519PrivateKey.generate()
-CA_PEM = CA_KEY.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                              serialization.NoEncryption()).decode()
-STUDENT_KEY = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
-    serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode() + " alice@laptop"
+CA_PEM = CA_KEY.private_bytes(
+    serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+).decode()
+STUDENT_KEY = (
+    ed25519.Ed25519PrivateKey.generate()
+    .public_key()
+    .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    .decode()
+    + " alice@laptop"
+)
 TERM = {"start": "2026-08-24", "end": "2026-12-18", "timezone": "UTC", "grace": "7d"}
 
 
@@ -60,13 +66,26 @@ def wait(output: pulumi.Output[Any]) -> Any:
 def test_roster_configmap_and_certificates(mocks: Mocks) -> pulumi.Output[Any]:
     from components.roster import Roster, RosterArgs
 
-    access = parse_access({
-        "roster": [{"username": "alice", "keys": [STUDENT_KEY]}, {"username": "prof", "uid": 5000,
-                                                                  "role": "instructor"}],
-        "term": TERM, "revocations": {"serials": [7]},
-    }, base_dir=ROOT)
-    roster = Roster("roster", RosterArgs(access=access, namespace="classroom-cis90",
-                                         ca_private_key=pulumi.Output.secret(CA_PEM), stack="cis90-fall2026"))
+    access = parse_access(
+        {
+            "roster": [
+                {"username": "alice", "keys": [STUDENT_KEY]},
+                {"username": "prof", "uid": 5000, "role": "instructor"},
+            ],
+            "term": TERM,
+            "revocations": {"serials": [7]},
+        },
+        base_dir=ROOT,
+    )
+    roster = Roster(
+        "roster",
+        RosterArgs(
+            access=access,
+            namespace="classroom-cis90",
+            ca_private_key=pulumi.Output.secret(CA_PEM),
+            stack="cis90-fall2026",
+        ),
+    )
 
     def check(values: list[Any]) -> None:
         name, certs, secret = values
@@ -91,8 +110,9 @@ def test_roster_configmap_and_certificates(mocks: Mocks) -> pulumi.Output[Any]:
         assert secret is True
         assert "reconcile-roster" in data["apply-roster.sh"]
 
-    return pulumi.Output.all(roster.config_map_name, roster.certificates,
-                             pulumi.Output.from_input(roster.certificates).is_secret()).apply(check)
+    return pulumi.Output.all(
+        roster.config_map_name, roster.certificates, pulumi.Output.from_input(roster.certificates).is_secret()
+    ).apply(check)
 
 
 def test_uid_ledger_provider_keeps_assignments() -> None:
@@ -130,13 +150,16 @@ def test_uid_ledger_starts_from_adopted_uids_and_never_contradicts_them() -> Non
         provider.update("id", plain, {**grown, "adopted": {"dave": plain["uids"]["alice"]}})
 
 
-@pytest.mark.parametrize("value, message", [
-    ({"alice": 30000, "bob": 30000}, "already given to alice"),
-    ({"alice": 999}, "1000 to 65533"),
-    ({"Alice!": 30000}, "adoptedUids"),
-    ({"alice": True}, "1000 to 65533"),
-    (["alice"], "mapping of usernames to UIDs"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ({"alice": 30000, "bob": 30000}, "already given to alice"),
+        ({"alice": 999}, "1000 to 65533"),
+        ({"Alice!": 30000}, "adoptedUids"),
+        ({"alice": True}, "1000 to 65533"),
+        (["alice"], "mapping of usernames to UIDs"),
+    ],
+)
 def test_adopted_uids_are_checked(value: Any, message: str) -> None:
     from components.errors import ConfigError
 
@@ -145,8 +168,9 @@ def test_adopted_uids_are_checked(value: Any, message: str) -> None:
 
 
 def test_adopted_uids_as_pulumi_config_set_path_stores_them_are_accepted() -> None:
-    access = parse_access({"roster": ["alice"], "term": TERM, "adoptedUids": {"alice": "41234", "left": 41235}},
-                          base_dir=ROOT)
+    access = parse_access(
+        {"roster": ["alice"], "term": TERM, "adoptedUids": {"alice": "41234", "left": 41235}}, base_dir=ROOT
+    )
     assert dict(access.adopted_uids) == {"alice": 41234, "left": 41235}
     assert access.people[0].uid == 41234
 
@@ -155,17 +179,26 @@ def test_adopted_uids_as_pulumi_config_set_path_stores_them_are_accepted() -> No
 def test_roster_hands_adopted_uids_to_its_ledger(mocks: Mocks) -> pulumi.Output[Any]:
     from components.roster import Roster, RosterArgs
 
-    access = parse_access({"roster": ["alice", "bob"], "term": TERM,
-                           "adoptedUids": {"alice": 41234, "carol": 41235}}, base_dir=ROOT)
-    roster = Roster("roster", RosterArgs(access=access, namespace="classroom-cis90",
-                                         ca_private_key=pulumi.Output.secret(CA_PEM), stack="cis90-spring2027"))
+    access = parse_access(
+        {"roster": ["alice", "bob"], "term": TERM, "adoptedUids": {"alice": 41234, "carol": 41235}}, base_dir=ROOT
+    )
+    roster = Roster(
+        "roster",
+        RosterArgs(
+            access=access,
+            namespace="classroom-cis90",
+            ca_private_key=pulumi.Output.secret(CA_PEM),
+            stack="cis90-spring2027",
+        ),
+    )
 
     def check(values: list[Any]) -> None:
         uids = values[0]
         assert mocks.resources["roster-uids"]["adopted"] == {"alice": 41234, "carol": 41235}
         assert uids["alice"] == 41234 and uids["carol"] == 41235 and uids["bob"] not in (41234, 41235)
-        people = {p["username"]: p for p in json.loads(mocks.resources["roster-configmap"]["data"]["roster.json"])
-                  ["people"]}
+        people = {
+            p["username"]: p for p in json.loads(mocks.resources["roster-configmap"]["data"]["roster.json"])["people"]
+        }
         assert people["alice"]["uid"] == 41234 and "carol" not in people
 
     return pulumi.Output.all(roster.uids, roster.config_map_name).apply(check)

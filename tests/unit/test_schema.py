@@ -31,8 +31,11 @@ from tests.harness import MAIN, ClusterMocks, RecordingMonitor, render
 
 ROOT = Path(__file__).resolve().parents[2]
 USER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMCzQlyG2Us+el5qs4O0ifwlYIyvk49DaRbP7kq4smnw"
-ENGINE_KEY = ed25519.Ed25519PrivateKey.generate().private_bytes(
-    serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()).decode()
+ENGINE_KEY = (
+    ed25519.Ed25519PrivateKey.generate()
+    .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+    .decode()
+)
 SECRET = "s" * 40
 
 
@@ -52,8 +55,13 @@ def full_config() -> dict[str, Any]:
         "initResources": {"limits": {"memory": "256Mi"}},
         "nodeSelector": {"disk": "ssd"},
         "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "class", "effect": "NoSchedule"}],
-        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-            {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}},
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]
+                }
+            }
+        },
         "podAnnotations": {"example.com/owner": "cis"},
         "service": {"type": "LoadBalancer", "loadBalancerIP": "172.20.2.100", "annotations": {"a.b/c": "d"}},
         "ssh": {"knownHostsPatterns": ["*"], "hostPrincipals": ["opus.example.edu"]},
@@ -147,17 +155,29 @@ FIELDS = [f for f in _fields() if f[1] != "any"]
 # Values of the wrong kind for each declared kind (numbers count as text for
 # strings only where the schema says so: image.tag and quantities).
 _WRONG: dict[str, st.SearchStrategy[Any]] = {
-    "str": st.one_of(st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(),
-                                                                          max_size=2)),
-    "int": st.one_of(st.text(alphabet="abc -", min_size=1, max_size=5), st.lists(st.integers(), max_size=2),
-                     st.booleans(), st.floats(allow_nan=True).filter(lambda f: not float(f).is_integer())),
-    "duration": st.one_of(st.integers(min_value=1), st.text(alphabet="xyz", min_size=1, max_size=4),
-                          st.lists(st.integers(), max_size=2), st.booleans()),
+    "str": st.one_of(
+        st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2)
+    ),
+    "int": st.one_of(
+        st.text(alphabet="abc -", min_size=1, max_size=5),
+        st.lists(st.integers(), max_size=2),
+        st.booleans(),
+        st.floats(allow_nan=True).filter(lambda f: not float(f).is_integer()),
+    ),
+    "duration": st.one_of(
+        st.integers(min_value=1),
+        st.text(alphabet="xyz", min_size=1, max_size=4),
+        st.lists(st.integers(), max_size=2),
+        st.booleans(),
+    ),
     "date": st.one_of(st.integers(), st.text(alphabet="xyz", max_size=4), st.lists(st.integers(), max_size=2)),
     "bool": st.one_of(st.integers(), st.text(alphabet="xyz", max_size=4), st.lists(st.booleans(), max_size=2)),
     "list": st.one_of(st.integers(), st.text(alphabet="xyz", max_size=4), st.booleans()),
-    "map": st.one_of(st.integers(min_value=1), st.text(alphabet="xyz", min_size=1, max_size=4),
-                     st.lists(st.integers(), min_size=1, max_size=2)),
+    "map": st.one_of(
+        st.integers(min_value=1),
+        st.text(alphabet="xyz", min_size=1, max_size=4),
+        st.lists(st.integers(), min_size=1, max_size=2),
+    ),
 }
 
 
@@ -193,8 +213,7 @@ def test_a_value_of_the_wrong_kind_anywhere_is_one_config_error_naming_its_key(f
 
 
 _ANY = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=12),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=12),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
     max_leaves=8,
 )
@@ -228,8 +247,10 @@ def _engine_run(raw: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> tuple[B
     """__main__ as the engine runs it (load_config from PULUMI_CONFIG, then build) under mocks."""
     from pulumi.runtime import config as runtime_config
 
-    monkeypatch.setenv("PULUMI_CONFIG", json.dumps({f"classroom:{k}": json.dumps(v) if not isinstance(v, str) else v
-                                                    for k, v in raw.items()}))
+    monkeypatch.setenv(
+        "PULUMI_CONFIG",
+        json.dumps({f"classroom:{k}": json.dumps(v) if not isinstance(v, str) else v for k, v in raw.items()}),
+    )
     runtime_config.set_all_config({})
     mocks = ClusterMocks({}, {})
     monitor = RecordingMonitor(mocks)
@@ -290,15 +311,31 @@ NAMED = [
     ({"tolerations": [{"key": "a", "tolerationSeconds": "soon"}]}, "tolerations[0].tolerationSeconds", "integer"),
     ({"tolerations": [{"key": "a", "colour": 1}]}, "tolerations[0].colour", "Toleration"),
     ({"tolerations": [{"key": "a", "efect": "NoSchedule"}]}, "tolerations[0].efect", "did you mean 'effect'"),
-    ({"labs": {**full_config()["labs"], "hosts": [{"name": "l", "address": "h", "capacity": 1, "cpu": "lots"}]}},
-     "labs.hosts[0].cpu", "CPU quantity"),
+    (
+        {"labs": {**full_config()["labs"], "hosts": [{"name": "l", "address": "h", "capacity": 1, "cpu": "lots"}]}},
+        "labs.hosts[0].cpu",
+        "CPU quantity",
+    ),
     ({"tolerations": [{"key": "a b"}]}, "tolerations[0].key", "Kubernetes key"),
-    ({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{"labelSelector": {}}]}}},
-     "affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].topologyKey", "required"),
-    ({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-        {"matchExpressions": [{"key": "zone", "operator": "Near"}]}]}}}},
-     "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0]"
-     ".matchExpressions[0].operator", "In, NotIn"),
+    (
+        {"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{"labelSelector": {}}]}}},
+        "affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].topologyKey",
+        "required",
+    ),
+    (
+        {
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "Near"}]}]
+                    }
+                }
+            }
+        },
+        "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0]"
+        ".matchExpressions[0].operator",
+        "In, NotIn",
+    ),
     ({"term": {"start": "1970-01-01", "end": "2026-12-18"}}, "term.start", "between 2000-01-01"),
     ({"term": {"start": "2026-08-24", "end": "2026-12-18", "grace": "2y"}}, "term.grace", "duration"),
     ({"term": {"start": "2026-08-24", "end": "2026-12-18", "grace": "1000d"}}, "term.grace", "at most"),
@@ -309,16 +346,23 @@ NAMED = [
     ({"revocations": {"serials": [2.5]}}, "revocations.serials[0]", "whole numbers"),
     ({"revocations": {"serials": [True]}}, "revocations.serials[0]", "whole numbers"),
     ({"labs": {**full_config()["labs"], "idleTimeout": 30}}, "labs.idleTimeout", "unit"),
-    ({"labs": {**full_config()["labs"], "ssh": {"privateKey": "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n"}}},
-     "labs.ssh.privateKey", "unusable"),
-    ({"extraMounts": [{"name": "a", "path": "/srv/a", "size": "1Gi", "className": "x", "storageClassName": "y"}]},
-     "extraMounts[0].storageClassName", "only one of"),
+    (
+        {"labs": {**full_config()["labs"], "ssh": {"privateKey": "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n"}}},
+        "labs.ssh.privateKey",
+        "unusable",
+    ),
+    (
+        {"extraMounts": [{"name": "a", "path": "/srv/a", "size": "1Gi", "className": "x", "storageClassName": "y"}]},
+        "extraMounts[0].storageClassName",
+        "only one of",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("patch", "key", "accepted"), NAMED, ids=[n[1] + ":" + n[2] for n in NAMED])
-def test_each_class_found_silently_accepted_or_crashing_is_a_named_error(patch: dict[str, Any], key: str,
-                                                                         accepted: str) -> None:
+def test_each_class_found_silently_accepted_or_crashing_is_a_named_error(
+    patch: dict[str, Any], key: str, accepted: str
+) -> None:
     err = error({**full_config(), **patch})
     assert (err.key, accepted in err.accepted) == (key, True), str(err)
     assert "\n" not in str(err)
@@ -333,8 +377,12 @@ def test_secrets_are_never_echoed() -> None:
 
 
 def test_the_chart_spellings_are_accepted() -> None:
-    cfg = parse({"extraMounts": [{"name": "a", "path": "/srv/a", "size": "1Gi", "className": "fast"}],
-                 "extraPorts": [{"name": "web", "port": 80, "proto": "udp"}]})
+    cfg = parse(
+        {
+            "extraMounts": [{"name": "a", "path": "/srv/a", "size": "1Gi", "className": "fast"}],
+            "extraPorts": [{"name": "web", "port": 80, "proto": "udp"}],
+        }
+    )
     assert cfg.extra_mounts[0].storage_class_name == "fast" and cfg.extra_ports[0].protocol == "UDP"
 
 
@@ -342,25 +390,38 @@ def _pem(key: Any, fmt: serialization.PrivateFormat) -> str:
     return key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption()).decode()
 
 
-@pytest.mark.parametrize("engine_key", [
-    _pem(rsa.generate_private_key(public_exponent=65537, key_size=2048),
-         serialization.PrivateFormat.TraditionalOpenSSL),
-    _pem(ec.generate_private_key(ec.SECP256R1()), serialization.PrivateFormat.PKCS8),
-    _pem(ed25519.Ed25519PrivateKey.generate(), serialization.PrivateFormat.PKCS8),
-], ids=["rsa-pem", "ecdsa-pkcs8", "ed25519-pkcs8"])
+@pytest.mark.parametrize(
+    "engine_key",
+    [
+        _pem(
+            rsa.generate_private_key(public_exponent=65537, key_size=2048),
+            serialization.PrivateFormat.TraditionalOpenSSL,
+        ),
+        _pem(ec.generate_private_key(ec.SECP256R1()), serialization.PrivateFormat.PKCS8),
+        _pem(ed25519.Ed25519PrivateKey.generate(), serialization.PrivateFormat.PKCS8),
+    ],
+    ids=["rsa-pem", "ecdsa-pkcs8", "ed25519-pkcs8"],
+)
 def test_a_pem_engine_key_works_for_an_in_cluster_lab_host(engine_key: str) -> None:
     # The error message always said PEM keys are accepted; an inCluster host used to crash on one
     # after resources were registered (its public half is authorized on the host).
-    labs = {**full_config()["labs"], "ssh": {"privateKey": engine_key},
-            "hosts": [{"name": "lab1", "inCluster": True, "capacity": 5, "image": "ghcr.io/x/labhost:1"}]}
+    labs = {
+        **full_config()["labs"],
+        "ssh": {"privateKey": engine_key},
+        "hosts": [{"name": "lab1", "inCluster": True, "capacity": 5, "image": "ghcr.io/x/labhost:1"}],
+    }
     r = render({**full_config(), "labs": labs}, stack="cis90-fall2026")
     assert r.of_type("kubernetes:apps/v1:StatefulSet")
 
 
 def test_an_encrypted_key_needs_its_password() -> None:
-    key = ed25519.Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(b"pw")).decode()
+    key = (
+        ed25519.Ed25519PrivateKey.generate()
+        .private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(b"pw")
+        )
+        .decode()
+    )
     labs = {**full_config()["labs"], "ssh": {"privateKey": key}}
     assert "privateKeyPassword" in error({**full_config(), "labs": labs}).accepted
     labs["ssh"] = {"privateKey": key, "privateKeyPassword": "wrong"}
@@ -370,8 +431,13 @@ def test_an_encrypted_key_needs_its_password() -> None:
 
 
 def test_one_duration_grammar() -> None:
-    cfg = parse({**full_config(), "term": {**full_config()["term"], "grace": "36h"},
-                 "labs": {**full_config()["labs"], "idleTimeout": "2h"}})
+    cfg = parse(
+        {
+            **full_config(),
+            "term": {**full_config()["term"], "grace": "36h"},
+            "labs": {**full_config()["labs"], "idleTimeout": "2h"},
+        }
+    )
     assert cfg.access.term.grace == timedelta(hours=36) and cfg.labs.idle_timeout == 7200
     assert parse({**full_config(), "term": {**full_config()["term"], "grace": "0"}}).access.term.grace == timedelta(0)
 
@@ -402,8 +468,16 @@ def test_an_rc_local_that_never_touches_ready_is_a_visible_warning(monkeypatch: 
 # ------------------------------------------------------------------ chart parity
 
 # The rc.env names the cloud-server chart documents and writes (templates/config.yaml), all exported.
-CHART_RC_ENV = ("DEFAULT_USER", "DEFAULT_USER_ID", "DEFAULT_KEY", "DEFAULT_KEY_IMPORT", "SET_HOSTNAME",
-                "CUSTOMIZE_REPO", "CUSTOMIZE_REPO_COMMAND", "CUSTOMIZE_COMMAND")
+CHART_RC_ENV = (
+    "DEFAULT_USER",
+    "DEFAULT_USER_ID",
+    "DEFAULT_KEY",
+    "DEFAULT_KEY_IMPORT",
+    "SET_HOSTNAME",
+    "CUSTOMIZE_REPO",
+    "CUSTOMIZE_REPO_COMMAND",
+    "CUSTOMIZE_COMMAND",
+)
 
 
 def test_rc_env_exports_every_chart_variable() -> None:
@@ -422,15 +496,18 @@ def test_chart_template_names_match_when_the_chart_is_at_hand() -> None:
     assert set(re.findall(r"export (\w+)=", chart.read_text())) == set(CHART_RC_ENV)
 
 
-@pytest.mark.parametrize(("raw", "key"), [
-    ({"namespace": "cis90\n"}, "namespace"),
-    ({"hostName": "opus\n"}, "hostName"),
-    ({"homeStorageClassName": "fast\n"}, "homeStorageClassName"),
-    ({"image": {"repository": "ghcr.io/x/y\n"}}, "image.repository"),
-    ({"extraPorts": [{"name": "http\n", "port": 80}]}, "extraPorts[0].name"),
-    ({"ssh": {"existingSecret": "ca\n"}}, "ssh.existingSecret"),
-    ({"user": "alice\n"}, "user"),
-])
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"namespace": "cis90\n"}, "namespace"),
+        ({"hostName": "opus\n"}, "hostName"),
+        ({"homeStorageClassName": "fast\n"}, "homeStorageClassName"),
+        ({"image": {"repository": "ghcr.io/x/y\n"}}, "image.repository"),
+        ({"extraPorts": [{"name": "http\n", "port": 80}]}, "extraPorts[0].name"),
+        ({"ssh": {"existingSecret": "ca\n"}}, "ssh.existingSecret"),
+        ({"user": "alice\n"}, "user"),
+    ],
+)
 def test_a_whole_value_is_validated_a_trailing_newline_included(raw: dict[str, Any], key: str) -> None:
     # `re.match` with a `$` anchor would let "value\n" through; every whole-value check is a fullmatch.
     with pytest.raises(ConfigError, match=re.escape(f"config key '{key}'")):

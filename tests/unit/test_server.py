@@ -178,8 +178,9 @@ def test_host_certificates_are_signed_at_deploy_time_for_every_name_students_use
         private = serialization.load_ssh_private_key(files[f"ssh_host_{kind}_key"].encode(), password=None)
         public = private.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
         assert files[f"ssh_host_{kind}_key.pub"].split()[:2] == public.decode().split()[:2]
-        assert cert.public_key().public_bytes(
-            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH) == public
+        assert (
+            cert.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH) == public
+        )
     volume = volumes(r)["host-keys"]["secret"]
     modes = {item["path"]: item["mode"] for item in volume["items"]}
     assert volume["secretName"] == "ssh-host-keys" and set(modes) == set(files)
@@ -236,29 +237,42 @@ def test_rsa_ca_on_request() -> None:
 
 
 def test_existing_ca_secret_signs_but_is_mounted_nowhere_and_nothing_is_generated() -> None:
-    r = render({"ssh": {"existingSecret": "class-ca"}},
-               existing_secret={"ca_key": FAKE_CA_PRIVATE, "ca_key_pub": FAKE_CA_PUBLIC})
+    r = render(
+        {"ssh": {"existingSecret": "class-ca"}},
+        existing_secret={"ca_key": FAKE_CA_PRIVATE, "ca_key_pub": FAKE_CA_PUBLIC},
+    )
     assert r.of_type("tls:index/privateKey:PrivateKey") == []
     assert [s.inputs["metadata"]["name"] for s in r.of_type(SECRET)] == ["ssh-host-keys"]
     assert all(v.get("secret", {}).get("secretName") != "class-ca" for v in r.pod["volumes"])
     _, signer = verified_host_certificate(
-        r.one(SECRET, "ssh-host-keys").inputs["stringData"]["ssh_host_ed25519_key-cert.pub"])
+        r.one(SECRET, "ssh-host-keys").inputs["stringData"]["ssh_host_ed25519_key-cert.pub"]
+    )
     assert signer == " ".join(FAKE_CA_PUBLIC.split()[:2])
     assert r.outputs["public_key"] == FAKE_CA_PUBLIC
 
 
 def test_an_existing_secret_made_by_the_chart_is_accepted() -> None:
     # The chart's secrets.yaml stores the public half as `ca_key.pub`.
-    r = render({"ssh": {"existingSecret": "class-ca"}},
-               existing_secret={"ca_key": FAKE_CA_PRIVATE, "ca_key.pub": FAKE_CA_PUBLIC})
+    r = render(
+        {"ssh": {"existingSecret": "class-ca"}},
+        existing_secret={"ca_key": FAKE_CA_PRIVATE, "ca_key.pub": FAKE_CA_PUBLIC},
+    )
     assert r.outputs["public_key"] == FAKE_CA_PUBLIC
 
 
-@pytest.mark.parametrize(("data", "message"), [
-    ({"ca_key": "not a key", "ca_key_pub": FAKE_CA_PUBLIC}, r"'ssh.existingSecret'.*'ca_key'.*not.*private key"),
-    ({"ca_key": FAKE_CA_PRIVATE, "ca_key_pub": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMCzQlyG2Us+el5qs4O0ifwlYIyvk49Da"
-      "RbP7kq4smnw other"}, r"'ssh.existingSecret'.*ca_key_pub.*not the public half of 'ca_key'"),
-])
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"ca_key": "not a key", "ca_key_pub": FAKE_CA_PUBLIC}, r"'ssh.existingSecret'.*'ca_key'.*not.*private key"),
+        (
+            {
+                "ca_key": FAKE_CA_PRIVATE,
+                "ca_key_pub": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMCzQlyG2Us+el5qs4O0ifwlYIyvk49DaRbP7kq4smnw other",
+            },
+            r"'ssh.existingSecret'.*ca_key_pub.*not the public half of 'ca_key'",
+        ),
+    ],
+)
 def test_an_existing_secret_whose_halves_are_unusable_is_one_clear_error(data: dict[str, str], message: str) -> None:
     with pytest.raises(pulumi.RunError, match=message):
         render({"ssh": {"existingSecret": "class-ca"}}, existing_secret=data)
@@ -412,9 +426,15 @@ def test_roster_config_map_hook_is_a_plain_optional_input() -> None:
     cfg = r.config
     pod_spec = server_module.build_pod_spec(
         server_module.LoginServerArgs(
-            namespace=cfg.namespace, stack=cfg.stack, user=MAIN.default_user(cfg), boot=MAIN.boot_files(cfg),
-            storage=MAIN.home_storage(cfg), pod=MAIN.login_pod(cfg),
-            ca_public_key="k", ca_private_key=FAKE_CA_PRIVATE, roster_config_map="roster"
+            namespace=cfg.namespace,
+            stack=cfg.stack,
+            user=MAIN.default_user(cfg),
+            boot=MAIN.boot_files(cfg),
+            storage=MAIN.home_storage(cfg),
+            pod=MAIN.login_pod(cfg),
+            ca_public_key="k",
+            ca_private_key=FAKE_CA_PRIVATE,
+            roster_config_map="roster",
         ),
     )
     vols = {v.name: v for v in pod_spec.volumes}  # type: ignore[union-attr]

@@ -26,24 +26,37 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def private_pem(key: ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey) -> str:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                             serialization.NoEncryption()).decode()
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    ).decode()
 
 
 def public_line(key: ed25519.Ed25519PrivateKey) -> str:
-    return key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                         serialization.PublicFormat.OpenSSH).decode() + " student@laptop"
+    return (
+        key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+        + " student@laptop"
+    )
 
 
 CA = private_pem(ed25519.Ed25519PrivateKey.generate())
 OTHER_CA = private_pem(ed25519.Ed25519PrivateKey.generate())
 STUDENT = public_line(ed25519.Ed25519PrivateKey.generate())
 ALICE = {
-    "public_key": STUDENT, "principal": "alice", "key_id": "cis90/fall2026/alice",
-    "serial": 4242, "valid_after": 1787554800, "valid_before": 1798272000, "extensions": list(USER_EXTENSIONS),
+    "public_key": STUDENT,
+    "principal": "alice",
+    "key_id": "cis90/fall2026/alice",
+    "serial": 4242,
+    "valid_after": 1787554800,
+    "valid_before": 1798272000,
+    "extensions": list(USER_EXTENSIONS),
 }
-BOB = {**ALICE, "public_key": public_line(ed25519.Ed25519PrivateKey.generate()), "principal": "bob",
-       "key_id": "cis90/fall2026/bob", "serial": 4243}
+BOB = {
+    **ALICE,
+    "public_key": public_line(ed25519.Ed25519PrivateKey.generate()),
+    "principal": "bob",
+    "key_id": "cis90/fall2026/bob",
+    "serial": 4243,
+}
 PROPS = {"ca_private_key": CA, "entries": {"alice/k1": ALICE, "bob/k1": BOB}}
 
 
@@ -54,11 +67,19 @@ def with_entry(entry_id: str, **changes: object) -> dict[str, object]:
 
 
 def test_certificate_fields_as_ssh_keygen_reads_them(tmp_path: Path) -> None:
-    cert = sign_user_certificate(CA, STUDENT, principal="alice", key_id="cis90/fall2026/alice", serial=4242,
-                                 valid_after=1787554800, valid_before=1798272000)
+    cert = sign_user_certificate(
+        CA,
+        STUDENT,
+        principal="alice",
+        key_id="cis90/fall2026/alice",
+        serial=4242,
+        valid_after=1787554800,
+        valid_before=1798272000,
+    )
     (tmp_path / "c.pub").write_text(cert + "\n")
-    listing = subprocess.run(["ssh-keygen", "-L", "-f", str(tmp_path / "c.pub")], capture_output=True, text=True,
-                             check=True).stdout
+    listing = subprocess.run(
+        ["ssh-keygen", "-L", "-f", str(tmp_path / "c.pub")], capture_output=True, text=True, check=True
+    ).stdout
     assert "user certificate" in listing
     assert 'Key ID: "cis90/fall2026/alice"' in listing
     assert "Serial: 4242" in listing
@@ -69,8 +90,9 @@ def test_certificate_fields_as_ssh_keygen_reads_them(tmp_path: Path) -> None:
 
 def test_rsa_ca_is_supported() -> None:
     ca = private_pem(rsa.generate_private_key(public_exponent=65537, key_size=2048))
-    cert = sign_user_certificate(ca, STUDENT, principal="bob", key_id="x/y/bob", serial=1, valid_after=0,
-                                 valid_before=10)
+    cert = sign_user_certificate(
+        ca, STUDENT, principal="bob", key_id="x/y/bob", serial=1, valid_after=0, valid_before=10
+    )
     assert cert.startswith("ssh-ed25519-cert-v01@openssh.com ")
     assert ca_public_key_line(ca).startswith("ssh-rsa ")
 
@@ -78,8 +100,9 @@ def test_rsa_ca_is_supported() -> None:
 @pytest.mark.parametrize(("serial", "after", "before"), [(0, 0, 10), (1 << 64, 0, 10), (1, 10, 10)])
 def test_signing_refuses_bad_serial_or_window(serial: int, after: int, before: int) -> None:
     with pytest.raises(ValueError):
-        sign_user_certificate(CA, STUDENT, principal="a", key_id="k", serial=serial, valid_after=after,
-                              valid_before=before)
+        sign_user_certificate(
+            CA, STUDENT, principal="a", key_id="k", serial=serial, valid_after=after, valid_before=before
+        )
 
 
 def test_known_hosts_line() -> None:
@@ -108,8 +131,12 @@ def test_provider_diff_ignores_the_nonce_and_sees_every_signed_input() -> None:
     assert changed_entries(outs, with_entry("alice/k1", principal="carol")) == ["alice/k1"]
     assert changed_entries(outs, with_entry("alice/k1", extensions=["permit-pty"])) == ["alice/k1"]
     assert changed_entries(outs, {**PROPS, "ca_private_key": OTHER_CA}) == ["alice/k1", "bob/k1"]
-    assert provider.diff("id", outs, with_entry("alice/k1", public_key=public_line(
-        ed25519.Ed25519PrivateKey.generate()))).changes is True
+    assert (
+        provider.diff(
+            "id", outs, with_entry("alice/k1", public_key=public_line(ed25519.Ed25519PrivateKey.generate()))
+        ).changes
+        is True
+    )
 
 
 def test_update_resigns_only_what_changed_and_keeps_the_other_bytes() -> None:
@@ -125,8 +152,7 @@ def test_update_resigns_only_what_changed_and_keeps_the_other_bytes() -> None:
     assert grown["certificates"]["bob/k1"] == outs["certificates"]["bob/k1"]
     assert certificate_fields(grown["certificates"]["carol/k1"])["principals"] == ["carol"]
     # a new CA re-signs everyone
-    rotated = provider.update("id", grown, {**PROPS, "ca_private_key": OTHER_CA,
-                                            "entries": {"bob/k1": BOB}}).outs
+    rotated = provider.update("id", grown, {**PROPS, "ca_private_key": OTHER_CA, "entries": {"bob/k1": BOB}}).outs
     assert rotated["certificates"]["bob/k1"] != outs["certificates"]["bob/k1"]
     assert rotated["ca_public_key"] == ca_public_key_line(OTHER_CA)
 
@@ -151,8 +177,11 @@ def test_provider_loads_in_a_fresh_process_like_the_provider_host() -> None:
 
     for provider in (CertificateSetProvider(), UidLedgerProvider()):
         blob = serialize_provider(provider)
-        script = ("import base64, sys, dill; p = dill.loads(base64.b64decode(sys.stdin.read())); "
-                  "print(type(p).__module__, type(p).__name__)")
-        result = subprocess.run([sys.executable, "-c", script], input=blob, cwd=ROOT, capture_output=True,
-                                text=True, check=True)
+        script = (
+            "import base64, sys, dill; p = dill.loads(base64.b64decode(sys.stdin.read())); "
+            "print(type(p).__module__, type(p).__name__)"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", script], input=blob, cwd=ROOT, capture_output=True, text=True, check=True
+        )
         assert result.stdout.split() == [type(provider).__module__, type(provider).__name__]

@@ -69,13 +69,25 @@ def without_pulumi_on_path(monkeypatch: pytest.MonkeyPatch, *keep: Path) -> None
 def ledger_state(uids: dict[str, int], stack: str = OLD) -> dict[str, Any]:
     """What `pulumi stack export` prints for a stack whose homes were kept (trimmed to what matters)."""
     base = f"urn:pulumi:{stack}::classroom::"
-    return {"version": 3, "deployment": {"resources": [
-        {"urn": f"{base}pulumi:pulumi:Stack::classroom-{stack}", "type": "pulumi:pulumi:Stack"},
-        {"urn": f"{base}classroom:index:Roster::roster", "type": "classroom:index:Roster"},
-        {"urn": f"{base}classroom:index:Roster$pulumi-python:dynamic:Resource::roster-uids",
-         "type": "pulumi-python:dynamic:Resource", "protect": True,
-         "outputs": {"derived": sorted(uids), "explicit": {}, "uids": {k: float(v) for k, v in uids.items()}}},
-    ]}}
+    return {
+        "version": 3,
+        "deployment": {
+            "resources": [
+                {"urn": f"{base}pulumi:pulumi:Stack::classroom-{stack}", "type": "pulumi:pulumi:Stack"},
+                {"urn": f"{base}classroom:index:Roster::roster", "type": "classroom:index:Roster"},
+                {
+                    "urn": f"{base}classroom:index:Roster$pulumi-python:dynamic:Resource::roster-uids",
+                    "type": "pulumi-python:dynamic:Resource",
+                    "protect": True,
+                    "outputs": {
+                        "derived": sorted(uids),
+                        "explicit": {},
+                        "uids": {k: float(v) for k, v in uids.items()},
+                    },
+                },
+            ]
+        },
+    }
 
 
 class FakeEngine:
@@ -190,9 +202,7 @@ def test_new_writes_dates_roster_and_a_fresh_namespace(stacks: Path, capsys: pyt
     assert "classroom:namespace" not in config
     old = load(stacks / f"Pulumi.{OLD}.yaml")
     replaced = ("classroom:term", "classroom:roster")
-    assert {k: v for k, v in config.items() if k not in replaced} == {
-        k: v for k, v in old.items() if k not in replaced
-    }
+    assert {k: v for k, v in config.items() if k not in replaced} == {k: v for k, v in old.items() if k not in replaced}
     if "classroom:term" in old:
         assert config["classroom:term"]["timezone"] == old["classroom:term"]["timezone"]
     assert "4 student(s)" in out
@@ -309,7 +319,10 @@ def test_adopt_homes_carries_the_old_ledgers_uids_so_returning_people_keep_their
     assert code == 0, err
     # One stack selected, its state exported, and no stack left selected that was not before.
     assert fake_pulumi.calls() == [
-        ("workspace", "project"), ("select", OLD), ("export_stack",), ("run", "stack", "unselect"),
+        ("workspace", "project"),
+        ("select", OLD),
+        ("export_stack",),
+        ("run", "stack", "unselect"),
     ]
     config = load(stacks / f"Pulumi.{NEW}.yaml")
     assert config["classroom:adoptedUids"] == ledger  # the whole ledger, the people who left included
@@ -320,10 +333,18 @@ def test_adopt_homes_carries_the_old_ledgers_uids_so_returning_people_keep_their
     assert uids["newbie"] not in ledger.values()  # bokafor's kept home is not handed to the newcomer
     assert dict(cfg.access.adopted_uids) == ledger
     # The new stack's ledger, created on its first `up`, starts from them (what the Roster passes it).
-    created = UidLedgerProvider().create({
-        "derived": sorted(p.username for p in cfg.access.people if not p.uid_explicit),
-        "explicit": {}, "adopted": dict(cfg.access.adopted_uids), "uids": None,
-    }).outs["uids"]
+    created = (
+        UidLedgerProvider()
+        .create(
+            {
+                "derived": sorted(p.username for p in cfg.access.people if not p.uid_explicit),
+                "explicit": {},
+                "adopted": dict(cfg.access.adopted_uids),
+                "uids": None,
+            }
+        )
+        .outs["uids"]
+    )
     assert {u: created[u] for u in ("jlopez", "achen", "newbie")} == {u: uids[u] for u in ("jlopez", "achen", "newbie")}
     assert created["bokafor"] == ledger["bokafor"]
 
@@ -591,13 +612,17 @@ def test_end_without_pulumi_says_so_and_destroys_nothing(
 
 
 def test_end_destroys_all_but_the_protected_through_the_api_and_keeps_the_selected_stack(
-    stacks: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    stacks: Path,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     fake_pulumi: FakeEngine,
 ) -> None:
     fake_pulumi.selected_before = "dev"  # the instructor's own `pulumi` commands act on dev
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
-    code, out, err = run(capsys, "end", "--stacks-dir", str(stacks), "--stack", OLD,
-                         "--summary", str(tmp_path / "s.md"))
+    code, out, err = run(
+        capsys, "end", "--stacks-dir", str(stacks), "--stack", OLD, "--summary", str(tmp_path / "s.md")
+    )
     # destroy ran (exclude_protected) and streamed its output; then listing the kept claims failed on the kubeconfig
     # (or on a missing kubectl), exit 1 either way, and dev is selected again.
     assert fake_pulumi.calls() == [("workspace", "project"), ("select", OLD), ("destroy", True), ("select", "dev")]

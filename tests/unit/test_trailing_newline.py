@@ -93,7 +93,10 @@ def test_stack_values_with_a_trailing_newline_are_refused_with_the_key(key: str,
 
 @pytest.mark.parametrize(
     ("key", "field", "good"),
-    [("userSSHImport", "user_ssh_import", "gh:octocat"), ("customizeRepo", "customize_repo", "https://example.org/s.git")],
+    [
+        ("userSSHImport", "user_ssh_import", "gh:octocat"),
+        ("customizeRepo", "customize_repo", "https://example.org/s.git"),
+    ],
 )
 def test_stripped_stack_values_keep_no_newline(key: str, field: str, good: str) -> None:
     from components.config import parse_config

@@ -1,9 +1,9 @@
 """labd command line.
 
-  labd serve   --config /etc/labd/labd.json     run the API, the reaper and reconcile at start
-  labd check   --config FILE                    validate the config and exit (0 ok, 2 bad)
-  labd render  --config FILE --user NAME        print the k3d config a user's cluster would get
-  labd admin   --url URL --key-file F delete USER | list | routes | status USER
+labd serve   --config /etc/labd/labd.json     run the API, the reaper and reconcile at start
+labd check   --config FILE                    validate the config and exit (0 ok, 2 bad)
+labd render  --config FILE --user NAME        print the k3d config a user's cluster would get
+labd admin   --url URL --key-file F delete USER | list | routes | status USER
 """
 
 from __future__ import annotations
@@ -34,13 +34,21 @@ def _serve(config_path: str) -> int:
         # Without k3d's view labd could double-create clusters; refuse to run.
         print(f"labd: cannot reconcile with k3d at start: {err}", file=sys.stderr)
         return 1
-    verifier = Verifier({"session": cfg.session_key, "admin": cfg.admin_key}, cfg.max_clock_skew,
-                        host_names=cfg.host_names)
+    verifier = Verifier(
+        {"session": cfg.session_key, "admin": cfg.admin_key}, cfg.max_clock_skew, host_names=cfg.host_names
+    )
     if not cfg.host_names:
         logging.getLogger("labd").warning(
-            "hostNames is not set: a request signed for another lab host of this class is accepted here")
-    server = make_server(service, verifier, cfg.listen_host, cfg.listen_port,
-                         max_connections=cfg.max_connections, request_timeout=cfg.request_timeout)
+            "hostNames is not set: a request signed for another lab host of this class is accepted here"
+        )
+    server = make_server(
+        service,
+        verifier,
+        cfg.listen_host,
+        cfg.listen_port,
+        max_connections=cfg.max_connections,
+        request_timeout=cfg.request_timeout,
+    )
     service.start_reaper()
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -105,8 +113,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "render":
             cfg = load_config(args.config)
             name = cluster_name(cfg.cluster_prefix, args.user)
-            values = ClusterValues(args.user, name, cfg.port_base, cfg.port_base + 1, cfg.port_base + 2,
-                                   cfg.class_name, cfg.term, cfg.lab_domain)
+            values = ClusterValues(
+                args.user,
+                name,
+                cfg.port_base,
+                cfg.port_base + 1,
+                cfg.port_base + 2,
+                cfg.class_name,
+                cfg.term,
+                cfg.lab_domain,
+            )
             sys.stdout.write(to_yaml(render_k3d_config(cfg.k3d_template, values)))
             return 0
         return _admin(args.url, args.key_file, args.action, args.user)

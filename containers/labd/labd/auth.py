@@ -36,15 +36,24 @@ KEY_IDS = ("session", "admin")
 _NONCE_RE = re.compile(r"^[0-9a-f]{32,64}\Z")
 
 
-def canonical(key_id: str, method: str, path: str, user: str, timestamp: str, nonce: str, body: bytes,
-              host: str = "") -> bytes:
+def canonical(
+    key_id: str, method: str, path: str, user: str, timestamp: str, nonce: str, body: bytes, host: str = ""
+) -> bytes:
     body_hash = hashlib.sha256(body).hexdigest()
-    return "\n".join([SCHEME, key_id, method.upper(), path, user, timestamp, nonce, body_hash,
-                      host.lower()]).encode()
+    return "\n".join([SCHEME, key_id, method.upper(), path, user, timestamp, nonce, body_hash, host.lower()]).encode()
 
 
-def sign(key: bytes, key_id: str, method: str, path: str, user: str, body: bytes = b"",
-         now: float | None = None, nonce: str | None = None, host: str = "") -> dict[str, str]:
+def sign(
+    key: bytes,
+    key_id: str,
+    method: str,
+    path: str,
+    user: str,
+    body: bytes = b"",
+    now: float | None = None,
+    nonce: str | None = None,
+    host: str = "",
+) -> dict[str, str]:
     """Headers that authenticate one request, for the lab host `host` (host[:port] of its URL)."""
     timestamp = str(int(time.time() if now is None else now))
     nonce = nonce or secrets.token_hex(16)
@@ -69,8 +78,9 @@ def response_canonical(key_id: str, request_nonce: str, status: int, body: bytes
     """What labd signs in an answer: bound to the request (its nonce), so no answer can be replayed
     to another request, and to the status and exact body bytes. The hook verifies it before it
     writes anything it got from labd into a student's home."""
-    return "\n".join([RESPONSE_SCHEME, key_id, request_nonce, str(int(status)),
-                      hashlib.sha256(body).hexdigest()]).encode()
+    return "\n".join(
+        [RESPONSE_SCHEME, key_id, request_nonce, str(int(status)), hashlib.sha256(body).hexdigest()]
+    ).encode()
 
 
 def sign_response(key: bytes, key_id: str, request_nonce: str, status: int, body: bytes) -> str:
@@ -98,8 +108,13 @@ class Verifier:
     slip through.
     """
 
-    def __init__(self, keys: Mapping[str, bytes], max_skew: float, started_at: float | None = None,
-                 host_names: Collection[str] = ()) -> None:
+    def __init__(
+        self,
+        keys: Mapping[str, bytes],
+        max_skew: float,
+        started_at: float | None = None,
+        host_names: Collection[str] = (),
+    ) -> None:
         self._keys = dict(keys)
         self._host_names = frozenset(name.lower() for name in host_names)
         self._max_skew = max_skew
@@ -107,13 +122,15 @@ class Verifier:
         self._seen: dict[str, float] = {}
         self._lock = threading.Lock()
 
-    def verify(self, method: str, path: str, headers: Mapping[str, str], body: bytes,
-               now: float | None = None) -> Caller:
+    def verify(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes, now: float | None = None
+    ) -> Caller:
         now = time.time() if now is None else now
         # Header names are case-insensitive in HTTP (and lower-case in HTTP/2).
         lowered = {name.lower(): value for name, value in headers.items()}
-        values = {h: lowered.get(h.lower())
-                  for h in (HEADER_KEY, HEADER_USER, HEADER_TIME, HEADER_NONCE, HEADER_SIGNATURE)}
+        values = {
+            h: lowered.get(h.lower()) for h in (HEADER_KEY, HEADER_USER, HEADER_TIME, HEADER_NONCE, HEADER_SIGNATURE)
+        }
         missing = [h for h, v in values.items() if not v]
         if missing:
             raise AuthError(f"missing authentication header(s): {', '.join(missing)}")
@@ -132,8 +149,10 @@ class Verifier:
         if not hmac.compare_digest(expected.hexdigest(), signature.lower()):
             raise AuthError("bad signature")
         if not self.for_this_host(key_id, host):
-            raise AuthError(f"signed for lab host {host or '(none)'!r}, which is not this labd "
-                            f"({', '.join(sorted(self._host_names))})")
+            raise AuthError(
+                f"signed for lab host {host or '(none)'!r}, which is not this labd "
+                f"({', '.join(sorted(self._host_names))})"
+            )
         when = int(stamp)
         if abs(now - when) > self._max_skew:
             raise AuthError(f"stale request: timestamp {when} is more than {self._max_skew:g}s from labd's clock")

@@ -20,8 +20,23 @@ from typing import Any
 from labd.render import PLACEHOLDERS, ClusterValues, render_k3d_config
 
 TOP_LEVEL_K3D_KEYS = {
-    "apiVersion", "kind", "metadata", "servers", "agents", "kubeAPI", "image", "network", "subnet", "token",
-    "volumes", "manifests", "ports", "options", "env", "registries", "hostAliases",
+    "apiVersion",
+    "kind",
+    "metadata",
+    "servers",
+    "agents",
+    "kubeAPI",
+    "image",
+    "network",
+    "subnet",
+    "token",
+    "volumes",
+    "manifests",
+    "ports",
+    "options",
+    "env",
+    "registries",
+    "hostAliases",
 }
 
 
@@ -88,8 +103,9 @@ DEFAULT_TEMPLATE: dict[str, Any] = {
 }
 
 
-def _get(raw: Mapping[str, Any], key: str, kind: type | tuple[type, ...], default: Any, accepted: str,
-         prefix: str = "") -> Any:
+def _get(
+    raw: Mapping[str, Any], key: str, kind: type | tuple[type, ...], default: Any, accepted: str, prefix: str = ""
+) -> Any:
     value = raw.get(key, default)
     if isinstance(value, bool) and kind in (int, float, (int, float)):
         raise LabdConfigError(prefix + key, value, accepted)
@@ -141,10 +157,34 @@ def _webhook(raw: Any, key: str) -> WebhookConfig | None:
 
 def parse_config(raw: Mapping[str, Any]) -> LabdConfig:
     known = {
-        "listen", "class", "term", "labDomain", "stateFile", "workDir", "sessionKeyFile", "adminKeyFile",
-        "k3dBinary", "k3dTimeout", "clusterPrefix", "idleTimeout", "stopGrace", "sessionTtl", "reaperInterval",
-        "maxClockSkew", "portBase", "portLimit", "backendHost", "kubeconfigServer", "traefik", "k3d", "hooks",
-        "rosterFile", "accessEnd", "requestTimeout", "maxConnections", "hostNames",
+        "listen",
+        "class",
+        "term",
+        "labDomain",
+        "stateFile",
+        "workDir",
+        "sessionKeyFile",
+        "adminKeyFile",
+        "k3dBinary",
+        "k3dTimeout",
+        "clusterPrefix",
+        "idleTimeout",
+        "stopGrace",
+        "sessionTtl",
+        "reaperInterval",
+        "maxClockSkew",
+        "portBase",
+        "portLimit",
+        "backendHost",
+        "kubeconfigServer",
+        "traefik",
+        "k3d",
+        "hooks",
+        "rosterFile",
+        "accessEnd",
+        "requestTimeout",
+        "maxConnections",
+        "hostNames",
     }
     for key in raw:
         if key not in known:
@@ -176,8 +216,11 @@ def parse_config(raw: Mapping[str, Any]) -> LabdConfig:
     template = _get(k3d, "template", dict, DEFAULT_TEMPLATE, "a k3d.io/v1alpha5 Simple config object", "k3d.")
     for key in template:
         if key not in TOP_LEVEL_K3D_KEYS:
-            raise LabdConfigError(f"k3d.template.{key}", template[key],
-                                  "a k3d.io/v1alpha5 Simple field: " + ", ".join(sorted(TOP_LEVEL_K3D_KEYS)))
+            raise LabdConfigError(
+                f"k3d.template.{key}",
+                template[key],
+                "a k3d.io/v1alpha5 Simple field: " + ", ".join(sorted(TOP_LEVEL_K3D_KEYS)),
+            )
     for key in ("servers", "agents"):
         if key in template:
             count = template[key]
@@ -189,17 +232,22 @@ def parse_config(raw: Mapping[str, Any]) -> LabdConfig:
     try:
         render_k3d_config(template, ClusterValues("alice", "lab-alice", 1, 2, 3, class_name, term, lab_domain))
     except (KeyError, ValueError) as err:
-        raise LabdConfigError("k3d.template", str(err),
-                              "placeholders among " + ", ".join("$" + p for p in PLACEHOLDERS)) from None
-    kubeconfig_server = _get(raw, "kubeconfigServer", str, "$host",
-                             "a host name for students' kubectl, may use $host, $user, $lab_domain")
+        raise LabdConfigError(
+            "k3d.template", str(err), "placeholders among " + ", ".join("$" + p for p in PLACEHOLDERS)
+        ) from None
+    kubeconfig_server = _get(
+        raw, "kubeconfigServer", str, "$host", "a host name for students' kubectl, may use $host, $user, $lab_domain"
+    )
     try:
         server_host = string.Template(kubeconfig_server).substitute(host="alice.x", user="alice", lab_domain="x")
     except (KeyError, ValueError):
         server_host = ""
     if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9a-fA-F:]+\]", server_host):
-        raise LabdConfigError("kubeconfigServer", kubeconfig_server,
-                              "a host name or address; placeholders $host (<user>.<labDomain>), $user, $lab_domain")
+        raise LabdConfigError(
+            "kubeconfigServer",
+            kubeconfig_server,
+            "a host name or address; placeholders $host (<user>.<labDomain>), $user, $lab_domain",
+        )
     hooks = _get(raw, "hooks", dict, {}, "an object with optional 'init' and 'cleanup' webhooks")
     for key in hooks:
         if key not in ("init", "cleanup"):
@@ -217,12 +265,14 @@ def parse_config(raw: Mapping[str, Any]) -> LabdConfig:
     max_connections = _get(raw, "maxConnections", int, 64, "an integer 1..1024")
     if not 1 <= max_connections <= 1024:
         raise LabdConfigError("maxConnections", max_connections, "an integer 1..1024")
-    host_names_accepted = ("a list of the names callers reach labd by, as host or host:port "
-                           "(e.g. 'lab1.example.edu:8787')")
+    host_names_accepted = (
+        "a list of the names callers reach labd by, as host or host:port (e.g. 'lab1.example.edu:8787')"
+    )
     host_names = _get(raw, "hostNames", list, [], host_names_accepted)
     for index, name in enumerate(host_names):
         if not isinstance(name, str) or not re.fullmatch(
-                r"([A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9a-fA-F:.]+\])(:\d{1,5})?", name):
+            r"([A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9a-fA-F:.]+\])(:\d{1,5})?", name
+        ):
             raise LabdConfigError(f"hostNames[{index}]", name, host_names_accepted)
     return LabdConfig(
         access_end=access_end,
@@ -237,7 +287,8 @@ def parse_config(raw: Mapping[str, Any]) -> LabdConfig:
         state_file=_get(raw, "stateFile", str, "/var/lib/labd/state.json", "a path"),
         work_dir=_get(raw, "workDir", str, "/var/lib/labd/clusters", "a path"),
         session_key=read_secret_file(
-            _get(raw, "sessionKeyFile", str, "/etc/labd/session.key", "a path"), "sessionKeyFile"),
+            _get(raw, "sessionKeyFile", str, "/etc/labd/session.key", "a path"), "sessionKeyFile"
+        ),
         admin_key=read_secret_file(_get(raw, "adminKeyFile", str, "/etc/labd/admin.key", "a path"), "adminKeyFile"),
         k3d_binary=_get(raw, "k3dBinary", str, "/usr/local/bin/k3d", "the path of the k3d binary"),
         k3d_timeout=_seconds(raw, "k3dTimeout", 300, 1),
@@ -253,8 +304,7 @@ def parse_config(raw: Mapping[str, Any]) -> LabdConfig:
         kubeconfig_server=kubeconfig_server,
         traefik_file=_get(traefik, "file", str, "", "a path for Traefik's file provider", "traefik."),
         traefik_http_entrypoint=_get(traefik, "httpEntryPoint", str, "web", "an entry point name", "traefik."),
-        traefik_https_entrypoint=_get(traefik, "httpsEntryPoint", str, "websecure", "an entry point name",
-                                      "traefik."),
+        traefik_https_entrypoint=_get(traefik, "httpsEntryPoint", str, "websecure", "an entry point name", "traefik."),
         k3d_template=dict(template),
         init_hook=_webhook(hooks.get("init"), "hooks.init"),
         cleanup_hook=_webhook(hooks.get("cleanup"), "hooks.cleanup"),

@@ -34,7 +34,7 @@ def _published_ports(nodes: Any) -> dict[str, int] | None:
         if not isinstance(node, dict) or node.get("role") != "loadbalancer":
             continue
         mappings = node.get("portMappings")
-        for key, bindings in (mappings.items() if isinstance(mappings, dict) else []):
+        for key, bindings in mappings.items() if isinstance(mappings, dict) else []:
             name = PORT_NAMES.get(str(key).removesuffix("/tcp"))
             if name is None or not isinstance(bindings, list):
                 continue

@@ -85,7 +85,7 @@ def _emit(value: Any, indent: int) -> str:
         for item in value:
             if isinstance(item, Mapping | list | tuple) and item:
                 inner = _emit(item, indent + 2)
-                out.append(pad + "- " + inner[indent + 2:])
+                out.append(pad + "- " + inner[indent + 2 :])
             else:
                 out.append(pad + "- " + (_flow_empty(item) or _scalar(item)) + "\n")
         return "".join(out)
@@ -217,8 +217,13 @@ def render_k3d_config(template: Mapping[str, Any], values: ClusterValues) -> dic
     return config
 
 
-def traefik_dynamic_config(routes: Sequence[tuple[str, str, int, int]], lab_domain: str, backend_host: str,
-                           http_entrypoint: str, https_entrypoint: str) -> dict[str, Any]:
+def traefik_dynamic_config(
+    routes: Sequence[tuple[str, str, int, int]],
+    lab_domain: str,
+    backend_host: str,
+    http_entrypoint: str,
+    https_entrypoint: str,
+) -> dict[str, Any]:
     """Traefik file-provider config for (user, cluster, http_port, https_port) routes.
 
     HTTP is routed by Host to the student's cluster ingress; HTTPS is a TCP

@@ -47,15 +47,21 @@ MAX_BODY = 64 * 1024
 MAX_HEAD = 16 * 1024
 _LENGTH_RE = re.compile(r"[0-9]{1,10}")
 BUSY_BODY = b'{"error": "labd is busy: too many open connections; retry"}\n'
-BUSY_RESPONSE = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: " + str(len(BUSY_BODY)).encode() + b"\r\nRetry-After: 1\r\n"
-                 b"Connection: close\r\n\r\n" + BUSY_BODY)
+BUSY_RESPONSE = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Content-Length: " + str(len(BUSY_BODY)).encode() + b"\r\nRetry-After: 1\r\n"
+    b"Connection: close\r\n\r\n" + BUSY_BODY
+)
 
 # (method, pattern, operation, admin-only)
 ROUTES: list[tuple[str, re.Pattern[str], str, bool]] = [
     ("POST", re.compile(rf"^/v1/users/(?P<user>{USER_RE})/sessions$"), "session-open", False),
-    ("DELETE", re.compile(rf"^/v1/users/(?P<user>{USER_RE})/sessions/(?P<session>{SESSION_RE})$"),
-     "session-close", False),
+    (
+        "DELETE",
+        re.compile(rf"^/v1/users/(?P<user>{USER_RE})/sessions/(?P<session>{SESSION_RE})$"),
+        "session-close",
+        False,
+    ),
     ("POST", re.compile(rf"^/v1/users/(?P<user>{USER_RE})/ensure$"), "ensure", False),
     ("POST", re.compile(rf"^/v1/users/(?P<user>{USER_RE})/stop$"), "stop", False),
     ("GET", re.compile(rf"^/v1/users/(?P<user>{USER_RE})/status$"), "status", False),
@@ -144,8 +150,9 @@ def authorize(caller: Caller, admin_only: bool, params: dict[str, str]) -> None:
         raise HttpError(403, f"signed for {caller.user!r} but the request is about {subject!r}")
 
 
-def make_handler(service: LabService, verifier: Verifier,
-                 request_timeout: float = 10.0) -> type[BaseHTTPRequestHandler]:
+def make_handler(
+    service: LabService, verifier: Verifier, request_timeout: float = 10.0
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "labd"
         sys_version = ""
@@ -185,8 +192,9 @@ def make_handler(service: LabService, verifier: Verifier,
             except OSError:
                 self.close_connection = True
 
-        def _send(self, status: int, body: Any, content_type: str = "application/json",
-                  caller: Caller | None = None) -> None:
+        def _send(
+            self, status: int, body: Any, content_type: str = "application/json", caller: Caller | None = None
+        ) -> None:
             data = body.encode() if isinstance(body, str) else json.dumps(body, sort_keys=True).encode() + b"\n"
             self.send_response(status)
             self.send_header("Content-Type", content_type)
@@ -218,8 +226,7 @@ def make_handler(service: LabService, verifier: Verifier,
 
         def _read_body(self) -> bytes:
             try:
-                length = body_length(self.headers.get_all("Content-Length"),
-                                     self.headers.get_all("Transfer-Encoding"))
+                length = body_length(self.headers.get_all("Content-Length"), self.headers.get_all("Transfer-Encoding"))
             except HttpError:
                 # The body was not read, so the connection cannot carry another request.
                 self.close_connection = True
@@ -237,8 +244,11 @@ def make_handler(service: LabService, verifier: Verifier,
             if path == "/healthz" and self.command == "GET":
                 return 200, {"ok": True}, "application/json"
             route_path = path.split("?", 1)[0]
-            found = [(m, op, admin) for method, pattern, op, admin in ROUTES
-                     if method == self.command and (m := pattern.match(route_path))]
+            found = [
+                (m, op, admin)
+                for method, pattern, op, admin in ROUTES
+                if method == self.command and (m := pattern.match(route_path))
+            ]
             if not found:
                 raise HttpError(404, f"no route {self.command} {route_path}")
             match, op, admin_only = found[0]
@@ -288,8 +298,12 @@ def make_handler(service: LabService, verifier: Verifier,
                 data = self._json_body(body)
                 raw = data.get("sessions")
                 if not isinstance(raw, list) or not all(
-                        isinstance(p, list) and len(p) == 2 and re.fullmatch(SESSION_RE, str(p[0]))
-                        and re.fullmatch(USER_RE, str(p[1])) for p in raw):
+                    isinstance(p, list)
+                    and len(p) == 2
+                    and re.fullmatch(SESSION_RE, str(p[0]))
+                    and re.fullmatch(USER_RE, str(p[1]))
+                    for p in raw
+                ):
                     raise HttpError(400, "'sessions' must be a list of [session-id, user] pairs")
                 return 200, service.sync_host(params["host"], [(str(s), str(u)) for s, u in raw]), "application/json"
             if op == "delete":
@@ -328,8 +342,13 @@ class LabdHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
-                 max_connections: int, request_timeout: float) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        max_connections: int,
+        request_timeout: float,
+    ) -> None:
         self.max_connections = max_connections
         self._slots = threading.BoundedSemaphore(max_connections)
         self._deadlines: dict[socket.socket, float] = {}
@@ -387,7 +406,14 @@ class LabdHTTPServer(ThreadingHTTPServer):
         log.warning("connection from %s failed", client_address, exc_info=True)
 
 
-def make_server(service: LabService, verifier: Verifier, host: str, port: int,
-                max_connections: int = 64, request_timeout: float = 10.0) -> LabdHTTPServer:
-    return LabdHTTPServer((host, port), make_handler(service, verifier, request_timeout),
-                          max_connections, request_timeout)
+def make_server(
+    service: LabService,
+    verifier: Verifier,
+    host: str,
+    port: int,
+    max_connections: int = 64,
+    request_timeout: float = 10.0,
+) -> LabdHTTPServer:
+    return LabdHTTPServer(
+        (host, port), make_handler(service, verifier, request_timeout), max_connections, request_timeout
+    )

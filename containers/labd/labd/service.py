@@ -61,11 +61,15 @@ class LabService:
         except (OSError, json.JSONDecodeError) as err:
             # Refuse to start on an unreadable state file: starting empty would
             # forget port allocations and hand one student's ports to another.
-            raise SystemExit(f"labd: state file {self.cfg.state_file} is unreadable ({err}); "
-                             "fix or move it away (a fresh start re-adopts clusters from 'k3d cluster list')") from None
+            raise SystemExit(
+                f"labd: state file {self.cfg.state_file} is unreadable ({err}); "
+                "fix or move it away (a fresh start re-adopts clusters from 'k3d cluster list')"
+            ) from None
         if data.get("version") != STATE_VERSION:
-            raise SystemExit(f"labd: state file {self.cfg.state_file} has version {data.get('version')!r}; "
-                             f"this labd reads version {STATE_VERSION}")
+            raise SystemExit(
+                f"labd: state file {self.cfg.state_file} has version {data.get('version')!r}; "
+                f"this labd reads version {STATE_VERSION}"
+            )
         self.users = data.get("users", {})
 
     def _save(self) -> None:
@@ -77,19 +81,37 @@ class LabService:
         if not self.cfg.traefik_file:
             return
         with self._state_lock:
-            routes = [(u, r["cluster"], r["ports"]["http"], r["ports"]["https"])
-                      for u, r in self.users.items() if r["state"] != ABSENT]
-        config = traefik_dynamic_config(routes, self.cfg.lab_domain, self.cfg.backend_host,
-                                        self.cfg.traefik_http_entrypoint, self.cfg.traefik_https_entrypoint)
+            routes = [
+                (u, r["cluster"], r["ports"]["http"], r["ports"]["https"])
+                for u, r in self.users.items()
+                if r["state"] != ABSENT
+            ]
+        config = traefik_dynamic_config(
+            routes,
+            self.cfg.lab_domain,
+            self.cfg.backend_host,
+            self.cfg.traefik_http_entrypoint,
+            self.cfg.traefik_https_entrypoint,
+        )
         # Traefik runs unprivileged and only needs to read this file.
         write_atomic(self.cfg.traefik_file, to_yaml(config), 0o644)
 
     def routes_yaml(self) -> str:
         with self._state_lock:
-            routes = [(u, r["cluster"], r["ports"]["http"], r["ports"]["https"])
-                      for u, r in self.users.items() if r["state"] != ABSENT]
-        return to_yaml(traefik_dynamic_config(routes, self.cfg.lab_domain, self.cfg.backend_host,
-                                              self.cfg.traefik_http_entrypoint, self.cfg.traefik_https_entrypoint))
+            routes = [
+                (u, r["cluster"], r["ports"]["http"], r["ports"]["https"])
+                for u, r in self.users.items()
+                if r["state"] != ABSENT
+            ]
+        return to_yaml(
+            traefik_dynamic_config(
+                routes,
+                self.cfg.lab_domain,
+                self.cfg.backend_host,
+                self.cfg.traefik_http_entrypoint,
+                self.cfg.traefik_https_entrypoint,
+            )
+        )
 
     # ----- records -----------------------------------------------------------------------------------------
 
@@ -235,8 +257,14 @@ class LabService:
         hook = self.cfg.init_hook if event == "init" else self.cfg.cleanup_hook
         if hook is None:
             return True
-        payload = {"class": self.cfg.class_name, "term": self.cfg.term, "user": user, "cluster": cluster,
-                   "event": event, "time": str(int(self.clock()))}
+        payload = {
+            "class": self.cfg.class_name,
+            "term": self.cfg.term,
+            "user": user,
+            "cluster": cluster,
+            "event": event,
+            "time": str(int(self.clock())),
+        }
         return call_webhook(hook, payload)
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
@@ -269,9 +297,16 @@ class LabService:
             actual = self.k3d.list().get(cluster)
             try:
                 if actual is None:
-                    values = ClusterValues(user, cluster, record["ports"]["api"], record["ports"]["http"],
-                                           record["ports"]["https"], self.cfg.class_name, self.cfg.term,
-                                           self.cfg.lab_domain)
+                    values = ClusterValues(
+                        user,
+                        cluster,
+                        record["ports"]["api"],
+                        record["ports"]["http"],
+                        record["ports"]["https"],
+                        self.cfg.class_name,
+                        self.cfg.term,
+                        self.cfg.lab_domain,
+                    )
                     config = render_k3d_config(self.cfg.k3d_template, values)
                     path = os.path.join(self.cfg.work_dir, f"{cluster}.yaml")
                     write_atomic(path, to_yaml(config), 0o600)
@@ -350,7 +385,8 @@ class LabService:
         # (Traefik needs that DNS), and the default k3d template puts it in the
         # API certificate (--tls-san), so kubectl verifies the name it dials.
         server = string.Template(self.cfg.kubeconfig_server).substitute(
-            host=f"{user}.{self.cfg.lab_domain}", user=user, lab_domain=self.cfg.lab_domain)
+            host=f"{user}.{self.cfg.lab_domain}", user=user, lab_domain=self.cfg.lab_domain
+        )
         return self.k3d.kubeconfig(record["cluster"], server, record["ports"]["api"])
 
     # ----- reconcile and reaper ----------------------------------------------------------------------------
@@ -365,13 +401,17 @@ class LabService:
                 record["state"] = ABSENT if info is None else (RUNNING if info.running else STOPPED)
                 if info is not None and info.ports is not None and info.ports != record["ports"]:
                     # Traefik must route to where the cluster really is, whatever the record says.
-                    log.warning("cluster %s is published on %s, not on the recorded %s; recording what k3d says",
-                                record["cluster"], info.ports, record["ports"])
+                    log.warning(
+                        "cluster %s is published on %s, not on the recorded %s; recording what k3d says",
+                        record["cluster"],
+                        info.ports,
+                        record["ports"],
+                    )
                     record["ports"] = dict(info.ports)
             for name, info in actual.items():
                 if name in known or not name.startswith(self.cfg.cluster_prefix):
                     continue
-                user = name[len(self.cfg.cluster_prefix):]
+                user = name[len(self.cfg.cluster_prefix) :]
                 if cluster_name(self.cfg.cluster_prefix, user) != name or user in self.users:
                     log.warning("cluster %s has the lab prefix but no recorded owner; leaving it alone", name)
                     continue

@@ -29,13 +29,14 @@ class Person:
 
 data = json.loads(Path(os.environ["LABHOST_TEST_CONFIG"]).read_text())
 try:
-    labs = parse_labs({"labs": data["labs"]}, base_dir=Path.cwd(),
-                      people=[Person(**p) for p in data["people"]])
+    labs = parse_labs({"labs": data["labs"]}, base_dir=Path.cwd(), people=[Person(**p) for p in data["people"]])
 except ConfigError as err:
     raise pulumi.RunError(str(err)) from None
 
 for spec in labs.hosts:
-    host = LabHost(spec.name, LabHostArgs(spec=spec, labs=labs, ca_public_key=data["caPublicKey"],
-                                          class_name="cis90", term="fall2026"))
+    host = LabHost(
+        spec.name,
+        LabHostArgs(spec=spec, labs=labs, ca_public_key=data["caPublicKey"], class_name="cis90", term="fall2026"),
+    )
     pulumi.export(f"{spec.name}-hostKey", host.host_key)
     pulumi.export(f"{spec.name}-students", list(host.clusters))
