@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import localcluster
 import pytest
 
+from tests.e2e.project import toolchain_env as read_toolchain_env
+
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tools"))
-
-import localcluster  # noqa: E402  (lives in tools/, not a package)
-
-from tests.e2e.project import toolchain_env as read_toolchain_env  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:

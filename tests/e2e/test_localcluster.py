@@ -284,11 +284,11 @@ def test_cluster_stops_when_its_owner_is_killed(tmp_path: Path, local_cluster: L
         [
             sys.executable,
             "-c",
-            "import sys, time; sys.path.insert(0, sys.argv[1]); import localcluster;"
-            " c = localcluster.LocalCluster(sys.argv[2]); c.__enter__(); print('up', flush=True); time.sleep(600)",
-            str(REPO / "tools"),
+            "import sys, time; import localcluster;"
+            " c = localcluster.LocalCluster(sys.argv[1]); c.__enter__(); print('up', flush=True); time.sleep(600)",
             str(cluster_dir),
         ],
+        env={**os.environ, "PYTHONPATH": str(REPO / "tools")},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

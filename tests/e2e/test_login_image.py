@@ -16,18 +16,16 @@ from __future__ import annotations
 import json
 import os
 import stat
-import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import loginimage
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tools"))
 
-import loginimage  # noqa: E402  (lives in tools/)
 
 RELEASE = loginimage.RELEASES["bookworm"]
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import http.server
 import secrets
-import sys
 import threading
 import time
 import urllib.request
@@ -22,13 +21,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import localcluster
+import node as realnode
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tools"))
 
-import localcluster  # noqa: E402
-import node as realnode  # noqa: E402
 
 TOKEN = secrets.token_hex(8)
 WEB_IMAGE = "classroom.local/node-test-web:1"

@@ -24,23 +24,21 @@ import datetime
 import json
 import secrets
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import localcluster
+import loginimage
+import node as realnode
 import pytest
 
 from tests.e2e.project import PulumiProject, kget, kubectl
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tools"))
 
-import localcluster  # noqa: E402
-import loginimage  # noqa: E402
-import node as realnode  # noqa: E402
 
 STACK = "walkthrough"
 NAMESPACE = f"classroom-{STACK}"

@@ -19,13 +19,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from labd.auth import sign
+
 REPO = Path(__file__).resolve().parents[2]
 LABD_SRC = REPO / "containers" / "labd"
 DOUBLE = Path(__file__).resolve().parent / "k3d_double.py"
 HOOK = REPO / "components" / "scripts" / "lab-session-hook"
-
-sys.path.insert(0, str(LABD_SRC))
-from labd.auth import sign  # noqa: E402
 
 
 def free_port() -> int:

@@ -8,11 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from tests.labs.support import DOUBLE, LABD_SRC
-
-sys.path.insert(0, str(LABD_SRC))
 from labd.render import ClusterValues, render_k3d_config, to_yaml
+
+from tests.labs.support import DOUBLE
 
 
 def k3d(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

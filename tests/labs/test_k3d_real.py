@@ -24,14 +24,12 @@ from typing import Any
 
 import pytest
 import yaml
-
-from tests.labs.docker_env import Dockerd
-from tests.labs.support import DOUBLE, LABD_SRC, Labd, free_port, wait_for
-
-sys.path.insert(0, str(LABD_SRC))
 from labd.config import DEFAULT_TEMPLATE
 from labd.k3d import K3d
 from labd.render import ClusterValues, render_k3d_config, to_yaml
+
+from tests.labs.docker_env import Dockerd
+from tests.labs.support import DOUBLE, Labd, free_port, wait_for
 
 
 class RealK3d:

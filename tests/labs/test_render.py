@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import re
-import sys
 from typing import Any
 
 import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from tests.labs.support import LABD_SRC
-
-sys.path.insert(0, str(LABD_SRC))
 from labd.render import cluster_name, to_yaml, valid_cluster_label
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**53), 2**53), st.text(max_size=30))

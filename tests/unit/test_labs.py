@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -325,8 +324,7 @@ def test_in_cluster_manifests_match_the_kubernetes_schema(kind: str) -> None:
 
 
 def test_in_cluster_manifests_pass_the_policy_pack() -> None:
-    sys.path.insert(0, str(REPO / "policy"))
-    import classroom_policies as rules  # the pack lives outside the package tree
+    import classroom_policies as rules  # policy/, on pytest's pythonpath (pyproject.toml)
     from pulumi_policy import PolicyCustomTimeouts, PolicyResourceOptions, ResourceValidationArgs
     from pulumi_policy.proxy import unknown_checking_proxy
 
@@ -365,11 +363,8 @@ def labd_json(mocks: Mocks, host: str = "lab1") -> dict[str, Any]:
 
 def parsed_by_labd(rendered: dict[str, Any], tmp_path: Path) -> Any:
     """labd's own parser reads the rendered file (key files pointed at private temporary ones)."""
-    sys.path.insert(0, str(REPO / "containers" / "labd"))
-    try:
-        from labd.config import parse_config
-    finally:
-        sys.path.remove(str(REPO / "containers" / "labd"))
+    from labd.config import parse_config
+
     raw = dict(rendered)
     for key in ("sessionKeyFile", "adminKeyFile"):
         path = tmp_path / key

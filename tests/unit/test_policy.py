@@ -4,11 +4,11 @@ pulumi-policy analyzer builds (props wrapped in its unknown-checking proxy), no 
 from __future__ import annotations
 
 import copy
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import classroom_policies as rules
 import pytest
 from pulumi_policy import (
     PolicyCustomTimeouts,
@@ -20,9 +20,7 @@ from pulumi_policy import (
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, unknown_checking_proxy
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "policy"))
 
-import classroom_policies as rules  # noqa: E402
 
 STACK_URN = "urn:pulumi:cis90-fall2026::classroom::"
 

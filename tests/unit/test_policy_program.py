@@ -7,10 +7,10 @@ contract named while the program does not set it yet, and turn into real checks 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
+import classroom_policies as rules
 import pytest
 import yaml
 from pulumi_policy import (
@@ -25,9 +25,7 @@ from pulumi_policy.proxy import unknown_checking_proxy
 from tests.harness import Registered, Rendered, render
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "policy"))
 
-import classroom_policies as rules  # noqa: E402
 
 STACK_FILES = sorted((ROOT / "stacks").glob("Pulumi.*.yaml"))
 

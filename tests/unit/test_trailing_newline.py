@@ -8,11 +8,11 @@ or a Traefik rule. The validators anchor with `\\Z`; these cases pin that.
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from labd.render import valid_cluster_label
 
 from components.errors import ConfigError
 from components.rosterdata import FINGERPRINT_RE, GITHUB_RE, LAUNCHPAD_RE
@@ -20,9 +20,7 @@ from components.schema import _ADDRESS, _LAB_DNS_NAME, _LAB_HOST_NAME
 from components.vocabulary import _QUANTITY, USERNAME_RE
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "containers" / "labd"))
 
-from labd.render import valid_cluster_label  # noqa: E402
 
 PATTERNS = {
     "labs host name": (re.compile(_LAB_HOST_NAME), "lab1"),
