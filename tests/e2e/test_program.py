@@ -217,10 +217,12 @@ def test_a_change_no_claim_can_take_is_refused_at_preview(
     assert proc.returncode != 0 and up.returncode != 0, text
     assert "refused, nothing applied" in text and fragment in text, text
     # The refusal is a plain check failure; the only traceback the engine may add is the Python
-    # SDK's own "context canceled" when the engine stops the program, never a frame of ours.
+    # SDK's own when the engine stops the program ("context canceled", or a KeyboardInterrupt in the
+    # SDK's lock wait, seen once in CI), never a frame of ours.
     assert "/components/" not in text and "ClaimChangeRefused" not in text, text
     if "Traceback" in text:
-        assert text.index("refused, nothing applied") < text.index("Traceback") and "context canceled" in text
+        stopped = "context canceled" in text or "KeyboardInterrupt" in text
+        assert text.index("refused, nothing applied") < text.index("Traceback") and stopped, text
     assert claim_sizes(kc) == before
     project.run("preview", "--expect-no-changes")
 
