@@ -24,6 +24,8 @@ from typing import Any
 import loginimage
 import pytest
 
+from tests.images import REQUIRED_PACKAGES
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -137,20 +139,7 @@ def test_packages_the_pod_relies_on_are_installed(image: Image) -> None:
         for block in status.split("\n\n")
         if "Status: install ok installed" in block
     }
-    wanted = {
-        "systemd",
-        "systemd-sysv",
-        "openssh-server",
-        "sudo",
-        "python3",
-        "ssh-import-id",
-        "git",
-        "passwd",
-        "libpam-modules",
-        "curl",
-        "ca-certificates",
-        "locales",
-    }
+    wanted = REQUIRED_PACKAGES
     assert wanted <= installed, sorted(wanted - installed)
     # merged /usr: /sbin is usr/sbin, where systemd-sysv links init to systemd
     assert image.files["/sbin"].linkname == "usr/sbin"

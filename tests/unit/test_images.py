@@ -29,6 +29,7 @@ import pytest
 import yaml
 
 from tests.hostkeys import install_host_keys, new_ca
+from tests.images import REQUIRED_PACKAGES
 
 REPO = Path(__file__).resolve().parents[2]
 CONTAINERS = REPO / "containers"
@@ -40,22 +41,6 @@ SSHD_CONFIG = REPO / "components" / "scripts" / "sshd_config"
 UBUNTU_RELEASES = {"jammy": "22.04", "noble": "24.04", "resolute": "26.04"}
 # Debian releases likewise (built here too, by tools/loginimage.py: tests/e2e/test_login_image.py).
 DEBIAN_RELEASES = {"bookworm": "12"}
-
-# What the pod and the roster reconciler rely on inside the image.
-REQUIRED_PACKAGES = {
-    "systemd",
-    "systemd-sysv",
-    "openssh-server",
-    "sudo",
-    "python3",
-    "ssh-import-id",
-    "git",
-    "passwd",
-    "libpam-modules",
-    "curl",
-    "ca-certificates",
-    "locales",
-}
 
 SYSTEMD_INITS = {"/sbin/init", "/lib/systemd/systemd", "/usr/lib/systemd/systemd"}
 SETUP_DIR_IN_IMAGE = "/usr/local/lib/classroom-image"
