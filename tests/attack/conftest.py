@@ -36,6 +36,7 @@ from tests.hostkeys import install_host_keys
 from tests.labs.conftest import labd_factory  # noqa: F401  (a fixture)
 from tests.labs.support import Labd, wait_for
 from tests.ssh.sshd import SCRIPTS, Sshd, free_port, new_key, ssh
+from tests.sshclient import ssh_argv
 from tests.unit.test_images import (  # noqa: F401  (debian_rootfs is a fixture)
     SETUP_DIR_IN_IMAGE,
     apply_copies,
@@ -192,31 +193,13 @@ class Server:
 
     def session(self, user: str, command: str, key: str | None = None) -> subprocess.Popen[bytes]:
         """A long-running SSH session (killed at teardown if it outlives the test)."""
-        argv = [
-            "ssh",
-            "-F",
-            "/dev/null",
-            "-p",
-            str(self.sshd.port),
-            "-i",
-            str(self.keys[key or user][0]),
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "IdentityAgent=none",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            f"UserKnownHostsFile={self.known_hosts}",
-            "-o",
-            "GlobalKnownHostsFile=/dev/null",
-            "-o",
-            "PreferredAuthentications=publickey",
+        argv = ssh_argv(
             f"{user}@127.0.0.1",
-            command,
-        ]
+            identity=self.keys[key or user][0],
+            known_hosts=self.known_hosts,
+            port=self.sshd.port,
+            command=[command],
+        )
         process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.background.append(process)
         return process

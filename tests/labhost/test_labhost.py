@@ -25,6 +25,7 @@ from components.labconfig import LabHostSpec, parse_labs
 from components.labs import LABD_PACKAGE, VERIFY_SCRIPT, cluster_commands, install_command, install_manifest
 from tests.e2e.project import toolchain_env
 from tests.labhost.conftest import Ca, Netns, Sshd, k3d_double, run, start_sshd
+from tests.sshclient import ssh_argv as client_argv
 
 REPO = Path(__file__).resolve().parents[2]
 PROGRAM = Path(__file__).resolve().parent / "program"
@@ -59,25 +60,7 @@ def labs_raw(engine_key: Path, install_root: Path, k3d: Path, labd_port: int, **
 def ssh_argv(ns: Netns, ca: Ca, key: Path, known_hosts: Path, address: str, principal: str) -> list[str]:
     known_hosts.write_text(f"@cert-authority {principal} {ca.public}\n")
     return ns.exec(
-        "ssh",
-        "-F",
-        "none",
-        "-T",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "StrictHostKeyChecking=yes",
-        "-o",
-        f"UserKnownHostsFile={known_hosts}",
-        "-o",
-        "GlobalKnownHostsFile=/dev/null",
-        "-o",
-        f"HostKeyAlias={principal}",
-        "-i",
-        str(key),
-        "-o",
-        "IdentitiesOnly=yes",
-        f"root@{address}",
+        *client_argv(f"root@{address}", identity=key, known_hosts=known_hosts, options=[f"HostKeyAlias={principal}"])
     )
 
 

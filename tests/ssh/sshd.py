@@ -12,6 +12,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from tests.sshclient import ssh_argv
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "components" / "scripts"
 SSHD_LIFETIME = 600  # seconds; sshd is started under timeout(1) so it always stops by itself
@@ -119,33 +121,9 @@ def ssh(
     port: int, user: str, identity: Path, known_hosts: Path, *, certificate: Path | None = None, command: str = "id -un"
 ) -> subprocess.CompletedProcess[str]:
     """The real OpenSSH client, configured only by these flags (no user or system ssh_config)."""
-    argv = [
-        "ssh",
-        "-F",
-        "/dev/null",
-        "-p",
-        str(port),
-        "-i",
-        str(identity),
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "IdentitiesOnly=yes",
-        "-o",
-        "IdentityAgent=none",
-        "-o",
-        "StrictHostKeyChecking=yes",
-        "-o",
-        f"UserKnownHostsFile={known_hosts}",
-        "-o",
-        "GlobalKnownHostsFile=/dev/null",
-        "-o",
-        "ConnectTimeout=10",
-        "-o",
-        "PreferredAuthentications=publickey",
-    ]
-    if certificate is not None:
-        argv += ["-o", f"CertificateFile={certificate}"]
-    argv += [f"{user}@127.0.0.1", command]
+    options = [f"CertificateFile={certificate}"] if certificate is not None else []
+    argv = ssh_argv(
+        f"{user}@127.0.0.1", identity=identity, known_hosts=known_hosts, port=port, options=options, command=[command]
+    )
     env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
     return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
