@@ -3,7 +3,7 @@
     classroom roster issue  --stack S --out DIR [--ca-key F [--roster-json F]] [--host H] [--port N]
     classroom roster status --stack S [--from-config | --roster-json F] [--json]
     classroom roster revoke --stack S USER | --serial N | --key K
-    classroom term end    --stack S [--summary FILE] [--json] [--skip-destroy]
+    classroom term end    --stack S [--summary FILE] [--json] [--skip-destroy] [--yes]
     classroom term new    --from OLD --to NEW --start YYYY-MM-DD --end YYYY-MM-DD [--roster F.csv] [--adopt-homes]
     classroom term status [--json]
 
@@ -149,6 +149,7 @@ def term() -> None:
 @click.option("--summary", help="Markdown summary file (default: out/end-of-term-<stack>.md)")
 @click.option("--json", is_flag=True, help="also write the summary as JSON next to it (.json)")
 @click.option("--skip-destroy", is_flag=True, help="only write the summary")
+@click.option("--yes", is_flag=True, help="destroy without asking (otherwise: type the stack name at a terminal)")
 def end(**options: Any) -> None:
     """Destroy all but the protected homes, then list what is kept."""
     run(term_ops.cmd_end, **options)

@@ -2,7 +2,7 @@
 
 Usage::
 
-    classroom term end    --stack S [--summary FILE] [--json] [--skip-destroy]
+    classroom term end    --stack S [--summary FILE] [--json] [--skip-destroy] [--yes]
     classroom term new    --from OLD --to NEW --start YYYY-MM-DD --end YYYY-MM-DD \
                           [--roster FILE.csv] [--adopt-homes]
     classroom term status [--json]
@@ -322,6 +322,25 @@ def destroy_all_but_protected(stack: str, project: Path) -> None:
         raise TermError(f"pulumi destroy --stack {stack} failed: {error}", status=1) from None
 
 
+def confirm_destroy(stack: str, namespace: str, *, yes: bool) -> None:
+    """Like `pulumi destroy`, nothing goes without a yes: `--yes`, or the stack's name typed at a terminal."""
+    if yes:
+        return
+    what = (
+        f"term end destroys every unprotected resource of stack {stack} (the login server, its Service, lab hosts); "
+        f"the namespace {namespace}, the homes, the CA and the UID ledger are protected and stay"
+    )
+    if not sys.stdin.isatty():
+        raise TermError(f"{what}. Nothing was done: pass --yes to confirm, or --skip-destroy to only write the summary")
+    print(f"{what}.", flush=True)
+    try:
+        typed = input(f"Type the stack name ({stack}) to go on: ")
+    except EOFError:
+        typed = ""
+    if typed.strip() != stack:
+        raise TermError(f"not confirmed (expected {stack!r}): nothing was destroyed")
+
+
 def cmd_end(args: SimpleNamespace) -> int:
     stacks_dir = Path(args.stacks_dir)
     path = existing_stack(stacks_dir, args.stack)
@@ -330,6 +349,7 @@ def cmd_end(args: SimpleNamespace) -> int:
     if summary_file.is_dir():
         raise TermError(f"argument --summary: {summary_file} is a directory; expected a file path (FILE.md)")
     if not args.skip_destroy:
+        confirm_destroy(args.stack, namespace, yes=args.yes)
         destroy_all_but_protected(args.stack, stacks_dir.resolve().parent)
     summary = kept_data_summary(os.environ.get("KUBECONFIG"), namespace)
     summary["stack"] = args.stack

@@ -186,7 +186,7 @@ def test_end_and_adopt_with_the_engine(
     (home_dir / "kept.txt").write_text("kept\n")
 
     summary = tmp_path / "end.md"
-    proc = ops_term(proj, "end", "--stack", ENGINE_OLD, "--summary", str(summary), "--json")
+    proc = ops_term(proj, "end", "--stack", ENGINE_OLD, "--yes", "--summary", str(summary), "--json")
     assert proc.returncode == 0, proc.stderr
     kept = json.loads(summary.with_suffix(".json").read_text())
     row = next(c for c in kept["claims"] if c["name"] == "home")

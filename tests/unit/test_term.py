@@ -8,9 +8,11 @@ tests/e2e/test_term_apiserver.py.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
+import sys
 from datetime import date
 from pathlib import Path
 from types import SimpleNamespace
@@ -606,7 +608,7 @@ def test_end_without_pulumi_says_so_and_destroys_nothing(
     monkeypatch.setenv("PATH", os.pathsep.join(dirs))
     assert shutil.which("pulumi") is None
     summary = tmp_path / "summary.md"
-    code, _, err = run(capsys, "end", "--stacks-dir", str(stacks), "--stack", OLD, "--summary", str(summary))
+    code, _, err = run(capsys, "end", "--stacks-dir", str(stacks), "--stack", OLD, "--yes", "--summary", str(summary))
     assert code == 1 and "pulumi is not on PATH" in err and "--skip-destroy" in err
     assert not summary.exists()
 
@@ -621,7 +623,7 @@ def test_end_destroys_all_but_the_protected_through_the_api_and_keeps_the_select
     fake_pulumi.selected_before = "dev"  # the instructor's own `pulumi` commands act on dev
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
     code, out, err = run(
-        capsys, "end", "--stacks-dir", str(stacks), "--stack", OLD, "--summary", str(tmp_path / "s.md")
+        capsys, "end", "--stacks-dir", str(stacks), "--stack", OLD, "--yes", "--summary", str(tmp_path / "s.md")
     )
     # destroy ran (exclude_protected) and streamed its output; then listing the kept claims failed on the kubeconfig
     # (or on a missing kubectl), exit 1 either way, and dev is selected again.
@@ -630,12 +632,50 @@ def test_end_destroys_all_but_the_protected_through_the_api_and_keeps_the_select
     assert code == 1 and ("missing-kubeconfig" in err or "kubectl is not on PATH" in err), err
 
 
+def test_end_destroys_nothing_without_a_yes(
+    stacks: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path, fake_pulumi: FakeEngine
+) -> None:
+    # pytest's stdin is not a terminal: as in a script or CI, no --yes means no destroy and no summary
+    summary = tmp_path / "s.md"
+    code, _out, err = run(capsys, "end", "--stacks-dir", str(stacks), "--stack", OLD, "--summary", str(summary))
+    assert code == 2 and "pass --yes to confirm" in err and "--skip-destroy" in err and "homes" in err
+    assert fake_pulumi.calls() == [] and not summary.exists()
+
+
+@pytest.mark.parametrize(("typed", "destroyed"), [("cis90-fall2026\n", True), ("yes\n", False), ("", False)])
+def test_end_at_a_terminal_asks_for_the_stack_name(
+    stacks: Path,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fake_pulumi: FakeEngine,
+    typed: str,
+    destroyed: bool,
+) -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert OLD == "cis90-fall2026"
+    monkeypatch.setattr(sys, "stdin", Terminal(typed))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
+    code, out, err = run(
+        capsys, "end", "--stacks-dir", str(stacks), "--stack", OLD, "--summary", str(tmp_path / "s.md")
+    )
+    assert f"Type the stack name ({OLD})" in out
+    assert (("destroy", True) in fake_pulumi.calls()) is destroyed
+    if not destroyed:
+        assert code == 2 and "nothing was destroyed" in err and fake_pulumi.calls() == []
+
+
 def test_a_failed_destroy_exits_1_with_what_pulumi_said(
     stacks: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path, fake_pulumi: FakeEngine
 ) -> None:
     fake_pulumi.destroy_fails = "error: the stack is currently locked by 1 lock(s)"
     summary = tmp_path / "s.md"
-    code, _out, err = run(capsys, "end", "--stacks-dir", str(stacks), "--stack", OLD, "--summary", str(summary))
+    code, _out, err = run(
+        capsys, "end", "--stacks-dir", str(stacks), "--stack", OLD, "--yes", "--summary", str(summary)
+    )
     assert code == 1 and f"pulumi destroy --stack {OLD} failed: error: the stack is currently locked" in err
     assert "Traceback" not in err and not summary.exists()
     assert fake_pulumi.calls()[-1] == ("run", "stack", "unselect")  # nothing was selected before
