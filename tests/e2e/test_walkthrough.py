@@ -36,6 +36,7 @@ import node as realnode
 import pytest
 
 from tests.e2e.project import PulumiProject, kget, kubectl
+from tests.sshclient import ssh_argv
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -94,34 +95,24 @@ class Walk:
         cert: bool = True,
         timeout: float = 30,
     ) -> subprocess.CompletedProcess[str]:
-        argv = [
-            "ssh",
-            "-F",
-            "/dev/null",
-            "-i",
-            str(self.keys[user]),
-            *(["-o", f"CertificateFile={self.certs / f'{user}-cert.pub'}"] if cert else []),
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            f"UserKnownHostsFile={self.certs / 'known_hosts'}",
-            "-o",
-            "GlobalKnownHostsFile=/dev/null",
-            "-o",
-            "ConnectTimeout=5",
-            "-p",
-            str(address["port"]),
-            f"{user}@{address['host']}",
-            command,
-        ]
+        argv = self.ssh_argv(user, address, command, cert=cert)
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
         if check:
             assert proc.returncode == 0, f"ssh {user}: exit {proc.returncode}: {proc.stderr[-1500:]}"
         return proc
+
+    def ssh_argv(
+        self, user: str, address: dict[str, Any], command: str, *, cert: bool = True, key: str | None = None
+    ) -> list[str]:
+        """The real ssh client to the server, as USER with KEY (default: the user's own key and certificate)."""
+        return ssh_argv(
+            f"{user}@{address['host']}",
+            identity=self.keys[key or user],
+            known_hosts=self.certs / "known_hosts",
+            port=int(address["port"]),
+            options=[f"CertificateFile={self.certs / f'{user}-cert.pub'}"] if cert else [],
+            command=[command],
+        )
 
     def ssh_eventually(
         self, user: str, command: str, address: dict[str, Any], deadline: float = ROSTER_DEADLINE
@@ -293,27 +284,7 @@ def test_a_students_own_authorized_keys_is_ignored(walk: Walk, first_up: dict[st
     # a key of bob's own, on no roster: only ~/.ssh/authorized_keys could let it in
     walk.ssh("bob", f"mkdir -p ~/.ssh && echo '{walk.pubs['bob-own']}' > ~/.ssh/authorized_keys", address)
     refused = subprocess.run(
-        [
-            "ssh",
-            "-F",
-            "/dev/null",
-            "-i",
-            str(walk.keys["bob-own"]),
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            f"UserKnownHostsFile={walk.certs / 'known_hosts'}",
-            "-o",
-            "GlobalKnownHostsFile=/dev/null",
-            "-p",
-            str(address["port"]),
-            f"bob@{address['host']}",
-            "true",
-        ],
+        walk.ssh_argv("bob", address, "true", cert=False, key="bob-own"),
         capture_output=True,
         text=True,
         timeout=30,
@@ -338,27 +309,7 @@ def test_a_student_added_to_the_roster_gets_in_without_a_pod_restart(walk: Walk,
 def test_a_removed_student_is_locked_out_and_their_session_ends(walk: Walk, first_up: dict[str, Any]) -> None:
     address = walk.issue()
     session = subprocess.Popen(
-        [
-            "ssh",
-            "-F",
-            "/dev/null",
-            "-i",
-            str(walk.keys["bob"]),
-            "-o",
-            f"CertificateFile={walk.certs / 'bob-cert.pub'}",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            f"UserKnownHostsFile={walk.certs / 'known_hosts'}",
-            "-p",
-            str(address["port"]),
-            f"bob@{address['host']}",
-            "echo open; sleep 600",
-        ],
+        walk.ssh_argv("bob", address, "echo open; sleep 600"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -386,27 +337,7 @@ def test_after_access_end_no_student_gets_in_and_open_sessions_end(walk: Walk, f
     walk.project.up()
     address = walk.issue()
     session = subprocess.Popen(
-        [
-            "ssh",
-            "-F",
-            "/dev/null",
-            "-i",
-            str(walk.keys["carol"]),
-            "-o",
-            f"CertificateFile={walk.certs / 'carol-cert.pub'}",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            f"UserKnownHostsFile={walk.certs / 'known_hosts'}",
-            "-p",
-            str(address["port"]),
-            f"carol@{address['host']}",
-            "echo open; sleep 900",
-        ],
+        walk.ssh_argv("carol", address, "echo open; sleep 900"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
