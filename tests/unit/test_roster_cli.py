@@ -64,25 +64,14 @@ def run(project: Path, *argv: str) -> int:
     return main(["roster", "--project", str(project), *argv])
 
 
+def issue(project: Path, out: Path, *argv: str) -> int:
+    """`classroom roster issue` for STACK into OUT, signed with the project's test CA key."""
+    return run(project, "issue", "--stack", STACK, "--out", str(out), "--ca-key", str(project / "ca"), *argv)
+
+
 def test_issue_from_the_stack_file(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = project / "out"
-    assert (
-        run(
-            project,
-            "issue",
-            "--stack",
-            STACK,
-            "--out",
-            str(out),
-            "--ca-key",
-            str(project / "ca"),
-            "--host",
-            "opus.example.edu",
-            "--port",
-            "2222",
-        )
-        == 0
-    )
+    assert issue(project, out, "--host", "opus.example.edu", "--port", "2222") == 0
     assert sorted(p.name for p in out.iterdir()) == ["alice-cert.pub", "carol-cert.pub", "known_hosts", "ssh_config"]
     fields = certificate_fields((out / "alice-cert.pub").read_text())
     assert fields["principals"] == ["alice"] and fields["key_id"] == "cis90/fall2026/alice"
@@ -110,21 +99,7 @@ def test_issue_from_roster_json(project: Path, tmp_path: Path) -> None:
         stack="x-spring2026",
     )
     (tmp_path / "roster.json").write_text(json.dumps(doc))
-    assert (
-        run(
-            project,
-            "issue",
-            "--stack",
-            STACK,
-            "--out",
-            str(tmp_path / "o"),
-            "--ca-key",
-            str(project / "ca"),
-            "--roster-json",
-            str(tmp_path / "roster.json"),
-        )
-        == 0
-    )
+    assert issue(project, tmp_path / "o", "--roster-json", str(tmp_path / "roster.json")) == 0
     assert certificate_fields((tmp_path / "o" / "zed-cert.pub").read_text())["key_id"] == "x/spring2026/zed"
     assert (tmp_path / "o" / "known_hosts").read_text().startswith("@cert-authority * ")
 

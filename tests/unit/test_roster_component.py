@@ -56,6 +56,18 @@ def mocks() -> Mocks:
     return m
 
 
+def cis90_roster(access: Any, stack: str) -> Any:
+    """The Roster component of class cis90's namespace, signed with the test CA (under the mocks)."""
+    from components.roster import Roster, RosterArgs
+
+    return Roster(
+        "roster",
+        RosterArgs(
+            access=access, namespace="classroom-cis90", ca_private_key=pulumi.Output.secret(CA_PEM), stack=stack
+        ),
+    )
+
+
 def wait(output: pulumi.Output[Any]) -> Any:
     holder: dict[str, Any] = {}
     output.apply(lambda v: holder.setdefault("v", v))
@@ -64,8 +76,6 @@ def wait(output: pulumi.Output[Any]) -> Any:
 
 @pulumi.runtime.test
 def test_roster_configmap_and_certificates(mocks: Mocks) -> pulumi.Output[Any]:
-    from components.roster import Roster, RosterArgs
-
     access = parse_access(
         {
             "roster": [
@@ -77,15 +87,7 @@ def test_roster_configmap_and_certificates(mocks: Mocks) -> pulumi.Output[Any]:
         },
         base_dir=ROOT,
     )
-    roster = Roster(
-        "roster",
-        RosterArgs(
-            access=access,
-            namespace="classroom-cis90",
-            ca_private_key=pulumi.Output.secret(CA_PEM),
-            stack="cis90-fall2026",
-        ),
-    )
+    roster = cis90_roster(access, "cis90-fall2026")
 
     def check(values: list[Any]) -> None:
         name, certs, secret = values
@@ -177,20 +179,10 @@ def test_adopted_uids_as_pulumi_config_set_path_stores_them_are_accepted() -> No
 
 @pulumi.runtime.test
 def test_roster_hands_adopted_uids_to_its_ledger(mocks: Mocks) -> pulumi.Output[Any]:
-    from components.roster import Roster, RosterArgs
-
     access = parse_access(
         {"roster": ["alice", "bob"], "term": TERM, "adoptedUids": {"alice": 41234, "carol": 41235}}, base_dir=ROOT
     )
-    roster = Roster(
-        "roster",
-        RosterArgs(
-            access=access,
-            namespace="classroom-cis90",
-            ca_private_key=pulumi.Output.secret(CA_PEM),
-            stack="cis90-spring2027",
-        ),
-    )
+    roster = cis90_roster(access, "cis90-spring2027")
 
     def check(values: list[Any]) -> None:
         uids = values[0]
