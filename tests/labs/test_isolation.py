@@ -216,6 +216,21 @@ def test_an_escape_as_the_nodes_host_uid_reaches_nothing_else(lab: RootlessLab, 
     assert lab.labd.status("bob")["state"] == "running"
 
 
+def test_a_stopped_cluster_stops_its_engine_and_ensure_brings_both_back(lab: RootlessLab) -> None:
+    ids = {name: c["Id"] for name, c in containers(lab, "alice").items()}
+    ports = lab.labd.status("alice")["ports"]
+    status, body = lab.labd.request("POST", "/v1/users/alice/stop", "alice")
+    assert status == 200 and body["state"] == "stopped", body
+    assert wait_for(lambda: lab.processes_of("alice") == [], timeout=60, what="alice's engine stopped")
+    assert fetch(ports["http"]) is None
+    assert lab.labd.status("bob")["state"] == "running" and lab.processes_of("bob")
+    status, body = lab.labd.request("POST", "/v1/users/alice/ensure", "alice")
+    assert status == 202, body
+    wait_running(lab, "alice")
+    assert {name: c["Id"] for name, c in containers(lab, "alice").items()} == ids
+    assert "k3s STAND-IN ingress k3d-lab-alice-server-0 start 2" in (fetch(ports["http"]) or "")
+
+
 def test_labd_readopts_each_engines_cluster_after_losing_its_state(lab: RootlessLab) -> None:
     ports = {u: lab.labd.status(u)["ports"] for u in STUDENTS}
     engine_pids = {u: Path(lab.engines.run_dir(u), "engine.pid").read_text() for u in STUDENTS}

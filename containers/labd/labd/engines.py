@@ -19,11 +19,14 @@ labd runs as root to do this (it creates the host users and starts the
 engines with their uid and gid); it was already root-equivalent through the
 docker group. An engine outlives labd (its own session, its pid in
 <runDir>/<host user>/engine.pid), as the shared docker.service did, and is
-adopted when labd starts again; it stops when the student is deleted.
+adopted when labd starts again. It stops when the student's cluster stops
+(labd starts it again with the cluster) and is removed, with its host user
+and data, when the student is deleted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -84,6 +87,9 @@ class SharedEngine:
 
     def students(self) -> list[str]:
         return []
+
+    def stop(self, student: str) -> None:
+        return None
 
     def remove(self, student: str) -> None:
         return None
@@ -284,6 +290,22 @@ class RootlessEngines:
                     f"log {log_path}: {_tail(log_path)}"
                 )
             time.sleep(0.2)
+        self._preload(student)
+
+    def _preload(self, student: str) -> None:
+        """Load the preload images into student's engine once (again when the list or a file changes)."""
+        try:
+            wanted = "".join(f"{path} {os.stat(path).st_mtime_ns}\n" for path in self.cfg.preload_images)
+        except OSError as err:
+            raise EngineError(f"rootless.preloadImages: {err.filename}: {err.strerror}") from None
+        # Root-owned, in the root-owned run directory's sibling: the student's host user cannot fake it.
+        marker = os.path.join(self.cfg.data_dir, f".{self.host_user(student)}.preloaded")
+        try:
+            with open(marker, encoding="utf-8") as handle:
+                if handle.read() == wanted:
+                    return
+        except OSError:
+            pass
         for image in self.cfg.preload_images:
             done = subprocess.run(
                 [self.cfg.docker_binary, "load", "--input", image],
@@ -297,6 +319,8 @@ class RootlessEngines:
                 raise EngineError(
                     f"docker load {image} into {student}'s engine exited {done.returncode}: {done.stderr.strip()}"
                 )
+        with open(marker, "w", encoding="utf-8") as handle:
+            handle.write(wanted)
 
     @staticmethod
     def _stop_pid(pid: int, timeout: float = 30) -> None:
@@ -335,6 +359,8 @@ class RootlessEngines:
             entry = self._account(student)
             shutil.rmtree(self.run_dir(student), ignore_errors=True)
             shutil.rmtree(self.data_dir(student), ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.cfg.data_dir, f".{self.host_user(student)}.preloaded"))
             if entry is not None:
                 done = subprocess.run(
                     ["userdel", entry.pw_name], capture_output=True, text=True, timeout=60, check=False

@@ -383,6 +383,9 @@ class LabService:
                 self._hook("stop", user, cluster)
             else:
                 self._set(user, state=STOPPED)
+            if k3d is not None and self.cfg.engine == ROOTLESS:
+                # Nothing of the student's runs now: their engine need not either (ensure starts it again).
+                self.engines.stop(user)
         return self.status(user)
 
     def delete(self, user: str) -> dict[str, Any]:
@@ -482,21 +485,23 @@ class LabService:
         """
         if self.cfg.engine != ROOTLESS:
             return self.k3d.list()
-        with self._state_lock:
-            students = set(self.users)
-        students |= set(self.engines.students())
         actual: dict[str, Any] = {}
-        for user in sorted(students):
+        # Only students labd made an engine for can have a cluster; asking about others would make them one.
+        for user in self.engines.students():
             try:
+                was_running = self._k3d_if_running(user) is not None
                 k3d = self._k3d_for(user)
-            except EngineError as err:
+                cluster = cluster_name(self.cfg.cluster_prefix, user)
+                info = k3d.list().get(cluster)
+            except K3dError as err:
                 # One student's broken engine must not keep labd from serving the others.
-                log.error("cannot reach %s's engine at reconcile: %s", user, err)
+                log.error("cannot list %s's engine at reconcile: %s", user, err)
                 continue
-            cluster = cluster_name(self.cfg.cluster_prefix, user)
-            info = k3d.list().get(cluster)
             if info is not None:
                 actual[cluster] = info
+            if not was_running and not (info is not None and info.running):
+                # Started only to be asked: a stopped cluster's engine stays stopped.
+                self.engines.stop(user)
         return actual
 
     def reap(self) -> list[str]:
