@@ -130,7 +130,9 @@ class RootlessLab:
         # K3D_FIX_DNS=0: the stand-in image has no iptables (see test_k3d_real.py). No DOCKER_HOST here:
         # labd gives k3d each student's own engine.
         self.k3d = self.root / "k3d"
-        self.k3d.write_text(f'#!/bin/sh\nexport K3D_FIX_DNS=0\nexec {k3d_binary} "$@"\n')
+        # labd runs k3d as each student's host user: a copy those users can execute (the toolchain's is under /root).
+        shutil.copy2(k3d_binary, self.root / "k3d-bin")
+        self.k3d.write_text(f'#!/bin/sh\nexport K3D_FIX_DNS=0\nexec {self.root / "k3d-bin"} "$@"\n')
         self.k3d.chmod(0o755)
         self.port_base = free_port_block(30)
         self.rootless: dict[str, Any] = {

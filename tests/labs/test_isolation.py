@@ -183,7 +183,7 @@ def test_an_escape_as_the_nodes_host_uid_reaches_nothing_else(lab: RootlessLab, 
     keys = [Path(lab.labd.config["sessionKeyFile"]), Path(lab.labd.config["adminKeyFile"])]
     before = {key: (key.read_bytes(), key.stat().st_mtime_ns) for key in keys}
     bob_ids = {name: c["Id"] for name, c in containers(lab, "bob").items()}
-    bob_engine = int(Path(lab.engines.run_dir("bob"), "engine.pid").read_text())
+    bob_engine = int(Path(lab.engines.pid_file("bob")).read_text())
     attempts = [
         f"connect:{lab.engines.socket('bob')}",
         f"list:{lab.engines.run_dir('bob')}",
@@ -216,9 +216,35 @@ def test_an_escape_as_the_nodes_host_uid_reaches_nothing_else(lab: RootlessLab, 
     assert lab.labd.status("bob")["state"] == "running"
 
 
+def test_a_socket_pointed_at_the_root_engine_does_not_make_labd_a_deputy(
+    lab: RootlessLab, docker_engine: Dockerd
+) -> None:
+    """The runtime directory is the student's: an escape can put a symlink to the root engine's socket
+    where their docker.sock was. labd runs k3d and docker as that host user, so it gets EACCES, not root."""
+    alice = lab.host_user("alice")
+    bob_ids = {name: c["Id"] for name, c in containers(lab, "bob").items()}
+    done = as_uid(alice.pw_uid, alice.pw_gid, "ln", "-sfn", str(docker_engine.socket), lab.engines.socket("alice"))
+    assert done.returncode == 0, done.stderr
+    assert os.path.islink(lab.engines.socket("alice"))
+    status, body = lab.labd.request("POST", "/v1/users/alice/ensure", "alice")
+    assert status == 202, body
+    wait_for(lambda: lab.labd.status("alice")["state"] == "error", timeout=60, what="alice's ensure refused")
+    assert "does not answer" in lab.labd.status("alice")["error"]
+    assert docker_engine.docker("ps", "-aq", "--filter", "label=k3d.cluster=lab-alice").stdout.strip() == ""
+    assert {name: c["Id"] for name, c in containers(lab, "bob").items()} == bob_ids
+    # labd recovers once the engine is restarted (it removes what is left in the runtime directory)
+    lab.engines.stop("alice")
+    status, body = lab.labd.request("POST", "/v1/users/alice/ensure", "alice")
+    assert status == 202, body
+    wait_running(lab, "alice")
+    assert not os.path.islink(lab.engines.socket("alice"))
+    assert docker_engine.docker("ps", "-aq", "--filter", "label=k3d.cluster=lab-alice").stdout.strip() == ""
+
+
 def test_a_stopped_cluster_stops_its_engine_and_ensure_brings_both_back(lab: RootlessLab) -> None:
     ids = {name: c["Id"] for name, c in containers(lab, "alice").items()}
     ports = lab.labd.status("alice")["ports"]
+    starts = int((fetch(ports["http"]) or "start 0").split("start ")[-1])
     status, body = lab.labd.request("POST", "/v1/users/alice/stop", "alice")
     assert status == 200 and body["state"] == "stopped", body
     assert wait_for(lambda: lab.processes_of("alice") == [], timeout=60, what="alice's engine stopped")
@@ -228,12 +254,12 @@ def test_a_stopped_cluster_stops_its_engine_and_ensure_brings_both_back(lab: Roo
     assert status == 202, body
     wait_running(lab, "alice")
     assert {name: c["Id"] for name, c in containers(lab, "alice").items()} == ids
-    assert "k3s STAND-IN ingress k3d-lab-alice-server-0 start 2" in (fetch(ports["http"]) or "")
+    assert f"k3s STAND-IN ingress k3d-lab-alice-server-0 start {starts + 1}" in (fetch(ports["http"]) or "")
 
 
 def test_labd_readopts_each_engines_cluster_after_losing_its_state(lab: RootlessLab) -> None:
     ports = {u: lab.labd.status(u)["ports"] for u in STUDENTS}
-    engine_pids = {u: Path(lab.engines.run_dir(u), "engine.pid").read_text() for u in STUDENTS}
+    engine_pids = {u: Path(lab.engines.pid_file(u)).read_text() for u in STUDENTS}
     routes_file = Path(lab.labd.config["traefik"]["file"])
     routes = yaml.safe_load(routes_file.read_text())
     lab.labd.stop()
@@ -244,7 +270,7 @@ def test_labd_readopts_each_engines_cluster_after_losing_its_state(lab: Rootless
     assert all(lab.labd.status(u)["state"] == "running" for u in STUDENTS)
     assert yaml.safe_load(routes_file.read_text()) == routes
     # the engines outlived labd and were adopted, not started again
-    assert {u: Path(lab.engines.run_dir(u), "engine.pid").read_text() for u in STUDENTS} == engine_pids
+    assert {u: Path(lab.engines.pid_file(u)).read_text() for u in STUDENTS} == engine_pids
     for user in STUDENTS:
         assert f"ingress k3d-lab-{user}-server-0" in (fetch(ports[user]["http"]) or "")
 

@@ -18,7 +18,7 @@ engine and nothing else. See containers/labd/SECURITY.md.
 labd runs as root to do this (it creates the host users and starts the
 engines with their uid and gid); it was already root-equivalent through the
 docker group. An engine outlives labd (its own session, its pid in
-<runDir>/<host user>/engine.pid), as the shared docker.service did, and is
+<runDir>/.<host user>.pid), as the shared docker.service did, and is
 adopted when labd starts again. It stops when the student's cluster stops
 (labd starts it again with the cluster) and is removed, with its host user
 and data, when the student is deleted.
@@ -94,6 +94,9 @@ class SharedEngine:
     def remove(self, student: str) -> None:
         return None
 
+    def identity(self, student: str) -> tuple[int, int]:
+        raise EngineError("the shared engine has no host user per student")
+
 
 class RootlessEngines:
     kind = ROOTLESS
@@ -120,8 +123,27 @@ class RootlessEngines:
     def docker_host(self, student: str) -> str:
         return "unix://" + self.socket(student)
 
-    def _pid_file(self, student: str) -> str:
-        return os.path.join(self.run_dir(student), "engine.pid")
+    # labd's own files about an engine sit beside the user's directories, in root-owned ones: root never
+    # opens a path inside a directory the student's host user (an escaped student) can change.
+    def pid_file(self, student: str) -> str:
+        return os.path.join(self.cfg.run_dir, f".{self.host_user(student)}.pid")
+
+    def log_file(self, student: str) -> str:
+        return os.path.join(self.cfg.data_dir, f".{self.host_user(student)}.log")
+
+    def _marker(self, student: str) -> str:
+        return os.path.join(self.cfg.data_dir, f".{self.host_user(student)}.preloaded")
+
+    def identity(self, student: str) -> tuple[int, int]:
+        """(uid, gid) of student's host user."""
+        entry = self._account(student)
+        if entry is None:
+            raise EngineError(f"{student} has no engine account")
+        return entry.pw_uid, entry.pw_gid
+
+    def _as_user(self, student: str, argv: list[str]) -> list[str]:
+        uid, gid = self.identity(student)
+        return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--", *argv]
 
     def _student_lock(self, student: str) -> threading.Lock:
         with self._lock:
@@ -175,7 +197,7 @@ class RootlessEngines:
         if not os.path.exists(self.socket(student)):
             return False
         done = subprocess.run(
-            [self.cfg.docker_binary, "version", "--format", "{{.Server.Version}}"],
+            self._as_user(student, [self.cfg.docker_binary, "version", "--format", "{{.Server.Version}}"]),
             env=self._client_env(student),
             capture_output=True,
             text=True,
@@ -188,12 +210,13 @@ class RootlessEngines:
         return {
             "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
             "DOCKER_HOST": self.docker_host(student),
+            "HOME": self.data_dir(student),
         }
 
     def _engine_pid(self, student: str) -> int | None:
         """The pid of student's running rootlesskit, if the pid file names one that is really theirs."""
         try:
-            with open(self._pid_file(student), encoding="ascii") as handle:
+            with open(self.pid_file(student), encoding="ascii") as handle:
                 pid = int(handle.read().strip())
             with open(f"/proc/{pid}/status", encoding="ascii") as handle:
                 uid_line = next(line for line in handle if line.startswith("Uid:"))
@@ -213,10 +236,15 @@ class RootlessEngines:
         """k3d's environment for student's engine (started if need be); None if not running and start is False."""
         with self._student_lock(student):
             if not self.running(student):
+                if self._engine_pid(student) is not None:
+                    # Alive but not answering on its socket (its owner may have moved it): a second engine
+                    # on the same data would fail, and labd does not guess.
+                    raise EngineError(f"{student}'s engine runs but does not answer on {self.socket(student)}")
                 if not start:
                     return None
                 self._start(student)
-        return {"DOCKER_HOST": self.docker_host(student)}
+        # k3d must run as the student's host user (identity) with it: the socket's directory is that user's.
+        return {"DOCKER_HOST": self.docker_host(student), "HOME": self.data_dir(student)}
 
     def _start(self, student: str) -> None:
         entry = self.ensure_account(student)
@@ -228,6 +256,7 @@ class RootlessEngines:
             os.makedirs(path, mode=0o700, exist_ok=True)
             _own_private(path, uid, gid)
         # A stale socket or rootlesskit state from a killed engine makes the next start fail.
+        # (removed as root inside the user's directory: unlink and rmtree do not follow symlinks)
         for stale in ("docker.sock", "docker.pid", "dockerd-rootless"):
             target = os.path.join(run, stale)
             if os.path.isdir(target) and not os.path.islink(target):
@@ -260,9 +289,9 @@ class RootlessEngines:
             os.path.join(run, "docker.pid"),
             *self.cfg.dockerd_args,
         ]
-        log_path = os.path.join(data, "engine.log")
-        with open(log_path, "ab") as log_file:
-            os.chown(log_path, uid, gid)
+        log_path = self.log_file(student)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+        with os.fdopen(os.open(log_path, flags, 0o600), "ab") as log_file:
             # Its own session: the engine outlives labd, like docker.service did.
             proc = subprocess.Popen(
                 argv,
@@ -273,9 +302,9 @@ class RootlessEngines:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        with open(self._pid_file(student) + ".tmp", "w", encoding="ascii") as handle:
+        with open(self.pid_file(student) + ".tmp", "w", encoding="ascii") as handle:
             handle.write(f"{proc.pid}\n")
-        os.replace(self._pid_file(student) + ".tmp", self._pid_file(student))
+        os.replace(self.pid_file(student) + ".tmp", self.pid_file(student))
         log.info("starting %s's rootless engine as %s (pid %d)", student, entry.pw_name, proc.pid)
         deadline = time.monotonic() + self.cfg.start_timeout
         while not self._answers(student):
@@ -298,8 +327,7 @@ class RootlessEngines:
             wanted = "".join(f"{path} {os.stat(path).st_mtime_ns}\n" for path in self.cfg.preload_images)
         except OSError as err:
             raise EngineError(f"rootless.preloadImages: {err.filename}: {err.strerror}") from None
-        # Root-owned, in the root-owned run directory's sibling: the student's host user cannot fake it.
-        marker = os.path.join(self.cfg.data_dir, f".{self.host_user(student)}.preloaded")
+        marker = self._marker(student)
         try:
             with open(marker, encoding="utf-8") as handle:
                 if handle.read() == wanted:
@@ -307,17 +335,20 @@ class RootlessEngines:
         except OSError:
             pass
         for image in self.cfg.preload_images:
-            done = subprocess.run(
-                [self.cfg.docker_binary, "load", "--input", image],
-                env=self._client_env(student),
-                capture_output=True,
-                text=True,
-                timeout=300,
-                check=False,
-            )
+            # The tarball goes in on stdin: the host user need not be able to read its path.
+            with open(image, "rb") as tarball:
+                done = subprocess.run(
+                    self._as_user(student, [self.cfg.docker_binary, "load"]),
+                    stdin=tarball,
+                    env=self._client_env(student),
+                    capture_output=True,
+                    timeout=300,
+                    check=False,
+                )
             if done.returncode != 0:
                 raise EngineError(
-                    f"docker load {image} into {student}'s engine exited {done.returncode}: {done.stderr.strip()}"
+                    f"docker load {image} into {student}'s engine exited {done.returncode}: "
+                    f"{done.stderr.decode(errors='replace').strip()}"
                 )
         with open(marker, "w", encoding="utf-8") as handle:
             handle.write(wanted)
@@ -360,7 +391,10 @@ class RootlessEngines:
             shutil.rmtree(self.run_dir(student), ignore_errors=True)
             shutil.rmtree(self.data_dir(student), ignore_errors=True)
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(self.cfg.data_dir, f".{self.host_user(student)}.preloaded"))
+                os.unlink(self._marker(student))
+            for path in (self.log_file(student), self.pid_file(student)):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
             if entry is not None:
                 done = subprocess.run(
                     ["userdel", entry.pw_name], capture_output=True, text=True, timeout=60, check=False

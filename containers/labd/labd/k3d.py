@@ -49,18 +49,30 @@ def _published_ports(nodes: Any) -> dict[str, int] | None:
 
 
 class K3d:
-    def __init__(self, binary: str, timeout: float, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        binary: str,
+        timeout: float,
+        env: Mapping[str, str] | None = None,
+        run_as: tuple[int, int] | None = None,
+    ) -> None:
         self.binary = binary
         self.timeout = timeout
         # Added to labd's environment for every call: DOCKER_HOST of a student's own engine (labd.engines).
         self.env = dict(env or {})
+        # (uid, gid) k3d runs as: a student's host user, so that it can reach that student's engine only,
+        # whatever their (student-owned) runtime directory's docker.sock has been made to point at.
+        self.run_as = run_as
 
-    def for_engine(self, env: Mapping[str, str]) -> K3d:
-        """The same k3d, talking to the engine env names."""
-        return K3d(self.binary, self.timeout, {**self.env, **env})
+    def for_engine(self, env: Mapping[str, str], run_as: tuple[int, int] | None = None) -> K3d:
+        """The same k3d, talking to the engine env names, as run_as."""
+        return K3d(self.binary, self.timeout, {**self.env, **env}, run_as)
 
     def _run(self, *args: str) -> str:
         argv = [self.binary, *args]
+        if self.run_as is not None:
+            uid, gid = self.run_as
+            argv = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--", *argv]
         try:
             done = subprocess.run(
                 argv,

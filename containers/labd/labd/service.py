@@ -252,14 +252,14 @@ class LabService:
         if self.cfg.engine != ROOTLESS:
             return self.k3d
         env = self.engines.env(user, start=True)
-        return self.k3d.for_engine(env or {})
+        return self.k3d.for_engine(env or {}, run_as=self.engines.identity(user))
 
     def _k3d_if_running(self, user: str) -> K3d | None:
         """k3d pointed at user's engine if that engine runs; None if it does not."""
         if self.cfg.engine != ROOTLESS:
             return self.k3d
         env = self.engines.env(user, start=False)
-        return None if env is None else self.k3d.for_engine(env)
+        return None if env is None else self.k3d.for_engine(env, run_as=self.engines.identity(user))
 
     def _op_lock(self, user: str) -> threading.Lock:
         with self._state_lock:
@@ -332,6 +332,11 @@ class LabService:
                     config = render_k3d_config(self.cfg.k3d_template, values)
                     path = os.path.join(self.cfg.work_dir, f"{cluster}.yaml")
                     write_atomic(path, to_yaml(config), 0o600)
+                    if self.cfg.engine == ROOTLESS:
+                        # k3d reads it as the student's host user; the directory stays root's, traversable.
+                        uid, gid = self.engines.identity(user)
+                        os.chown(path, uid, gid, follow_symlinks=False)
+                        os.chmod(self.cfg.work_dir, 0o711)  # noqa: S103 (search only: its files are 0600)
                     log.info("creating cluster %s for %s", cluster, user)
                     k3d.create(path)
                     # Routes are written under the state lock so nobody sees
