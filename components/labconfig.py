@@ -94,6 +94,8 @@ class LabHostSpec:
     memory: str = "16Gi"  # inCluster only: the pod's memory limit
     install_root: str = ""  # "" = the real file system; tests install under a directory
     service_manager: str = "systemd"
+    # labd's "engine": "rootless" (a dockerd per student, as their own host user) or "shared"
+    engine: str = "rootless"
     k3d_binary: str = "/usr/local/bin/k3d"
     traefik_binary: str = "/usr/local/bin/traefik"
     python: str = "/usr/bin/python3"
@@ -169,6 +171,7 @@ def _host(model: LabHostModel) -> LabHostSpec:
         image=model.image,
         install_root=install_root.rstrip("/"),
         service_manager=model.serviceManager or ("none" if in_cluster else "systemd"),
+        engine=model.engine or ("shared" if in_cluster else "rootless"),
         cpu=model.cpu,
         memory=model.memory,
         k3d_binary=model.k3dBinary,

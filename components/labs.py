@@ -23,8 +23,10 @@ runs itself. Either way the program drives it with pulumi-command over SSH:
    on that student's inputs only, so adding, removing or changing one student
    never touches another student's cluster.
 
-Students never get the Docker socket: it exists only on the lab host, where
-labd (root) is its only user on their behalf.
+Students never get a Docker socket: by default (engine "rootless") each
+student's clusters run under a rootless dockerd of a host user of their own,
+which labd (root) starts and drives on their behalf; see
+containers/labd/SECURITY.md.
 """
 
 from __future__ import annotations
@@ -132,7 +134,13 @@ def labd_config(
         # The name the login server's hook calls this labd by (LabHost.labd_url): a session request
         # signed for another lab host of the class is refused here, not replayed.
         "hostNames": [f"{spec.address}:{spec.labd_port}"],
+        # containers/labd/SECURITY.md: with "rootless" a student's cluster-admin is an unprivileged host user
+        # of their own; "shared" (the inCluster host's pod dockerd) is one engine for all.
+        "engine": spec.engine,
     }
+    if spec.engine == "rootless":
+        # Each engine's data (images, containers) under labd's state; sockets under /run/labd/engines.
+        config["rootless"] = {"dataDir": f"{root}/var/lib/labd/engines"}
     if access_end is not None:
         # labd's own parser: YYYY-MM-DDTHH:MM:SSZ, the roster's format too.
         config["accessEnd"] = utc_stamp(access_end)
@@ -167,7 +175,9 @@ def traefik_static_config(spec: LabHostSpec) -> str:
     )  # JSON is YAML; Traefik reads it as its static config
 
 
-def systemd_unit(description: str, argv: Sequence[str], env: Mapping[str, str]) -> str:
+def systemd_unit(
+    description: str, argv: Sequence[str], env: Mapping[str, str], service_lines: Sequence[str] = ()
+) -> str:
     lines = [
         "[Unit]",
         f"Description={description}",
@@ -176,6 +186,7 @@ def systemd_unit(description: str, argv: Sequence[str], env: Mapping[str, str]) 
         "[Service]",
         f"ExecStart={' '.join(shlex.quote(a) for a in argv)}",
         "Restart=on-failure",
+        *service_lines,
     ]
     lines += [f"Environment={k}={v}" for k, v in sorted(env.items())]
     lines += ["", "[Install]", "WantedBy=multi-user.target", ""]
@@ -196,6 +207,7 @@ def install_manifest(
     labd_env = {"PYTHONPATH": f"{root}/opt/classroom-lab"}
     labd_argv = [spec.python, "-m", "labd", "serve", "--config", f"{root}/etc/labd/labd.json"]
     traefik_argv = [spec.traefik_binary, f"--configFile={root}/etc/classroom-lab/traefik.yaml"]
+    rootless = spec.engine == "rootless"
 
     def file(path: str, mode: str, content: str, restart: Sequence[str] = ()) -> dict[str, Any]:
         return {"path": path, "mode": mode, "content": content, "restart": list(restart)}
@@ -222,7 +234,7 @@ def install_manifest(
             file(
                 "/etc/systemd/system/classroom-labd.service",
                 "0644",
-                systemd_unit("classroom labd", labd_argv, labd_env),
+                systemd_unit("classroom labd", labd_argv, labd_env, LABD_ROOTLESS_UNIT if rootless else ()),
                 ["labd"],
             )
         )
@@ -234,7 +246,7 @@ def install_manifest(
                 ["traefik"],
             )
         )
-    return {
+    manifest: dict[str, Any] = {
         "installer": INSTALL_SCRIPT.read_text(),
         "root": root,
         "stage": stage,
@@ -245,6 +257,10 @@ def install_manifest(
             "traefik": {"argv": traefik_argv, "optional": True},
         },
     }
+    if rootless:
+        # What labd's rootless engines need on the host (labd.engines); the installer apt-installs the missing.
+        manifest["packages"] = list(ROOTLESS_PACKAGES)
+    return manifest
 
 
 def uninstall_command(spec: LabHostSpec) -> str:
@@ -254,6 +270,13 @@ def uninstall_command(spec: LabHostSpec) -> str:
     run = shlex.quote(spec.install_root + "/run/classroom-lab")
     return f'for p in {run}/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null; rm -f "$p"; done; true'
 
+
+# Debian packages of a lab host whose labd runs each student's clusters under a rootless dockerd
+# (containers/labd/SECURITY.md): docker.io ships dockerd-rootless.sh, the rest its user namespace and network.
+ROOTLESS_PACKAGES = ("docker.io", "rootlesskit", "slirp4netns", "uidmap", "fuse-overlayfs")
+# The students' engines are labd's children but must outlive a labd restart, as docker.service's containers did
+# (labd adopts them again); labd is root, for useradd and to start each engine as its own user.
+LABD_ROOTLESS_UNIT = ("KillMode=process",)
 
 LAB_HOST_TYPE = "classroom:index:LabHost"
 FORMER_LAB_HOST_TYPE = "classroom:labs:LabHost"  # until 2026-12; tests/labhost/test_labhost_token.py

@@ -1456,6 +1456,26 @@ class LabHostModel(Section):
             enum=["systemd", "none"],
         ),
     )
+    engine: Annotated[
+        str | None,
+        BeforeValidator(
+            _optional(
+                _pattern(
+                    r"^(rootless|shared)\Z",
+                    "'rootless' (each student's clusters under a rootless dockerd of their own host user) "
+                    "or 'shared' (one Docker engine for all: a student's cluster-admin is root on the host)",
+                )
+            )
+        ),
+    ] = Field(
+        None,
+        **doc(
+            "The Docker engine students' clusters run under (labd's 'engine').",
+            "rootless or shared",
+            default_text="rootless (inCluster: shared)",
+            enum=["rootless", "shared"],
+        ),
+    )
     k3dBinary: Annotated[str, BeforeValidator(_pattern(_ABS_PATH, "an absolute path"))] = Field(
         "/usr/local/bin/k3d", **doc("k3d on the host.", "an absolute path")
     )
@@ -1485,6 +1505,13 @@ class LabHostModel(Section):
                         sub=(forbidden,),
                         value=getattr(self, forbidden),
                     )
+            if self.engine == "rootless":
+                raise invalid(
+                    "'shared' or nothing: an inCluster host's clusters run on its pod's own dockerd "
+                    "(the Docker-in-Docker image has no rootlesskit or uidmap)",
+                    sub=("engine",),
+                    value=self.engine,
+                )
             if not re.fullmatch(IMAGE_REF, self.image):
                 raise invalid(
                     "a lab host image with dockerd, sshd, python3, ssh-keygen and k3d (inCluster hosts only)",

@@ -18,15 +18,31 @@ setup_system() {
         [ -n "$pkg" ] || continue
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || wanted+=("$pkg")
     done < tools/apt-packages.txt
-    if [ ${#wanted[@]} -eq 0 ]; then
-        say "Debian packages: all present"
-        return
-    fi
-    say "Debian packages: installing ${wanted[*]}"
     local sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${wanted[@]}"
+    if [ ${#wanted[@]} -eq 0 ]; then
+        say "Debian packages: all present"
+    else
+        say "Debian packages: installing ${wanted[*]}"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${wanted[@]}"
+    fi
+    setup_tun "$sudo"
+}
+
+# Rootless Docker engines (labd's default, tests/labs/test_isolation.py) network through
+# slirp4netns, which opens /dev/net/tun as the engine's own unprivileged user. Debian's
+# default for that device is 0666 (access to it gives only a tap device in a network
+# namespace one already owns); some container sandboxes create it 0600 root. Restore the
+# distribution's default, and say so.
+setup_tun() {
+    local sudo=$1 mode
+    [ -c /dev/net/tun ] || { say "/dev/net/tun: missing (rootless engines cannot network here)"; return; }
+    mode=$(stat -c %a /dev/net/tun)
+    if [ "$mode" != 666 ]; then
+        say "/dev/net/tun: mode $mode -> 0666 (Debian's default; slirp4netns opens it as an unprivileged user)"
+        $sudo chmod 0666 /dev/net/tun
+    fi
 }
 
 make_venv() {  # make_venv DIR PROJECT REQUIREMENTS...   (PROJECT: a directory to install editable, or "")

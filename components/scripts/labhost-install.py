@@ -135,9 +135,31 @@ def wait_healthy(url: str, seconds: float = 30.0) -> None:
         time.sleep(0.2)
 
 
+def install_packages(packages: list[str]) -> list[str]:
+    """apt-get install whichever of packages is missing (labd's rootless engines need them); the installed."""
+    missing = [
+        name
+        for name in packages
+        if subprocess.run(
+            ["dpkg-query", "-W", "-f=${Status}", name], capture_output=True, text=True, check=False
+        ).stdout.strip()
+        != "install ok installed"
+    ]
+    if not missing:
+        return []
+    if shutil.which("apt-get") is None:
+        raise SystemExit(f"labhost-install: labd's rootless engines need {', '.join(missing)} and there is no apt-get")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], check=True, env=env)
+    return missing
+
+
 def run(manifest: dict[str, Any]) -> int:
     root = manifest.get("root", "")
     changed: dict[str, bool] = {}
+    for name in install_packages(manifest.get("packages", [])):
+        changed[f"package {name}"] = True
     restart: set[str] = set()
     if install_package(manifest["stage"], root + "/opt/classroom-lab/labd"):
         changed["/opt/classroom-lab/labd"] = True

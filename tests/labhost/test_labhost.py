@@ -48,6 +48,9 @@ def labs_raw(engine_key: Path, install_root: Path, k3d: Path, labd_port: int, **
                 "labdPort": labd_port,
                 "traefikBinary": "/nonexistent/traefik",
                 "python": "/usr/bin/python3",
+                # k3d here is the DOUBLE, which talks to no Docker engine: labd must not make host users and
+                # rootless engines for it. The rootless default is tests/labs/test_isolation.py's, for real.
+                "engine": "shared",
                 **host,
             }
         ],

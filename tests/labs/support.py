@@ -114,6 +114,9 @@ class Labd:
             "stopGrace": 0,
             "reaperInterval": 0.1,
             "kubeconfigServer": "127.0.0.1",
+            # The k3d double (and test_k3d_real.py's wrapper, which names the throwaway engine itself)
+            # talk to no engine of labd's choosing; the rootless engines are tests/labs/test_isolation.py's.
+            "engine": "shared",
         }
         self.config.update(overrides)
         self.config_path = root / "labd.json"

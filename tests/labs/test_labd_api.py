@@ -315,6 +315,15 @@ def run_labd(*args: str) -> subprocess.CompletedProcess[str]:
         ({"portLimit": 20001}, "config key 'portLimit'"),
         ({"kubeconfigServer": "${nope}.example.edu"}, "config key 'kubeconfigServer'"),
         ({"colour": "blue"}, "config key 'colour'"),
+        ({"engine": "docker"}, "config key 'engine': got 'docker'; expected one of 'shared', 'rootless'"),
+        ({"engine": "shared", "rootless": {}}, "config key 'rootless'"),
+        ({"engine": "rootless", "rootless": {"userPrefix": "Lab_"}}, "config key 'rootless.userPrefix'"),
+        ({"engine": "rootless", "rootless": {"runDir": "/" + "r" * 60}}, "config key 'rootless.runDir'"),
+        ({"engine": "rootless", "rootless": {"dataDir": "relative"}}, "config key 'rootless.dataDir'"),
+        ({"engine": "rootless", "rootless": {"dockerdArgs": "--debug"}}, "config key 'rootless.dockerdArgs'"),
+        ({"engine": "rootless", "rootless": {"preloadImages": [""]}}, "config key 'rootless.preloadImages[0]'"),
+        ({"engine": "rootless", "rootless": {"startTimeout": 0}}, "config key 'rootless.startTimeout'"),
+        ({"engine": "rootless", "rootless": {"colour": 1}}, "config key 'rootless.colour'"),
     ],
 )
 def test_bad_config_is_one_clear_line(tmp_path: Path, change: dict[str, Any], fragment: str) -> None:
@@ -416,3 +425,30 @@ def test_recorded_ports_that_k3d_contradicts_follow_k3d(tmp_path: Path, labd_fac
         routes["http"]["services"]["lab-alice"]["loadBalancer"]["servers"][0]["url"]
         == f"http://127.0.0.1:{ports['http']}"
     )
+
+
+def test_the_engine_is_rootless_unless_the_config_says_shared(tmp_path: Path) -> None:
+    from labd.config import parse_config
+
+    daemon = Labd(tmp_path / "d")
+    raw = {k: v for k, v in daemon.config.items() if k != "engine"}
+    cfg = parse_config(raw)
+    assert cfg.engine == "rootless"
+    assert (cfg.rootless.user_prefix, cfg.rootless.data_dir, cfg.rootless.run_dir) == (
+        "labu-",
+        "/var/lib/labd/engines",
+        "/run/labd/engines",
+    )
+    assert parse_config({**raw, "engine": "shared"}).engine == "shared"
+    custom = parse_config({**raw, "rootless": {"userPrefix": "lab-u", "dockerdArgs": ["--debug"]}})
+    assert custom.rootless.user_prefix == "lab-u" and custom.rootless.dockerd_args == ("--debug",)
+
+
+def test_each_student_gets_a_host_user_name_of_their_own() -> None:
+    from labd.engines import host_user_for
+
+    assert host_user_for("labu-", "alice") == "labu-alice"
+    long, dotted = "a" * 32, "al.ice"
+    names = {host_user_for("labu-", s) for s in ("alice", long, long + "b", dotted, "al-ice")}
+    assert len(names) == 5  # never two students on one host user
+    assert all(n.startswith("labu-") and len(n) <= 32 and "." not in n for n in names)

@@ -415,3 +415,47 @@ def test_access_end_is_written_to_the_second_in_utc(tmp_path: Path) -> None:
         assert labd["accessEnd"] == "2027-05-22T08:30:15Z"
         # Truncated, never later than the term's end.
         assert parsed_by_labd(labd, tmp_path).access_end == datetime(2027, 5, 22, 8, 30, 15, tzinfo=UTC).timestamp()
+
+
+def test_lab_hosts_run_students_clusters_under_rootless_engines_by_default(tmp_path: Path) -> None:
+    """labs.hosts[i].engine: rootless unless chosen otherwise; labd's own parser reads what is written."""
+    mocks, _, _ = run(
+        config(
+            PEOPLE,
+            hosts=[
+                {"name": "lab1", "address": "10.0.0.5", "capacity": 100},
+                {"name": "lab2", "address": "10.0.0.6", "capacity": 100, "engine": "shared"},
+            ],
+        )
+    )
+    first, second = labd_json(mocks, "lab1"), labd_json(mocks, "lab2")
+    assert first["engine"] == "rootless" and first["rootless"] == {"dataDir": "/var/lib/labd/engines"}
+    assert second["engine"] == "shared" and "rootless" not in second
+    parsed = parsed_by_labd(first, tmp_path)
+    assert (parsed.engine, parsed.rootless.data_dir, parsed.rootless.run_dir) == (
+        "rootless",
+        "/var/lib/labd/engines",
+        "/run/labd/engines",
+    )
+    assert parsed_by_labd(second, tmp_path).engine == "shared"
+    installs = by_type(mocks, "command:remote:Command")
+    manifests = {host: json.loads(installs[f"{host}-install"].inputs["stdin"]) for host in ("lab1", "lab2")}
+    # the rootless host gets the packages its engines need, and a labd unit that lets them outlive a restart
+    assert {"rootlesskit", "slirp4netns", "uidmap", "docker.io"} <= set(manifests["lab1"]["packages"])
+    assert "packages" not in manifests["lab2"]
+    units = {
+        host: {f["path"]: f for f in m["files"]}["/etc/systemd/system/classroom-labd.service"]["content"]
+        for host, m in manifests.items()
+    }
+    assert "KillMode=process" in units["lab1"] and "KillMode=process" not in units["lab2"]
+    assert "User=" not in units["lab1"]  # root: useradd and each engine's own uid
+
+
+def test_an_in_cluster_host_uses_its_pods_engine_and_refuses_rootless() -> None:
+    host = {"name": "lab1", "capacity": 5, "inCluster": True, "image": "registry.example.edu/labhost:1"}
+    (spec,) = config(PEOPLE, hosts=[host]).hosts
+    assert spec.engine == "shared"
+    with pytest.raises(Exception, match=r"labs\.hosts\[0\]\.engine"):
+        config(PEOPLE, hosts=[{**host, "engine": "rootless"}])
+    with pytest.raises(Exception, match=r"labs\.hosts\[0\]\.engine"):
+        config(PEOPLE, hosts=[{"name": "lab1", "address": "h", "capacity": 1, "engine": "root"}])

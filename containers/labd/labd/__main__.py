@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -19,6 +20,7 @@ from types import FrameType
 
 from labd.auth import Verifier, sign
 from labd.config import LabdConfigError, load_config, read_secret_file
+from labd.engines import ROOTLESS
 from labd.k3d import K3dError
 from labd.render import ClusterValues, cluster_name, render_k3d_config, to_yaml
 from labd.server import make_server
@@ -27,6 +29,13 @@ from labd.service import LabService
 
 def _serve(config_path: str) -> int:
     cfg = load_config(config_path)
+    if cfg.engine == ROOTLESS and os.geteuid() != 0:
+        # It creates each student's host user and starts their engine with that user's ids.
+        print(
+            'labd: engine \'rootless\' needs labd to run as root (or set "engine": "shared")',
+            file=sys.stderr,
+        )
+        return 2
     service = LabService(cfg)
     try:
         service.reconcile()

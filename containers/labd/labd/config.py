@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from labd.engines import ENGINES, ROOTLESS, RootlessConfig
 from labd.render import PLACEHOLDERS, ClusterValues, render_k3d_config
 
 TOP_LEVEL_K3D_KEYS = {
@@ -92,6 +93,9 @@ class LabdConfig:
     max_connections: int = 64
     # The lab host names (host or host:port, lower case) session-signed requests must name; () = any.
     host_names: tuple[str, ...] = ()
+    # Which Docker engine a student's cluster runs under (labd.engines): "rootless" (default) or "shared".
+    engine: str = ROOTLESS
+    rootless: RootlessConfig = field(default_factory=RootlessConfig)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -155,6 +159,69 @@ def _webhook(raw: Any, key: str) -> WebhookConfig | None:
     return WebhookConfig(url=url, secret=secret, timeout=timeout, retries=retries)
 
 
+def _rootless(raw: Any) -> RootlessConfig:
+    key = "rootless"
+    accepted = (
+        "an object with optional userPrefix, dataDir, runDir, dockerdRootless, dockerBinary, "
+        "dockerdArgs, preloadImages, startTimeout"
+    )
+    if not isinstance(raw, Mapping):
+        raise LabdConfigError(key, raw, accepted)
+    fields = {
+        "userPrefix",
+        "dataDir",
+        "runDir",
+        "dockerdRootless",
+        "dockerBinary",
+        "dockerdArgs",
+        "preloadImages",
+        "startTimeout",
+    }
+    for name in raw:
+        if name not in fields:
+            raise LabdConfigError(f"{key}.{name}", raw[name], accepted)
+    default = RootlessConfig()
+    prefix = _get(raw, "userPrefix", str, default.user_prefix, "a host user name prefix like 'labu-'", "rootless.")
+    if not re.fullmatch(r"[a-z][a-z0-9-]{0,11}", prefix):
+        raise LabdConfigError(
+            "rootless.userPrefix", prefix, "1..12 lowercase letters, digits or '-', starting with a letter"
+        )
+    paths = {}
+    for name, value in (
+        ("dataDir", default.data_dir),
+        ("runDir", default.run_dir),
+        ("dockerdRootless", default.dockerd_rootless),
+        ("dockerBinary", default.docker_binary),
+    ):
+        paths[name] = _get(raw, name, str, value, "an absolute path", "rootless.")
+        if not paths[name].startswith("/") or "\0" in paths[name]:
+            raise LabdConfigError(f"rootless.{name}", paths[name], "an absolute path")
+    # The socket is <runDir>/<host user>/docker.sock and containerd's deeper still: a unix socket path
+    # holds at most 107 bytes.
+    if len(paths["runDir"]) > 40:
+        raise LabdConfigError("rootless.runDir", paths["runDir"], "an absolute path of at most 40 characters")
+    lists = {}
+    for name in ("dockerdArgs", "preloadImages"):
+        value = _get(raw, name, list, [], "a list of strings", "rootless.")
+        for index, item in enumerate(value):
+            if not isinstance(item, str) or not item:
+                raise LabdConfigError(f"rootless.{name}[{index}]", item, "a non-empty string")
+        lists[name] = tuple(value)
+    timeout = float(_get(raw, "startTimeout", (int, float), default.start_timeout, "seconds 1..600", "rootless."))
+    if not 1 <= timeout <= 600:
+        raise LabdConfigError("rootless.startTimeout", timeout, "seconds 1..600")
+    return RootlessConfig(
+        user_prefix=prefix,
+        data_dir=paths["dataDir"],
+        run_dir=paths["runDir"],
+        dockerd_rootless=paths["dockerdRootless"],
+        docker_binary=paths["dockerBinary"],
+        dockerd_args=lists["dockerdArgs"],
+        preload_images=lists["preloadImages"],
+        start_timeout=timeout,
+    )
+
+
 def parse_config(raw: Mapping[str, Any]) -> LabdConfig:
     known = {
         "listen",
@@ -185,6 +252,8 @@ def parse_config(raw: Mapping[str, Any]) -> LabdConfig:
         "requestTimeout",
         "maxConnections",
         "hostNames",
+        "engine",
+        "rootless",
     }
     for key in raw:
         if key not in known:
@@ -274,7 +343,15 @@ def parse_config(raw: Mapping[str, Any]) -> LabdConfig:
             r"([A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9a-fA-F:.]+\])(:\d{1,5})?", name
         ):
             raise LabdConfigError(f"hostNames[{index}]", name, host_names_accepted)
+    engine = _get(raw, "engine", str, ROOTLESS, "one of " + ", ".join(repr(e) for e in ENGINES))
+    if engine not in ENGINES:
+        raise LabdConfigError("engine", engine, "one of " + ", ".join(repr(e) for e in ENGINES))
+    rootless = _rootless(raw.get("rootless", {}))
+    if engine != ROOTLESS and "rootless" in raw:
+        raise LabdConfigError("rootless", raw["rootless"], "no 'rootless' settings unless engine is 'rootless'")
     return LabdConfig(
+        engine=engine,
+        rootless=rootless,
         access_end=access_end,
         request_timeout=request_timeout,
         max_connections=max_connections,

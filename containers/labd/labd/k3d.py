@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,14 +49,39 @@ def _published_ports(nodes: Any) -> dict[str, int] | None:
 
 
 class K3d:
-    def __init__(self, binary: str, timeout: float) -> None:
+    def __init__(
+        self,
+        binary: str,
+        timeout: float,
+        env: Mapping[str, str] | None = None,
+        run_as: tuple[int, int] | None = None,
+    ) -> None:
         self.binary = binary
         self.timeout = timeout
+        # Added to labd's environment for every call: DOCKER_HOST of a student's own engine (labd.engines).
+        self.env = dict(env or {})
+        # (uid, gid) k3d runs as: a student's host user, so that it can reach that student's engine only,
+        # whatever their (student-owned) runtime directory's docker.sock has been made to point at.
+        self.run_as = run_as
+
+    def for_engine(self, env: Mapping[str, str], run_as: tuple[int, int] | None = None) -> K3d:
+        """The same k3d, talking to the engine env names, as run_as."""
+        return K3d(self.binary, self.timeout, {**self.env, **env}, run_as)
 
     def _run(self, *args: str) -> str:
         argv = [self.binary, *args]
+        if self.run_as is not None:
+            uid, gid = self.run_as
+            argv = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--", *argv]
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=self.timeout, check=False)
+            done = subprocess.run(
+                argv,
+                env={**os.environ, **self.env} if self.env else None,
+                capture_output=True,
+                text=True,
+                timeout=self.timeout,
+                check=False,
+            )
         except FileNotFoundError:
             raise K3dError(f"k3d binary {self.binary!r} not found") from None
         except subprocess.TimeoutExpired:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from labd.config import LabdConfig
+from labd.engines import ROOTLESS, EngineError, make_engines
 from labd.k3d import K3d, K3dError
 from labd.render import ClusterValues, cluster_name, render_k3d_config, to_yaml, traefik_dynamic_config, write_atomic
 from labd.webhooks import call_webhook
@@ -40,6 +41,8 @@ class LabService:
     def __init__(self, cfg: LabdConfig, k3d: K3d | None = None, clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
         self.k3d = k3d or K3d(cfg.k3d_binary, cfg.k3d_timeout)
+        # The engine each student's cluster runs under: their own rootless one, or the shared one.
+        self.engines = make_engines(cfg.engine, cfg.rootless)
         self.clock = clock
         self._state_lock = threading.RLock()
         self._op_locks: dict[str, threading.Lock] = {}
@@ -244,6 +247,20 @@ class LabService:
 
     # ----- operations --------------------------------------------------------------------------------------
 
+    def _k3d_for(self, user: str) -> K3d:
+        """k3d pointed at user's engine, started if need be (the shared engine: labd's own k3d)."""
+        if self.cfg.engine != ROOTLESS:
+            return self.k3d
+        env = self.engines.env(user, start=True)
+        return self.k3d.for_engine(env or {}, run_as=self.engines.identity(user))
+
+    def _k3d_if_running(self, user: str) -> K3d | None:
+        """k3d pointed at user's engine if that engine runs; None if it does not."""
+        if self.cfg.engine != ROOTLESS:
+            return self.k3d
+        env = self.engines.env(user, start=False)
+        return None if env is None else self.k3d.for_engine(env, run_as=self.engines.identity(user))
+
     def _op_lock(self, user: str) -> threading.Lock:
         with self._state_lock:
             return self._op_locks.setdefault(user, threading.Lock())
@@ -294,7 +311,12 @@ class LabService:
         record = self._record(user)
         with self._op_lock(user):
             cluster = record["cluster"]
-            actual = self.k3d.list().get(cluster)
+            try:
+                k3d = self._k3d_for(user)
+            except EngineError as err:
+                self._set(user, state=ERROR, error=str(err))
+                raise
+            actual = k3d.list().get(cluster)
             try:
                 if actual is None:
                     values = ClusterValues(
@@ -310,8 +332,13 @@ class LabService:
                     config = render_k3d_config(self.cfg.k3d_template, values)
                     path = os.path.join(self.cfg.work_dir, f"{cluster}.yaml")
                     write_atomic(path, to_yaml(config), 0o600)
+                    if self.cfg.engine == ROOTLESS:
+                        # k3d reads it as the student's host user; the directory stays root's, traversable.
+                        uid, gid = self.engines.identity(user)
+                        os.chown(path, uid, gid, follow_symlinks=False)
+                        os.chmod(self.cfg.work_dir, 0o711)  # noqa: S103 (search only: its files are 0600)
                     log.info("creating cluster %s for %s", cluster, user)
-                    self.k3d.create(path)
+                    k3d.create(path)
                     # Routes are written under the state lock so nobody sees
                     # "running" before Traefik's file names the cluster.
                     with self._state_lock:
@@ -321,7 +348,7 @@ class LabService:
                         self._set(user, initialized=True)
                 elif not actual.running:
                     log.info("starting cluster %s for %s", cluster, user)
-                    self.k3d.start(cluster)
+                    k3d.start(cluster)
                     self._set(user, state=RUNNING, error="", lastActivity=self.clock(), lastEvent="ensure")
                 else:
                     self._set(user, state=RUNNING, error="")
@@ -343,13 +370,17 @@ class LabService:
                     if record["sessions"] or user in self._busy:
                         return self.status(user)
             cluster = record["cluster"]
-            actual = self.k3d.list().get(cluster)
-            if actual is None:
+            k3d = self._k3d_if_running(user)
+            actual = k3d.list().get(cluster) if k3d is not None else None
+            if k3d is None:
+                # No engine running: none of its containers can be.
+                self._set(user, state=STOPPED if record["state"] != ABSENT else ABSENT)
+            elif actual is None:
                 self._set(user, state=ABSENT)
             elif actual.running:
                 log.info("stopping cluster %s for %s (%s)", cluster, user, reason)
                 try:
-                    self.k3d.stop(cluster)
+                    k3d.stop(cluster)
                 except K3dError as err:
                     self._set(user, state=ERROR, error=str(err))
                     raise
@@ -357,6 +388,9 @@ class LabService:
                 self._hook("stop", user, cluster)
             else:
                 self._set(user, state=STOPPED)
+            if k3d is not None and self.cfg.engine == ROOTLESS:
+                # Nothing of the student's runs now: their engine need not either (ensure starts it again).
+                self.engines.stop(user)
         return self.status(user)
 
     def delete(self, user: str) -> dict[str, Any]:
@@ -364,10 +398,15 @@ class LabService:
             record = self.users.get(user)
         cluster = record["cluster"] if record else cluster_name(self.cfg.cluster_prefix, user)
         with self._op_lock(user):
-            if cluster in self.k3d.list():
+            engine_made = self.cfg.engine == ROOTLESS and user in self.engines.students()
+            k3d = self._k3d_for(user) if self.cfg.engine != ROOTLESS or engine_made else None
+            if k3d is not None and cluster in k3d.list():
                 log.info("deleting cluster %s for %s", cluster, user)
-                self.k3d.delete(cluster)
+                k3d.delete(cluster)
                 self._hook("delete", user, cluster)
+            if engine_made:
+                # The student's engine, its images and its host user go with the cluster.
+                self.engines.remove(user)
             with self._state_lock:
                 self.users.pop(user, None)
                 self._save()
@@ -387,19 +426,27 @@ class LabService:
         server = string.Template(self.cfg.kubeconfig_server).substitute(
             host=f"{user}.{self.cfg.lab_domain}", user=user, lab_domain=self.cfg.lab_domain
         )
-        return self.k3d.kubeconfig(record["cluster"], server, record["ports"]["api"])
+        k3d = self._k3d_for(user)
+        return k3d.kubeconfig(record["cluster"], server, record["ports"]["api"])
 
     # ----- reconcile and reaper ----------------------------------------------------------------------------
 
     def reconcile(self) -> None:
         """Align records with what k3d reports; adopt clusters labd made but forgot."""
-        actual = self.k3d.list()
+        actual = self._list_every_engine()
         with self._state_lock:
             known = {r["cluster"]: u for u, r in self.users.items()}
             for record in self.users.values():
                 info = actual.get(record["cluster"])
                 record["state"] = ABSENT if info is None else (RUNNING if info.running else STOPPED)
-                if info is not None and info.ports is not None and info.ports != record["ports"]:
+                if info is not None and info.ports is not None and self._ports_taken(info.ports, record):
+                    log.error(
+                        "cluster %s says it is published on %s, ports of another student's record; keeping %s",
+                        record["cluster"],
+                        info.ports,
+                        record["ports"],
+                    )
+                elif info is not None and info.ports is not None and info.ports != record["ports"]:
                     # Traefik must route to where the cluster really is, whatever the record says.
                     log.warning(
                         "cluster %s is published on %s, not on the recorded %s; recording what k3d says",
@@ -418,7 +465,9 @@ class LabService:
                 record = self._record(user)
                 record["state"] = RUNNING if info.running else STOPPED
                 record["initialized"] = True
-                if info.ports is not None:
+                if info.ports is not None and self._ports_taken(info.ports, record):
+                    log.error("adopted cluster %s lists ports %s another record holds; reallocated", name, info.ports)
+                elif info.ports is not None:
                     # The ports the cluster is really published on: routes keep pointing at it.
                     record["ports"] = dict(info.ports)
                     log.warning("adopted cluster %s for %s with its published ports %s", name, user, info.ports)
@@ -426,6 +475,39 @@ class LabService:
                     log.warning("adopted cluster %s for %s; k3d lists no ports for it, reallocated", name, user)
             self._save()
         self._write_routes()
+
+    def _ports_taken(self, ports: dict[str, int], mine: dict[str, Any]) -> bool:
+        """Whether any of ports is recorded for another student (whose routes must not move to it)."""
+        with self._state_lock:
+            others = {p for r in self.users.values() if r is not mine for p in r["ports"].values()}
+        return bool(set(ports.values()) & others)
+
+    def _list_every_engine(self) -> dict[str, Any]:
+        """k3d's view of every cluster: the shared engine's, or each student's own cluster from their engine.
+
+        A student's engine is theirs to fill (an escape from a node gives its owner the engine), so from
+        it labd takes only the cluster of that student's name, and never lets one override another record.
+        """
+        if self.cfg.engine != ROOTLESS:
+            return self.k3d.list()
+        actual: dict[str, Any] = {}
+        # Only students labd made an engine for can have a cluster; asking about others would make them one.
+        for user in self.engines.students():
+            try:
+                was_running = self._k3d_if_running(user) is not None
+                k3d = self._k3d_for(user)
+                cluster = cluster_name(self.cfg.cluster_prefix, user)
+                info = k3d.list().get(cluster)
+            except K3dError as err:
+                # One student's broken engine must not keep labd from serving the others.
+                log.error("cannot list %s's engine at reconcile: %s", user, err)
+                continue
+            if info is not None:
+                actual[cluster] = info
+            if not was_running and not (info is not None and info.running):
+                # Started only to be asked: a stopped cluster's engine stays stopped.
+                self.engines.stop(user)
+        return actual
 
     def reap(self) -> list[str]:
         """Stop clusters nobody uses; drop sessions not refreshed within sessionTtl."""
