@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from labd.k3d import K3dError
+
 K3D_API_VERSION = "k3d.io/v1alpha5"
 # k3d prefixes container names with "k3d-" and uses the cluster name as a
 # hostname, so keep it a short RFC 1123 label.
@@ -190,8 +192,12 @@ def _substitute(value: Any, values: Mapping[str, str], where: str) -> Any:
     return value
 
 
-class PublishAddressError(ValueError):
-    """backendHost cannot be the address k3d publishes a student's ingress on."""
+class PublishAddressError(K3dError, ValueError):
+    """backendHost cannot be the address k3d publishes a student's ingress on.
+
+    A K3dError so that labd's ensure records it as the cluster's error (the
+    student's status says why) instead of dying in its worker thread.
+    """
 
 
 def publish_address(backend_host: str) -> str:
