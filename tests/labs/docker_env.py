@@ -4,9 +4,10 @@
 temporary directory: data root, exec root (and the containerd it starts
 there), pid file and a unix socket (DOCKER_HOST=unix://...). It runs inside a
 network namespace of its own (`ip netns add`), so the bridges k3d creates and
-the ports it publishes (k3d binds them on 0.0.0.0) exist only there; clients
+the ports it publishes (labd's ingress ports on backendHost, 127.0.0.1 in the
+tests; the API port on 0.0.0.0) exist only there; clients
 reach the engine through the socket, and tests reach published ports with
-`Dockerd.fetch` (busybox wget inside that namespace). It also changes no
+`Dockerd.fetch` (a Python urllib GET inside that namespace). It also changes no
 firewall rules (`--iptables=false --ip-masq=false`: published ports go
 through docker-proxy) and has no default bridge (`--bridge=none`: k3d makes
 its own network). Its default runtime is

@@ -97,6 +97,12 @@ def split_port(spec: str) -> tuple[str | None, str, str]:
     return (parts[-2] if len(parts) >= 2 else None), parts[-1], proto or "tcp"
 
 
+def host_ip(spec: str) -> str | None:
+    """The address of a valid `ip:hostPort:containerPort[/proto]`, or None when the spec names none."""
+    parts = spec.partition("/")[0].split(":")
+    return parts[0] if len(parts) == 3 else None
+
+
 HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 # The k3d.io/v1alpha5 "Simple" schema, transcribed: key -> expected type or nested spec.
@@ -343,12 +349,18 @@ def cluster_create(state: State, args: list[str]) -> str:
             )
     maybe_fail("create")
     delay()
-    # As k3d publishes them on the loadbalancer: the API port keyed without a protocol
-    mappings = {"6443": [{"HostIp": "", "HostPort": api_port}]}
+    # As k3d publishes them on the loadbalancer: the API port keyed without a
+    # protocol, on kubeAPI.hostIP (k3d's default "0.0.0.0"); every other port
+    # on the address its spec names, else HostIp "" (all addresses): the real
+    # k3d's HostIp values (test_k3d_real.py). The clash check above is by port alone: stricter than
+    # Docker when two specific addresses share a port, which labd never does.
+    api_ip = config.get("kubeAPI", {}).get("hostIP") or "0.0.0.0"
+    mappings = {"6443": [{"HostIp": api_ip, "HostPort": api_port}]}
     for entry in config.get("ports", []):
         host, container, proto = split_port(entry["port"])
         if host and "loadbalancer" in entry.get("nodeFilters", ["loadbalancer"]):
-            mappings[f"{container}/{proto}"] = [{"HostIp": "", "HostPort": host}]
+            binding = {"HostIp": host_ip(entry["port"]) or "", "HostPort": host}
+            mappings.setdefault(f"{container}/{proto}", []).append(binding)
     state.clusters[name] = {
         "servers": servers,
         "agents": agents,

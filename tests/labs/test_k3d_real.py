@@ -113,17 +113,53 @@ def test_ports_and_labels_labd_relies_on(k3d: RealK3d, alice: ClusterValues) -> 
     assert server["Config"]["Labels"]["k3d.server.api.port"] == str(alice.api_port)
     assert lb["Config"]["Labels"]["k3d.role"] == "loadbalancer"
     assert server["HostConfig"]["Privileged"] is True  # k3d insists; the runtime wrapper drops one capability
-    bindings = {port: [b["HostPort"] for b in binds] for port, binds in lb["HostConfig"]["PortBindings"].items()}
-    # k3d writes the API port's key without a protocol ("6443", not "6443/tcp")
-    assert bindings == {
-        "6443": [str(alice.api_port)],
-        "80/tcp": [str(alice.http_port)],
-        "443/tcp": [str(alice.https_port)],
+    bindings = {
+        port: [(b["HostIp"], b["HostPort"]) for b in binds] for port, binds in lb["HostConfig"]["PortBindings"].items()
     }
+    # k3d writes the API port's key without a protocol ("6443", not "6443/tcp"). The ingress
+    # ports are on backendHost (127.0.0.1 here) only; the API on all addresses (k3d's default)
+    assert bindings == {
+        "6443": [("0.0.0.0", str(alice.api_port))],
+        "80/tcp": [("127.0.0.1", str(alice.http_port))],
+        "443/tcp": [("127.0.0.1", str(alice.https_port))],
+    }
+    # what `k3d cluster list -o json` reports (what labd re-adopts from) says the same
+    listed = next(n for n in k3d.listed()[alice.cluster]["nodes"] if n["role"] == "loadbalancer")
+    assert {k: [(b["HostIp"], b["HostPort"]) for b in v] for k, v in listed["portMappings"].items()} == bindings
     assert server["HostConfig"]["PortBindings"] in ({}, None)  # everything goes through the loadbalancer
     # the published ports reach the server node's container through the loadbalancer
     assert f"k3s STAND-IN api k3d-{alice.cluster}-server-0" in (k3d.engine.fetch(alice.api_port) or "")
     assert f"k3s STAND-IN ingress k3d-{alice.cluster}-server-0" in (k3d.engine.fetch(alice.http_port) or "")
+
+
+def other_addresses(engine: Dockerd) -> list[str]:
+    """The engine namespace's IPv4 addresses other than loopback (the k3d networks' gateways)."""
+    out = engine.in_netns("ip", "-4", "-o", "addr", "show").stdout
+    found = [line.split()[3].split("/")[0] for line in out.splitlines() if " lo " not in line]
+    assert found, out
+    return found
+
+
+def connects(engine: Dockerd, host: str, port: int) -> bool:
+    """Whether a TCP connection to host:port succeeds inside the engine's namespace."""
+    script = "import socket, sys\nsocket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5).close()\n"
+    return engine.in_netns(sys.executable, "-c", script, host, str(port)).returncode == 0
+
+
+def test_ingress_is_unreachable_on_any_other_address(k3d: RealK3d, alice: ClusterValues) -> None:
+    """Published on backendHost only: from another address of the lab host (here: the engine's
+    namespace) a student's HTTP/HTTPS ports refuse, so Traefik is the only way in. The API port
+    stays open there (the login server uses it; it is the cluster's own TLS API)."""
+    assert k3d.listed()[alice.cluster]["serversRunning"] == 1
+    assert connects(k3d.engine, "127.0.0.1", alice.http_port)
+    assert connects(k3d.engine, "127.0.0.1", alice.https_port)
+    for address in other_addresses(k3d.engine):
+        assert not connects(k3d.engine, address, alice.http_port), address
+        assert not connects(k3d.engine, address, alice.https_port), address
+        assert k3d.engine.fetch(alice.http_port, host=address) is None
+        assert f"k3s STAND-IN api k3d-{alice.cluster}-server-0" in (
+            k3d.engine.fetch(alice.api_port, host=address) or ""
+        )
 
 
 def test_kubeconfig_get_and_labds_rewrite(k3d: RealK3d, alice: ClusterValues) -> None:
@@ -204,7 +240,9 @@ def _shape(item: dict[str, Any]) -> dict[str, Any]:
     return {
         **{k: item[k] for k in keys},
         "nodes": sorted((n["name"], n["role"], n["State"]["Running"]) for n in item["nodes"]),
-        "published": {port: [b["HostPort"] for b in binds] for port, binds in lb["portMappings"].items()},
+        "published": {
+            port: [(b["HostIp"], b["HostPort"]) for b in binds] for port, binds in lb["portMappings"].items()
+        },
     }
 
 
@@ -220,7 +258,10 @@ def test_the_double_claims_what_the_real_k3d_does(k3d: RealK3d, tmp_path: Path) 
             env={"K3D_DOUBLE_DIR": str(tmp_path / "double"), "PATH": "/usr/bin:/bin"},
         )
 
-    path, dave = k3d.config("dave")
+    # with one more port of the template's own, published without an address (k3d: on 0.0.0.0)
+    path, dave = k3d.config(
+        "dave", {**DEFAULT_TEMPLATE, "ports": [{"port": f"{free_port()}:8080", "nodeFilters": ["loadbalancer"]}]}
+    )
     clash, ivan = k3d.config(
         "ivan", {**DEFAULT_TEMPLATE, "ports": [{"port": f"{dave.http_port}:80", "nodeFilters": ["loadbalancer"]}]}
     )
@@ -269,7 +310,8 @@ def test_the_double_claims_what_the_real_k3d_does(k3d: RealK3d, tmp_path: Path) 
     finally:
         k3d("cluster", "delete", dave.cluster)
         k3d("cluster", "delete", ivan.cluster)
-    assert double_list == real_list
+    for index, (claimed, real) in enumerate(zip(double_list, real_list, strict=True)):
+        assert claimed == real, f"step {index}: the double claims {claimed!r}, the real k3d gives {real!r}"
 
 
 def wait_running(labd: Labd, user: str, what: str) -> None:
@@ -292,8 +334,12 @@ def test_labd_drives_the_real_k3d(k3d: RealK3d, tmp_path: Path, labd_factory: li
     wait_running(labd, "erin", "erin's cluster running")
     ports = labd.status("erin")["ports"]
     lb = k3d.containers("lab-erin")["k3d-lab-erin-serverlb"]
-    bindings = {port: binds[0]["HostPort"] for port, binds in lb["HostConfig"]["PortBindings"].items()}
-    assert bindings == {"6443": str(ports["api"]), "80/tcp": str(ports["http"]), "443/tcp": str(ports["https"])}
+    bindings = {port: (b[0]["HostIp"], b[0]["HostPort"]) for port, b in lb["HostConfig"]["PortBindings"].items()}
+    assert bindings == {
+        "6443": ("0.0.0.0", str(ports["api"])),
+        "80/tcp": ("127.0.0.1", str(ports["http"])),
+        "443/tcp": ("127.0.0.1", str(ports["https"])),
+    }
     assert "k3s STAND-IN ingress k3d-lab-erin-server-0" in (k3d.engine.fetch(ports["http"]) or "")
     status, kubeconfig = labd.request("GET", "/v1/users/erin/kubeconfig", "erin")
     assert status == 200, kubeconfig
@@ -345,6 +391,9 @@ def test_labd_readopts_real_clusters_on_their_published_ports_after_losing_its_s
             assert labd.status(user)["state"] == "running"
             body = k3d.engine.fetch(ports[user]["http"]) or ""
             assert f"ingress k3d-lab-{user}-server-0" in body
+            # still on backendHost only, after re-adoption as before
+            lb = k3d.containers(f"lab-{user}")[f"k3d-lab-{user}-serverlb"]["HostConfig"]["PortBindings"]
+            assert [b["HostIp"] for b in lb["80/tcp"] + lb["443/tcp"]] == ["127.0.0.1", "127.0.0.1"]
         # a new student gets ports neither adopted cluster uses
         status, body = labd.request("POST", "/v1/users/hana/ensure", "hana")
         assert status == 202, body

@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                 cfg.class_name,
                 cfg.term,
                 cfg.lab_domain,
+                cfg.backend_host,
             )
             sys.stdout.write(to_yaml(render_k3d_config(cfg.k3d_template, values)))
             return 0

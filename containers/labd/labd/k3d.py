@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import subprocess
@@ -31,7 +32,17 @@ class ClusterInfo:
 
 
 def _published_ports(nodes: Any) -> dict[str, int] | None:
-    found: dict[str, int] = {}
+    """The host ports of the loadbalancer's API, HTTP and HTTPS bindings, from `k3d cluster list -o json`.
+
+    k3d reports each binding's HostIp ("127.0.0.1" when labd published the port
+    on backendHost, "0.0.0.0" for the API port and for clusters an older labd
+    made). Where one container port has several bindings (a template may add
+    its own), the one on a specific address wins over one on all addresses,
+    since that is the one labd publishes for Traefik. An HTTP/HTTPS port found
+    only on all addresses is still adopted (its routes stay right) but logged:
+    that cluster is reachable past Traefik until it is recreated.
+    """
+    found: dict[str, tuple[bool, int, str]] = {}
     for node in nodes if isinstance(nodes, list) else []:
         if not isinstance(node, dict) or node.get("role") != "loadbalancer":
             continue
@@ -41,11 +52,25 @@ def _published_ports(nodes: Any) -> dict[str, int] | None:
             if name is None or not isinstance(bindings, list):
                 continue
             for binding in bindings:
-                port = str(binding.get("HostPort", "")) if isinstance(binding, dict) else ""
-                if port.isdigit() and 0 < int(port) < 65536:
-                    found[name] = int(port)
-                    break
-    return found if set(found) == set(PORT_NAMES.values()) else None
+                if not isinstance(binding, dict):
+                    continue
+                port, address = str(binding.get("HostPort", "")), str(binding.get("HostIp") or "")
+                if not (port.isdigit() and 0 < int(port) < 65536):
+                    continue
+                specific = address not in ("", "0.0.0.0", "::")  # noqa: S104 (reads k3d's bindings, binds nothing)
+                if name not in found or (specific and not found[name][0]):
+                    found[name] = (specific, int(port), address)
+    if set(found) != set(PORT_NAMES.values()):
+        return None
+    for name in ("http", "https"):
+        if not found[name][0]:
+            logging.getLogger(__name__).warning(
+                "%s port %d is published on all addresses (%s): reachable past Traefik until recreated",
+                name,
+                found[name][1],
+                found[name][2] or "no address",
+            )
+    return {name: port for name, (_, port, _) in found.items()}
 
 
 class K3d:

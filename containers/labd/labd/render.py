@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -19,6 +20,8 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from labd.k3d import K3dError
 
 K3D_API_VERSION = "k3d.io/v1alpha5"
 # k3d prefixes container names with "k3d-" and uses the cluster name as a
@@ -158,6 +161,9 @@ class ClusterValues:
     class_name: str
     term: str
     lab_domain: str
+    # The lab host address the HTTP/HTTPS ingress ports are published on: labd's
+    # backendHost, the address Traefik reaches them at (see publish_address).
+    bind_host: str = "127.0.0.1"
 
     def mapping(self) -> dict[str, str]:
         return {
@@ -186,35 +192,91 @@ def _substitute(value: Any, values: Mapping[str, str], where: str) -> Any:
     return value
 
 
+class PublishAddressError(K3dError, ValueError):
+    """backendHost cannot be the address k3d publishes a student's ingress on.
+
+    A K3dError so that labd's ensure records it as the cluster's error (the
+    student's status says why) instead of dying in its worker thread.
+    """
+
+
+def publish_address(backend_host: str) -> str:
+    """The IPv4 address to publish a student's ingress ports on, from labd's backendHost.
+
+    Without one, k3d (Docker) publishes them on 0.0.0.0: anyone on the lab
+    host's network would reach a student's cluster directly, past Traefik's
+    Host/SNI routing. So they are published on the one address Traefik uses.
+    "localhost" means 127.0.0.1. Any other name is refused rather than
+    resolved: Docker binds an address, and a name resolved once at create time
+    would silently go stale when DNS changes. 0.0.0.0 is refused (it is the
+    hole this closes). IPv6 literals are refused too: k3d's `[ip:]` form
+    with an IPv6 address was not checked against the real k3d here.
+    """
+    host = backend_host.strip()
+    if host == "localhost":
+        return "127.0.0.1"
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        raise PublishAddressError(
+            f"backendHost {backend_host!r} is a name; labd publishes students' ingress ports on an address "
+            "(k3d binds addresses, and a name resolved at create time goes stale): give its IPv4 address"
+        ) from None
+    if address.version != 4:
+        raise PublishAddressError(f"backendHost {backend_host!r}: only IPv4 addresses are supported for publishing")
+    if address.is_unspecified:
+        raise PublishAddressError(
+            f"backendHost {backend_host!r} would publish every student's ingress on all addresses, past Traefik"
+        )
+    return str(address)
+
+
 def render_k3d_config(template: Mapping[str, Any], values: ClusterValues) -> dict[str, Any]:
     """The k3d `Simple` config for one student.
 
     Placeholders ($user, $cluster, $api_port, $http_port, $https_port, $class,
     $term, $lab_domain, $host) are substituted in every string. labd then
     pins what it relies on: the cluster name, the API port it hands out in
-    kubeconfigs, the HTTP/HTTPS ports Traefik routes to, and that k3d must not
-    rewrite root's default kubeconfig on the lab host.
+    kubeconfigs, the HTTP/HTTPS ports Traefik routes to (published on
+    values.bind_host only, see publish_address), and that k3d must not rewrite
+    root's default kubeconfig on the lab host.
+
+    The API port keeps k3d's default (all addresses, or the template's
+    kubeAPI.hostIP): the kubeconfigs labd hands out point the login server at
+    it, so it must stay reachable from there; it is the cluster's own TLS API,
+    behind its client certificates, not a route Traefik guards.
     """
     config: dict[str, Any] = _substitute(copy.deepcopy(dict(template)), values.mapping(), "k3d.template")
     config["apiVersion"] = K3D_API_VERSION
     config["kind"] = "Simple"
     config["metadata"] = {**config.get("metadata", {}), "name": values.cluster}
     config["kubeAPI"] = {**config.get("kubeAPI", {}), "hostPort": str(values.api_port)}
-    ports = list(config.get("ports", []))
+    bind = publish_address(values.bind_host)
     wanted = [
-        {"port": f"{values.http_port}:80", "nodeFilters": ["loadbalancer"]},
-        {"port": f"{values.https_port}:443", "nodeFilters": ["loadbalancer"]},
+        {"port": f"{bind}:{values.http_port}:80", "nodeFilters": ["loadbalancer"]},
+        {"port": f"{bind}:{values.https_port}:443", "nodeFilters": ["loadbalancer"]},
     ]
-    for entry in wanted:
-        if not any(isinstance(p, Mapping) and p.get("port") == entry["port"] for p in ports):
-            ports.append(entry)
-    config["ports"] = ports
+    ours = {str(values.http_port), str(values.https_port)}
+    # A template entry naming one of labd's host ports (with or without an
+    # address) is replaced by labd's, so it cannot widen the binding.
+    ports = [
+        p
+        for p in config.get("ports", [])
+        if not (isinstance(p, Mapping) and _host_port(str(p.get("port", ""))) in ours)
+    ]
+    config["ports"] = ports + wanted
     options = dict(config.get("options", {}))
     kubeconfig = dict(options.get("kubeconfig", {}))
     kubeconfig.update({"updateDefaultKubeconfig": False, "switchCurrentContext": False})
     options["kubeconfig"] = kubeconfig
     config["options"] = options
     return config
+
+
+def _host_port(spec: str) -> str | None:
+    """The host port of a k3d `[ip:][hostPort:]containerPort[/proto]` spec, if it names one."""
+    parts = spec.partition("/")[0].split(":")
+    return parts[-2] if len(parts) >= 2 else None
 
 
 def traefik_dynamic_config(

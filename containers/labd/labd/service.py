@@ -328,6 +328,7 @@ class LabService:
                         self.cfg.class_name,
                         self.cfg.term,
                         self.cfg.lab_domain,
+                        self.cfg.backend_host,
                     )
                     config = render_k3d_config(self.cfg.k3d_template, values)
                     path = os.path.join(self.cfg.work_dir, f"{cluster}.yaml")
