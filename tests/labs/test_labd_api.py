@@ -315,6 +315,11 @@ def run_labd(*args: str) -> subprocess.CompletedProcess[str]:
         ({"portLimit": 20001}, "config key 'portLimit'"),
         ({"kubeconfigServer": "${nope}.example.edu"}, "config key 'kubeconfigServer'"),
         ({"colour": "blue"}, "config key 'colour'"),
+        # backendHost is also the one address students' ingress is published on: refused at start, not at the
+        # first ensure (a name would be resolved once and go stale; 0.0.0.0 is every address, past Traefik)
+        ({"backendHost": "traefik.lab.example.edu"}, "config key 'backendHost': got 'traefik.lab.example.edu'"),
+        ({"backendHost": "0.0.0.0"}, "config key 'backendHost': got '0.0.0.0'; expected an IPv4 address"),
+        ({"backendHost": "::1"}, "config key 'backendHost'"),
         ({"engine": "docker"}, "config key 'engine': got 'docker'; expected one of 'shared', 'rootless'"),
         ({"engine": "shared", "rootless": {}}, "config key 'rootless'"),
         ({"engine": "rootless", "rootless": {"userPrefix": "Lab_"}}, "config key 'rootless.userPrefix'"),

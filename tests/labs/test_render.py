@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,8 +20,6 @@ from labd.render import (
     to_yaml,
     valid_cluster_label,
 )
-
-from tests.labs.support import Labd, wait_for
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**53), 2**53), st.text(max_size=30))
 keys = st.text(min_size=1, max_size=12)
@@ -143,16 +140,3 @@ def test_published_ports_of_an_old_wide_open_cluster_are_adopted_and_logged(capl
 def test_published_ports_need_all_three() -> None:
     assert _published_ports(lb(("6443", "0.0.0.0", "20000"), ("80/tcp", "127.0.0.1", "20001"))) is None
     assert _published_ports(lb(("6443", "0.0.0.0", "x"), ("80/tcp", "", "1"), ("443/tcp", "", "2"))) is None
-
-
-def test_labd_with_a_name_for_backend_host_reports_why_it_creates_nothing(tmp_path: Path) -> None:
-    labd = Labd(tmp_path / "labd", backendHost="traefik.lab.example.edu")
-    labd.start()
-    try:
-        status, body = labd.request("POST", "/v1/users/alice/ensure", "alice")
-        assert status == 202, body
-        wait_for(lambda: labd.status("alice")["state"] == "error", what="alice's ensure failed")
-        assert "is a name" in labd.status("alice")["error"]
-        assert labd.double.mutating() == []
-    finally:
-        labd.stop()

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labd.engines import ENGINES, ROOTLESS, RootlessConfig
-from labd.render import PLACEHOLDERS, ClusterValues, render_k3d_config
+from labd.render import PLACEHOLDERS, ClusterValues, PublishAddressError, publish_address, render_k3d_config
 
 TOP_LEVEL_K3D_KEYS = {
     "apiVersion",
@@ -377,7 +377,7 @@ def parse_config(raw: Mapping[str, Any]) -> LabdConfig:
         max_clock_skew=_seconds(raw, "maxClockSkew", 60, 1),
         port_base=port_base,
         port_limit=port_limit,
-        backend_host=_get(raw, "backendHost", str, "127.0.0.1", "the address Traefik reaches cluster ports on"),
+        backend_host=_backend_host(raw),
         kubeconfig_server=kubeconfig_server,
         traefik_file=_get(traefik, "file", str, "", "a path for Traefik's file provider", "traefik."),
         traefik_http_entrypoint=_get(traefik, "httpEntryPoint", str, "web", "an entry point name", "traefik."),
@@ -387,6 +387,17 @@ def parse_config(raw: Mapping[str, Any]) -> LabdConfig:
         cleanup_hook=_webhook(hooks.get("cleanup"), "hooks.cleanup"),
         roster_file=_get(raw, "rosterFile", str, "", "a path to a file with one user name per line"),
     )
+
+
+def _backend_host(raw: Mapping[str, Any]) -> str:
+    """backendHost: where Traefik reaches cluster ports, and the one address labd publishes them on."""
+    accepted = "an IPv4 address or 'localhost' (not 0.0.0.0, not a host name): Traefik's way to the clusters"
+    host = _get(raw, "backendHost", str, "127.0.0.1", accepted)
+    try:
+        publish_address(host)
+    except PublishAddressError:
+        raise LabdConfigError("backendHost", host, accepted) from None
+    return host
 
 
 def load_config(path: str) -> LabdConfig:
