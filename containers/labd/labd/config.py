@@ -392,7 +392,7 @@ def parse_config(raw: Mapping[str, Any]) -> LabdConfig:
 def _backend_host(raw: Mapping[str, Any]) -> str:
     """backendHost: where Traefik reaches cluster ports, and the one address labd publishes them on."""
     accepted = "an IPv4 address or 'localhost' (not 0.0.0.0, not a host name): Traefik's way to the clusters"
-    host = _get(raw, "backendHost", str, "127.0.0.1", accepted)
+    host: str = _get(raw, "backendHost", str, "127.0.0.1", accepted)
     try:
         publish_address(host)
     except PublishAddressError:
