@@ -353,7 +353,8 @@ def main() -> int:
 
 `bench/k3d_bench.py`, {rounds}, {when}, on this
 {cpu}-core machine ({platform.machine()}, Linux {platform.release()}), {elapsed / 60:.0f} min in all.
-1-minute load average at the start, then after each engine's part: {load}.
+1-minute load average at the start, then after each engine's part: {load} (the first is the rest of
+the machine; the later ones are mostly this bench's own engines and clusters on 2 cores).
 The real k3d v5.8.3 (toolchain build)
 on a throwaway Debian dockerd 20.10 (overlay2, cgroupfs, in its own network namespace), with the
 **stand-in** node, proxy and tools images of tests/labs/k3s_standin: busybox scripts that print what k3d
@@ -400,10 +401,11 @@ labd's figures are timed from its HTTP request (as the session hook sends it) un
 running / stopped, polled every 20 ms; they hold its `k3d cluster list` before each operation, the
 reaper's 0.1 s period on the stop path, and writing the Traefik routes. On the rootless stop path labd
 says stopped after k3d stop and only then stops the engine, so the engine's stop is the difference of
-the two stop rows. The session hook, sshd and the login server are not in them (bench/results/labd.md
-has those, with the k3d double). In production `stopGrace` (default 60 s) delays the stop on purpose.
-Where `k3d cluster start` spends its seconds beyond `docker start` (it waits for the node's and the
-loadbalancer's log lines) was not profiled.
+the two stop rows. Of the engine's stop, about 1.1 s is rootlesskit and dockerd shutting down (labd's
+`stop` returns once rootlesskit has exited, polling every 0.1 s). The session hook, sshd and the login
+server are not in them (bench/results/labd.md has those, with the k3d double). In production `stopGrace`
+(default 60 s) delays the stop on purpose. Where `k3d cluster start` spends its seconds beyond `docker
+start` (it waits for the node's and the loadbalancer's log lines) was not profiled.
 """
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
