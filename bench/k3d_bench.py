@@ -45,9 +45,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "containers" / "labd"))
-
 from labd.engines import RootlessConfig, RootlessEngines  # noqa: E402
 
+from bench import publish  # noqa: E402
 from tests.labs.docker_env import Dockerd, build_standin_images  # noqa: E402
 from tests.labs.rootless_env import RootlessLab, missing_tools, tun_problem  # noqa: E402
 from tests.labs.support import Labd  # noqa: E402
@@ -407,10 +407,7 @@ server are not in them (bench/results/labd.md has those, with the k3d double). I
 (default 60 s) delays the stop on purpose. Where `k3d cluster start` spends its seconds beyond `docker
 start` (it waits for the node's and the loadbalancer's log lines) was not profiled.
 """
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    print(text)
-    return 0
+    return publish(args.out, text)
 
 
 if __name__ == "__main__":

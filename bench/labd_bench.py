@@ -22,7 +22,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-
+sys.path.insert(
+    0, str(REPO / "containers" / "labd")
+)  # labd, imported by the tests helpers (pytest has it on pythonpath)
+from bench import publish  # noqa: E402
 from tests.labs.sshd_env import SshdEnv, home  # noqa: E402
 from tests.labs.support import Labd, wait_for  # noqa: E402
 
@@ -95,10 +98,7 @@ start time (not measured here: no Docker on this machine) to the kubeconfig figu
 (default 60 s) to the stop figure. Neither login nor logout waits for any of this: the hook returns to
 PAM at once and does its work in a detached process.
 """
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    print(text)
-    return 0
+    return publish(args.out, text)
 
 
 if __name__ == "__main__":

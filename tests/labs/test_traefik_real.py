@@ -30,7 +30,7 @@ import pytest
 from tests.labs.docker_env import Dockerd
 from tests.labs.support import Labd, free_port, wait_for
 from tests.labs.test_k3d_real import RealK3d, wait_running
-from tests.labs.test_traefik_routes import find_traefik
+from tests.labs.test_traefik_routes import find_traefik, traefik_argv
 
 DOMAIN = "lab.example.edu"
 USERS = ("alice", "bob")
@@ -116,14 +116,7 @@ def stack(k3d_binary: str, docker_engine: Dockerd, tmp_path_factory: pytest.Temp
             [
                 "nsenter",
                 f"--net=/run/netns/{docker_engine.netns}",
-                traefik,
-                f"--entryPoints.web.address=127.0.0.1:{web}",
-                f"--entryPoints.websecure.address=127.0.0.1:{websecure}",
-                f"--providers.file.filename={labd.config['traefik']['file']}",
-                "--providers.file.watch=true",
-                "--log.level=DEBUG",
-                "--global.checkNewVersion=false",
-                "--global.sendAnonymousUsage=false",
+                *traefik_argv(traefik, web, websecure, labd.config["traefik"]["file"]),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

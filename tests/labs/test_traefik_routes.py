@@ -48,6 +48,20 @@ if TRAEFIK is None:
 DOMAIN = "lab.example.edu"
 
 
+def traefik_argv(binary: str, web: int, websecure: int, routes_file: str) -> list[str]:
+    """Traefik on 127.0.0.1 with labd's file-provider routes (watched), nothing phoned home."""
+    return [
+        binary,
+        f"--entryPoints.web.address=127.0.0.1:{web}",
+        f"--entryPoints.websecure.address=127.0.0.1:{websecure}",
+        f"--providers.file.filename={routes_file}",
+        "--providers.file.watch=true",
+        "--log.level=DEBUG",
+        "--global.checkNewVersion=false",
+        "--global.sendAnonymousUsage=false",
+    ]
+
+
 def free_block(size: int) -> int:
     """A base port whose next `size` ports are free now (labd allocates 3 per student)."""
     for _ in range(200):
@@ -128,16 +142,7 @@ def stack(tmp_path: Path, labd_factory: list[Labd]) -> Iterator[dict[str, Any]]:
     web, websecure = free_port(), free_port()
     log = open(tmp_path / "traefik.log", "ab")  # noqa: SIM115 (closed below)
     traefik = subprocess.Popen(
-        [
-            str(TRAEFIK),
-            f"--entryPoints.web.address=127.0.0.1:{web}",
-            f"--entryPoints.websecure.address=127.0.0.1:{websecure}",
-            f"--providers.file.filename={daemon.config['traefik']['file']}",
-            "--providers.file.watch=true",
-            "--log.level=DEBUG",
-            "--global.checkNewVersion=false",
-            "--global.sendAnonymousUsage=false",
-        ],
+        traefik_argv(str(TRAEFIK), web, websecure, daemon.config["traefik"]["file"]),
         stdout=log,
         stderr=subprocess.STDOUT,
     )
