@@ -10,9 +10,10 @@ Two levels:
   host routing by Host and by SNI to each student's real cluster;
 - the LabHost component under the REAL Pulumi engine and pulumi-command
   provider (`pulumi up` with a local file backend), run inside the namespace.
-  That test keeps the k3d DOUBLE: it asserts "a no-op `up` makes no k3d call
-  at all" and "a refused host gets no call", which only the double's call log
-  can show (a real engine shows state, not the calls that did not change it).
+  That test still runs the k3d DOUBLE: it asserts "a no-op `up` makes no
+  mutating k3d call" and "a refused host gets no call" from the double's call
+  log. On the real engine the same claims would read as unchanged container
+  Ids and StartedAt times (not done yet: three more real clusters per run).
 """
 
 from __future__ import annotations
