@@ -3,8 +3,13 @@
 The "lab host" is this machine seen through sshd inside a fresh network
 namespace (10.231.x addresses on that namespace's loopback, invisible outside
 it). labd and the installer really run there, as root, under a
-per-test install root; k3d is the k3d DOUBLE from tests/labs/k3d_double.py
-(k3d and Docker cannot run here).
+per-test install root. `lab_engine` starts a throwaway dockerd (tests/labs/docker_env.py)
+INSIDE that same namespace, with the stand-in node images, so the ports the
+REAL k3d publishes for labd are where the lab host's labd and Traefik look
+(`real_k3d` is the k3d wrapper labd runs: DOCKER_HOST of that engine baked in,
+since labd's environment comes from sshd). The k3d DOUBLE from
+tests/labs/k3d_double.py (`k3d_double`) remains for the tests that need no
+engine or count k3d calls.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from tests.labs.docker_env import Dockerd, DockerdError, build_standin_images
 
 REPO = Path(__file__).resolve().parents[2]
 DOUBLE = REPO / "tests" / "labs" / "k3d_double.py"
@@ -185,6 +193,55 @@ def sshd_factory(netns: Netns, tmp_path: Path) -> Iterator[list[Sshd]]:
                 server.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 server.proc.kill()
+
+
+def _missing(what: str) -> None:
+    # Under CI a skip would hide that the real-engine tests proved nothing.
+    if os.environ.get("CI"):
+        pytest.fail(what)
+    pytest.skip(what)
+
+
+def toolchain_binary(name: str) -> Path | None:
+    """name from the toolchain (tools/toolchain.sh dir), else from PATH."""
+    out = run("bash", str(REPO / "tools" / "toolchain.sh"), "dir", check=False).stdout.strip()
+    path = Path(out) / "bin" / name if out else None
+    if path is not None and os.access(path, os.X_OK):
+        return path
+    found = shutil.which(name)
+    return Path(found) if found else None
+
+
+@pytest.fixture
+def lab_engine(netns: Netns) -> Iterator[Dockerd]:
+    """A throwaway dockerd in the lab host's namespace, with the stand-in images; torn down after the test."""
+    if shutil.which("dockerd") is None or shutil.which("docker") is None:
+        _missing("no dockerd/docker on PATH: Debian's docker.io (tools/setup.sh system installs it)")
+    engine = Dockerd(Path(tempfile.mkdtemp(prefix="labhost-dockerd-")), netns=netns.name)
+    try:
+        engine.start()
+        build_standin_images(engine)
+    except (DockerdError, AssertionError) as err:
+        engine.stop()
+        pytest.fail(f"the throwaway Docker engine did not come up: {err}")
+    yield engine
+    engine.stop()
+
+
+def real_k3d(directory: Path, engine: Dockerd) -> Path:
+    """A `k3d` wrapper that runs the REAL k3d against engine (labd's env comes from sshd: no DOCKER_HOST)."""
+    binary = toolchain_binary("k3d")
+    if binary is None:
+        _missing('no k3d: tools/toolchain.sh k3d builds it (eval "$(tools/toolchain.sh env)")')
+    directory.mkdir(parents=True, exist_ok=True)
+    wrapper = directory / "k3d"
+    # K3D_FIX_DNS=0: k3d's DNS fix runs iptables inside the node; the stand-in image has none.
+    wrapper.write_text(
+        f"#!/bin/sh\nexport DOCKER_HOST={engine.host} DOCKER_CONFIG={engine.root}/client "
+        f'K3D_FIX_DNS=0\nexec {binary} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return wrapper
 
 
 def k3d_double(directory: Path) -> tuple[Path, Path]:

@@ -1,10 +1,19 @@
-"""LabHost against a real sshd in a network namespace; k3d is the DOUBLE.
+"""LabHost against a real sshd in a network namespace.
 
 Two levels:
 - the host-side scripts LabHost ships (CA verification, installer, cluster
-  create/delete) driven over real OpenSSH — needs no Pulumi engine;
+  create/delete) driven over real OpenSSH — needs no Pulumi engine. The
+  installer/cluster-command test and the edge-router test run the REAL k3d on a
+  real throwaway dockerd inside the lab host's namespace (conftest.lab_engine),
+  nodes being the stand-in images (tests/labs/k3s_standin): containers, k3d's
+  labels, published ports, stop on the last session close, Traefik on the lab
+  host routing by Host and by SNI to each student's real cluster;
 - the LabHost component under the REAL Pulumi engine and pulumi-command
   provider (`pulumi up` with a local file backend), run inside the namespace.
+  That test still runs the k3d DOUBLE: it asserts "a no-op `up` makes no
+  mutating k3d call" and "a refused host gets no call" from the double's call
+  log. On the real engine the same claims would read as unchanged container
+  Ids and StartedAt times (not done yet: three more real clusters per run).
 """
 
 from __future__ import annotations
@@ -24,7 +33,9 @@ import pytest
 from components.labconfig import LabHostSpec, parse_labs
 from components.labs import LABD_PACKAGE, VERIFY_SCRIPT, cluster_commands, install_command, install_manifest
 from tests.e2e.project import toolchain_env
-from tests.labhost.conftest import Ca, Netns, Sshd, k3d_double, run, start_sshd
+from tests.labhost.conftest import Ca, Netns, Sshd, k3d_double, real_k3d, run, start_sshd, toolchain_binary
+from tests.labs.docker_env import Dockerd
+from tests.labs.test_traefik_real import HTTP_CLIENT, TLS_CLIENT
 from tests.sshclient import ssh_argv as client_argv
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,8 +59,8 @@ def labs_raw(engine_key: Path, install_root: Path, k3d: Path, labd_port: int, **
                 "labdPort": labd_port,
                 "traefikBinary": "/nonexistent/traefik",
                 "python": "/usr/bin/python3",
-                # k3d here is the DOUBLE, which talks to no Docker engine: labd must not make host users and
-                # rootless engines for it. The rootless default is tests/labs/test_isolation.py's, for real.
+                # One engine for all: the DOUBLE talks to none, the real k3d to the test's throwaway dockerd
+                # (its DOCKER_HOST baked into the wrapper). The rootless default is tests/labs/test_isolation.py's.
                 "engine": "shared",
                 **host,
             }
@@ -91,6 +102,52 @@ def labd_healthy(ns: Netns, port: int) -> bool:
         check=False,
     )
     return probe.returncode == 0
+
+
+# Run inside the lab host's namespace: one request to labd, signed as the login server's hook signs it.
+LABD_CLIENT = """
+import json, sys, urllib.request, urllib.error
+from labd.auth import sign
+port, key_id, method, path, user, body = sys.argv[1:7]
+data = body.encode()
+host = f"10.231.0.2:{port}"
+headers = sign(sys.argv[7].encode(), key_id, method, path, user, data, host=host)
+request = urllib.request.Request(f"http://{host}{path}", data=data or None, method=method, headers=headers)
+try:
+    with urllib.request.urlopen(request, timeout=30) as r:
+        print(json.dumps({"status": r.status, "body": json.loads(r.read() or b"{}")}))
+except urllib.error.HTTPError as err:
+    print(json.dumps({"status": err.code, "body": err.read().decode(errors="replace")}))
+"""
+
+
+def labd_call(ns: Netns, port: int, method: str, path: str, user: str, body: Any = None) -> tuple[int, Any]:
+    """(status, body) of one signed request to the lab host's labd (the session key; admin for admin paths)."""
+    key_id = "admin" if user == "admin" else "session"
+    data = "" if body is None else json.dumps(body)
+    argv = [sys.executable, "-c", LABD_CLIENT, str(port), key_id, method, path, user, data, SECRET]
+    done = run(*ns.exec("env", f"PYTHONPATH={REPO / 'containers' / 'labd'}", *argv), check=False)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    return int(out["status"]), out["body"]
+
+
+def cluster_containers(docker: Dockerd, cluster: str) -> dict[str, dict[str, Any]]:
+    """name -> `docker inspect` of every container k3d labelled as cluster's."""
+    ids = docker.docker("ps", "-aq", "--filter", f"label=k3d.cluster={cluster}").stdout.split()
+    return {c["Name"].lstrip("/"): c for c in json.loads(docker.docker("inspect", *ids).stdout)} if ids else {}
+
+
+def running(docker: Dockerd, cluster: str) -> dict[str, bool]:
+    return {name: c["State"]["Running"] for name, c in cluster_containers(docker, cluster).items()}
+
+
+def wait_until(check: Any, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.3)
 
 
 # ------------------------------------------------------------------ scripts over real OpenSSH
@@ -213,28 +270,50 @@ def install_over_ssh(
     tmp_path: Path,
     students: list[str],
     port: int,
+    docker: Dockerd | None = None,
+    labd: dict[str, Any] | None = None,
     **host: Any,
 ) -> Installed:
-    """Ship labd the way LabHost does (staged package + installer manifest on stdin), over real OpenSSH."""
+    """Ship labd the way LabHost does (staged package + installer manifest on stdin), over real OpenSSH.
+
+    docker: labd's k3d is the REAL k3d on that engine (else the double); labd: keys set in the shipped labd.json.
+    """
     ca, _, engine = pki
     sshd_factory.append(start_sshd(netns, tmp_path / "sshd", "10.231.0.2", ca, "lab1.example.test", engine))
     root = tmp_path / "host-root"
-    k3d, state = k3d_double(tmp_path)
+    if docker is None:
+        k3d, state = k3d_double(tmp_path)
+    else:
+        k3d, state = real_k3d(tmp_path / "k3d", docker), tmp_path / "no-double"
     raw = labs_raw(engine, root, k3d, port, **host)
     labs = parse_labs({"labs": raw}, base_dir=tmp_path, people=[_Person(u) for u in students])
     spec = labs.hosts[0]
     stage = root / "var/lib/classroom-lab/stage/labd-test"
     shutil.copytree(LABD_PACKAGE, stage, ignore=shutil.ignore_patterns("__pycache__"))  # what CopyToRemote does
-    manifest = json.dumps(install_manifest(spec, labs, "cis90", "fall2026", str(stage), labs.students_on("lab1")))
+    built = install_manifest(spec, labs, "cis90", "fall2026", str(stage), labs.students_on("lab1"))
+    for item in built["files"]:
+        if labd and item["path"] == "/etc/labd/labd.json":
+            item["content"] = json.dumps({**json.loads(item["content"]), **labd})
+    manifest = json.dumps(built)
     ssh = ssh_argv(netns, ca, engine, tmp_path / "known_hosts", "10.231.0.2", "lab1.example.test")
     return Installed(spec, ssh, install_command(spec), manifest, root, state, port)
 
 
 def test_installer_and_cluster_commands_over_real_ssh(
-    netns: Netns, pki: tuple[Ca, Ca, Path], sshd_factory: list[Sshd], tmp_path: Path
+    netns: Netns, pki: tuple[Ca, Ca, Path], sshd_factory: list[Sshd], tmp_path: Path, lab_engine: Dockerd
 ) -> None:
-    host = install_over_ssh(netns, pki, sshd_factory, tmp_path, ["alice", "bob"], 18787)
-    spec, ssh, root, state = host.spec, host.ssh, host.root, host.state
+    # stopGrace 0 and a fast reaper: the stop on the last session close is seen within the test.
+    host = install_over_ssh(
+        netns,
+        pki,
+        sshd_factory,
+        tmp_path,
+        ["alice", "bob"],
+        18787,
+        docker=lab_engine,
+        labd={"stopGrace": 0, "reaperInterval": 0.5, "k3dTimeout": 120},
+    )
+    spec, ssh, root = host.spec, host.ssh, host.root
     stale = root / "var/lib/classroom-lab/stage/labd-0ld"
     stale.mkdir()
 
@@ -252,25 +331,57 @@ def test_installer_and_cluster_commands_over_real_ssh(
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout) == {"changed": [], "restarted": []}
 
+    # `create` makes each cluster for real through labd and the real k3d, then stops it.
     for user in ("alice", "bob"):
         create, _ = cluster_commands(spec, user)
         done = run(*ssh, create, check=False)
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["action"] == "created"
-    assert sorted(a[:2] + a[-1:] for a in mutating(state) if a[1] == "stop") == [
-        ["cluster", "stop", "lab-alice"],
-        ["cluster", "stop", "lab-bob"],
-    ]
-    assert {n: c["running"] for n, c in double_clusters(state).items()} == {"lab-alice": False, "lab-bob": False}
+        nodes = cluster_containers(lab_engine, f"lab-{user}")
+        server, lb = f"k3d-lab-{user}-server-0", f"k3d-lab-{user}-serverlb"
+        assert set(nodes) == {server, lb}
+        assert nodes[server]["Config"]["Labels"]["k3d.role"] == "server"
+        assert nodes[lb]["Config"]["Labels"]["k3d.role"] == "loadbalancer"
+        assert {n: c["State"]["Running"] for n, c in nodes.items()} == {server: False, lb: False}
+    created = {n: c["Id"] for n, c in cluster_containers(lab_engine, "lab-alice").items()}
 
-    calls_before = len(mutating(state))
+    # `create` again keeps the cluster: the same containers, still stopped.
     kept = run(*ssh, cluster_commands(spec, "alice")[0], check=False)
-    assert json.loads(kept.stdout)["action"] == "kept" and len(mutating(state)) == calls_before
+    assert json.loads(kept.stdout)["action"] == "kept"
+    assert {n: c["Id"] for n, c in cluster_containers(lab_engine, "lab-alice").items()} == created
+    assert set(running(lab_engine, "lab-alice").values()) == {False}
+
+    # A login (session open) starts those same containers; the route points at the port k3d published.
+    status, body = labd_call(
+        netns, host.port, "POST", "/v1/users/alice/sessions", "alice", {"session": "s1", "host": "login1"}
+    )
+    assert status in (200, 202), body
+    labd_call(netns, host.port, "POST", "/v1/users/alice/sessions", "alice", {"session": "s2", "host": "login1"})
+    wait_until(
+        lambda: labd_call(netns, host.port, "GET", "/v1/users/alice/status", "alice")[1].get("state") == "running",
+        "alice running",
+    )
+    nodes = cluster_containers(lab_engine, "lab-alice")
+    assert {n: c["Id"] for n, c in nodes.items()} == created
+    assert set(running(lab_engine, "lab-alice").values()) == {True}
+    http_port = nodes["k3d-lab-alice-serverlb"]["HostConfig"]["PortBindings"]["80/tcp"][0]
+    assert http_port["HostIp"] == "127.0.0.1"
+    routes = (root / "var/lib/labd/traefik/labs.yaml").read_text()
+    assert f"127.0.0.1:{http_port['HostPort']}" in routes and "alice.lab.example.test" in routes
+    assert "k3s STAND-IN ingress k3d-lab-alice-server-0" in (lab_engine.fetch(int(http_port["HostPort"])) or "")
+
+    # One of two sessions closes: still running. The last one closes: the reaper stops it.
+    labd_call(netns, host.port, "DELETE", "/v1/users/alice/sessions/s1", "alice")
+    time.sleep(2)
+    assert set(running(lab_engine, "lab-alice").values()) == {True}
+    labd_call(netns, host.port, "DELETE", "/v1/users/alice/sessions/s2", "alice")
+    wait_until(lambda: set(running(lab_engine, "lab-alice").values()) == {False}, "alice stopped after the last logout")
+    assert labd_call(netns, host.port, "GET", "/v1/users/alice/status", "alice")[1]["state"] == "stopped"
 
     gone = run(*ssh, cluster_commands(spec, "bob")[1], check=False)
     assert gone.returncode == 0, gone.stderr
-    assert mutating(state)[calls_before:] == [["cluster", "delete", "lab-bob"]]
-    assert set(double_clusters(state)) == {"lab-alice"}
+    assert cluster_containers(lab_engine, "lab-bob") == {}
+    assert set(cluster_containers(lab_engine, "lab-alice")) == set(created)
 
     # A changed labd config restarts labd; a roster change alone does not.
     changed = json.loads(host.manifest)
@@ -281,42 +392,67 @@ def test_installer_and_cluster_commands_over_real_ssh(
     assert json.loads(roster_only.stdout) == {"changed": ["/etc/labd/roster"], "restarted": []}
 
 
-def toolchain_binary(name: str) -> Path | None:
-    out = run("bash", str(REPO / "tools" / "toolchain.sh"), "dir", check=False).stdout.strip()
-    path = Path(out) / "bin" / name if out else None
-    return path if path is not None and os.access(path, os.X_OK) else None
-
-
 def test_edge_router_routes_each_student_host_to_their_cluster(
-    netns: Netns, pki: tuple[Ca, Ca, Path], sshd_factory: list[Sshd], tmp_path: Path
+    netns: Netns, pki: tuple[Ca, Ca, Path], sshd_factory: list[Sshd], tmp_path: Path, lab_engine: Dockerd
 ) -> None:
     traefik = toolchain_binary("traefik")
     if traefik is None:
+        if os.environ.get("CI"):
+            pytest.fail("Traefik from the toolchain is not built (tools/toolchain.sh traefik)")
         pytest.skip("Traefik from the toolchain is not built yet (tools/toolchain.sh traefik)")
-    host = install_over_ssh(netns, pki, sshd_factory, tmp_path, ["alice"], 18789, traefikBinary=str(traefik))
+    host = install_over_ssh(
+        netns,
+        pki,
+        sshd_factory,
+        tmp_path,
+        ["alice", "bob"],
+        18789,
+        docker=lab_engine,
+        labd={"k3dTimeout": 120},
+        traefikBinary=str(traefik),
+    )
     first = run(*host.ssh, host.install, input=host.manifest, check=False)
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout)["restarted"] == ["labd", "traefik"]
-    done = run(*host.ssh, cluster_commands(host.spec, "alice")[0], check=False)
-    assert done.returncode == 0, done.stderr
-
-    def status(host_header: str) -> str:
-        code = (
-            "import urllib.request as u, urllib.error as e\n"
-            f"r = u.Request('http://127.0.0.1:80/', headers={{'Host': '{host_header}'}})\n"
-            "try:\n    print(u.urlopen(r, timeout=5).status)\n"
-            "except e.HTTPError as err:\n    print(err.code)\n"
-            "except OSError:\n    print('down')\n"
+    for user in ("alice", "bob"):
+        status, body = labd_call(netns, host.port, "POST", f"/v1/users/{user}/ensure", user)
+        assert status == 202, body
+    for user in ("alice", "bob"):
+        wait_until(
+            lambda u=user: labd_call(netns, host.port, "GET", f"/v1/users/{u}/status", u)[1].get("state") == "running",
+            f"{user} running",
+            timeout=120,
         )
-        return run(*netns.exec(sys.executable, "-c", code), check=False).stdout.strip()
 
-    # Routed (the double's cluster has no ingress listening: 502 from Traefik)
-    # versus not routed at all (404): labd's file-provider output reached Traefik.
-    deadline = time.monotonic() + 20
-    while status("alice.lab.example.test") != "502" and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert status("alice.lab.example.test") == "502"
-    assert status("mallory.lab.example.test") == "404"
+    def client(script: str, port: int, name: str) -> dict[str, Any]:
+        done = run(*netns.exec(sys.executable, "-c", script, str(port), name), check=False)
+        assert done.returncode == 0, done.stderr
+        return dict(json.loads(done.stdout))
+
+    def http(user: str) -> tuple[int, str]:
+        out = client(HTTP_CLIENT, 80, f"{user}.lab.example.test")
+        return int(out["status"]), str(out["body"])
+
+    # Traefik (on the lab host's :80/:443, labd's file-provider output) to each student's REAL cluster.
+    wait_until(lambda: http("alice")[0] == 200 and http("bob")[0] == 200, "Traefik routing both students", 30)
+    for user in ("alice", "bob"):
+        status, body = http(user)
+        assert status == 200 and body.startswith(f"k3s STAND-IN ingress k3d-lab-{user}-server-0 "), body
+        # HTTPS: a real ClientHello with SNI, passed through untouched to the student's node
+        out = client(TLS_CLIENT, 443, f"{user}.lab.example.test")
+        hello, got = str(out["hello"]), bytes.fromhex(out["got"])
+        header = " ".join(hello[i : i + 2] for i in range(0, 10, 2))
+        assert got == f"k3s STAND-IN tls k3d-lab-{user}-server-0 got {header} \n".encode(), got
+    status, body = http("mallory")
+    assert status == 404 and "STAND-IN" not in body
+    assert b"STAND-IN" not in bytes.fromhex(client(TLS_CLIENT, 443, "mallory.lab.example.test")["got"])
+
+    # A stopped cluster: the route stays, nothing answers (502), and it never reaches the other student.
+    status, body = labd_call(netns, host.port, "POST", "/v1/users/bob/stop", "bob")
+    assert status == 200 and body["state"] == "stopped", body
+    status, body = http("bob")
+    assert status == 502 and "STAND-IN" not in body
+    assert http("alice")[1].startswith("k3s STAND-IN ingress k3d-lab-alice-server-0 ")
 
 
 class _Person:

@@ -3,7 +3,8 @@
 `Dockerd` starts Debian's dockerd as root with everything of its own under one
 temporary directory: data root, exec root (and the containerd it starts
 there), pid file and a unix socket (DOCKER_HOST=unix://...). It runs inside a
-network namespace of its own (`ip netns add`), so the bridges k3d creates and
+network namespace of its own (`ip netns add`; or, given `netns=`, an existing
+one it neither creates nor deletes, such as the lab-host tier's), so the bridges k3d creates and
 the ports it publishes (labd's ingress ports on backendHost, 127.0.0.1 in the
 tests; the API port on 0.0.0.0) exist only there; clients
 reach the engine through the socket, and tests reach published ports with
@@ -60,12 +61,14 @@ class DockerdError(Exception):
 
 
 class Dockerd:
-    def __init__(self, root: Path | None = None) -> None:
+    def __init__(self, root: Path | None = None, netns: str | None = None) -> None:
+        """netns: run in that existing namespace (left in place by stop) instead of one of its own."""
         self.root = root or Path(tempfile.mkdtemp(prefix="labs-dockerd-"))
         self.socket = self.root / "docker.sock"
         self.host = f"unix://{self.socket}"
         self.log_path = self.root / "dockerd.log"
-        self.netns = "classroom-labs-" + secrets.token_hex(4)
+        self.netns = netns or "classroom-labs-" + secrets.token_hex(4)
+        self.own_netns = netns is None
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -112,14 +115,16 @@ class Dockerd:
             )
         for sub in ("data", "exec", "client"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
-        for step in (
-            ["ip", "netns", "add", self.netns],
-            ["ip", "netns", "exec", self.netns, "ip", "link", "set", "lo", "up"],
-        ):
+        steps = (
+            [["ip", "netns", "add", self.netns], ["ip", "netns", "exec", self.netns, "ip", "link", "set", "lo", "up"]]
+            if self.own_netns
+            else []
+        )
+        for step in steps:
             done = subprocess.run(step, capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 raise DockerdError(f"{' '.join(step)} exited {done.returncode}: {done.stderr.strip()}")
-        self.netns_made = True
+        self.netns_made = self.own_netns
         argv = [
             # nsenter, not `ip netns exec`: that remounts /sys, hiding the cgroup mounts dockerd needs
             "nsenter",
