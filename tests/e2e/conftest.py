@@ -19,19 +19,13 @@ import localcluster
 import pytest
 
 from tests.e2e.project import toolchain_env as read_toolchain_env
+from tests.prereq import missing
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "e2e: real Pulumi engine / real local Kubernetes control plane")
-
-
-def _missing(reason: str) -> None:
-    # In CI a missing toolchain is a broken pipeline, not a reason to pass quietly.
-    if os.environ.get("CI"):
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +43,7 @@ def local_cluster(
     try:
         localcluster.find_binaries()
     except localcluster.ClusterError as e:
-        _missing(str(e))
+        missing(str(e))
     cluster = localcluster.LocalCluster(tmp_path_factory.mktemp("localcluster"))
     try:
         with cluster:
@@ -69,5 +63,5 @@ def pulumi_bin(toolchain_env: dict[str, str]) -> str:
     """Path of the `pulumi` CLI the toolchain env puts first on PATH (a failure in CI when missing)."""
     path = shutil.which("pulumi", path=toolchain_env.get("PATH", os.environ.get("PATH")))
     if not path:
-        _missing("no pulumi CLI: run tools/toolchain.sh engine, or install Pulumi so `pulumi` is on PATH")
+        missing("no pulumi CLI: run tools/toolchain.sh engine, or install Pulumi so `pulumi` is on PATH")
     return path

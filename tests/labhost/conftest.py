@@ -29,7 +29,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.labs.docker_env import Dockerd, DockerdError, build_standin_images
+from tests.labs.docker_env import Dockerd, running_with_standins
+from tests.prereq import missing
 
 REPO = Path(__file__).resolve().parents[2]
 DOUBLE = REPO / "tests" / "labs" / "k3d_double.py"
@@ -195,13 +196,6 @@ def sshd_factory(netns: Netns, tmp_path: Path) -> Iterator[list[Sshd]]:
                 server.proc.kill()
 
 
-def _missing(what: str) -> None:
-    # Under CI a skip would hide that the real-engine tests proved nothing.
-    if os.environ.get("CI"):
-        pytest.fail(what)
-    pytest.skip(what)
-
-
 def toolchain_binary(name: str) -> Path | None:
     """name from the toolchain (tools/toolchain.sh dir), else from PATH."""
     out = run("bash", str(REPO / "tools" / "toolchain.sh"), "dir", check=False).stdout.strip()
@@ -215,24 +209,15 @@ def toolchain_binary(name: str) -> Path | None:
 @pytest.fixture
 def lab_engine(netns: Netns) -> Iterator[Dockerd]:
     """A throwaway dockerd in the lab host's namespace, with the stand-in images; torn down after the test."""
-    if shutil.which("dockerd") is None or shutil.which("docker") is None:
-        _missing("no dockerd/docker on PATH: Debian's docker.io (tools/setup.sh system installs it)")
-    engine = Dockerd(Path(tempfile.mkdtemp(prefix="labhost-dockerd-")), netns=netns.name)
-    try:
-        engine.start()
-        build_standin_images(engine)
-    except (DockerdError, AssertionError) as err:
-        engine.stop()
-        pytest.fail(f"the throwaway Docker engine did not come up: {err}")
-    yield engine
-    engine.stop()
+    with running_with_standins(Dockerd(Path(tempfile.mkdtemp(prefix="labhost-dockerd-")), netns=netns.name)) as engine:
+        yield engine
 
 
 def real_k3d(directory: Path, engine: Dockerd) -> Path:
     """A `k3d` wrapper that runs the REAL k3d against engine (labd's env comes from sshd: no DOCKER_HOST)."""
     binary = toolchain_binary("k3d")
     if binary is None:
-        _missing('no k3d: tools/toolchain.sh k3d builds it (eval "$(tools/toolchain.sh env)")')
+        missing('no k3d: tools/toolchain.sh k3d builds it (eval "$(tools/toolchain.sh env)")')
     directory.mkdir(parents=True, exist_ok=True)
     wrapper = directory / "k3d"
     # K3D_FIX_DNS=0: k3d's DNS fix runs iptables inside the node; the stand-in image has none.

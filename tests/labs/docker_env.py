@@ -36,7 +36,13 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
+
+from tests.prereq import missing
 
 HERE = Path(__file__).resolve().parent
 WRAPPER = HERE / "docker-runtime-wrapper"
@@ -294,3 +300,20 @@ def build_standin_images(engine: Dockerd) -> dict[str, str]:
         ids[tag] = engine.docker(*argv, str(tar), tag).stdout.strip()
     tar.unlink()
     return ids
+
+
+@contextmanager
+def running_with_standins(engine: Dockerd) -> Iterator[Dockerd]:
+    """ENGINE started, with the stand-in images, and stopped at the end; a start failure fails the test."""
+    if shutil.which("dockerd") is None or shutil.which("docker") is None:
+        missing("no dockerd/docker on PATH: Debian's docker.io (tools/setup.sh system installs it)")
+    try:
+        engine.start()
+        build_standin_images(engine)
+    except (DockerdError, AssertionError) as err:
+        engine.stop()
+        pytest.fail(f"the throwaway Docker engine did not come up: {err}")
+    try:
+        yield engine
+    finally:
+        engine.stop()

@@ -18,7 +18,6 @@ instead of terminating it.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from tests.labs.docker_env import Dockerd
 from tests.labs.support import Labd, free_port, wait_for
 from tests.labs.test_k3d_real import RealK3d, wait_running
 from tests.labs.test_traefik_routes import find_traefik, traefik_argv
+from tests.prereq import missing
 
 DOMAIN = "lab.example.edu"
 USERS = ("alice", "bob")
@@ -95,9 +95,7 @@ class Stack:
 def stack(k3d_binary: str, docker_engine: Dockerd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     traefik = find_traefik()
     if traefik is None:
-        if os.environ.get("CI"):
-            pytest.fail("traefik not built (tools/toolchain.sh traefik)")
-        pytest.skip("traefik not built yet (tools/toolchain.sh traefik)")
+        missing("traefik not built yet (tools/toolchain.sh traefik)")
     work = tmp_path_factory.mktemp("traefik-real")
     k3d = RealK3d(k3d_binary, docker_engine, work)
     labd = Labd(work / "labd", k3dBinary=str(k3d.wrapper), k3dTimeout=120, labDomain=DOMAIN)
