@@ -16,7 +16,7 @@ Example (stacks/Pulumi.<class>-<term>.yaml):
       k3sImage: docker.io/rancher/k3s:v1.31.5-k3s1
       hosts:
         - {name: lab1, address: lab1.example.edu, user: root, capacity: 20}
-        - {name: lab2, inCluster: true, capacity: 10}
+        - {name: lab2, inCluster: true, capacity: 10, image: registry.example.edu/labhost:1, engine: shared}
       ssh:
         privateKey: {secure: ...}
       sessionKey: {secure: ...}

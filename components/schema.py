@@ -1472,7 +1472,7 @@ class LabHostModel(Section):
         **doc(
             "The Docker engine students' clusters run under (labd's 'engine').",
             "rootless or shared",
-            default_text="rootless (inCluster: shared)",
+            default_text="rootless (inCluster: required, shared)",
             enum=["rootless", "shared"],
         ),
     )
@@ -1505,18 +1505,22 @@ class LabHostModel(Section):
                         sub=(forbidden,),
                         value=getattr(self, forbidden),
                     )
-            if self.engine == "rootless":
-                raise invalid(
-                    "'shared' or nothing: an inCluster host's clusters run on its pod's own dockerd "
-                    "(the Docker-in-Docker image has no rootlesskit or uidmap)",
-                    sub=("engine",),
-                    value=self.engine,
-                )
             if not re.fullmatch(IMAGE_REF, self.image):
                 raise invalid(
                     "a lab host image with dockerd, sshd, python3, ssh-keygen and k3d (inCluster hosts only)",
                     sub=("image",),
                     value=self.image or None,
+                )
+            if self.engine != "shared":
+                # Stated, never defaulted: this is the one lab host kind where a student's
+                # cluster-admin is root on a machine (containers/labd/SECURITY.md).
+                raise invalid(
+                    "'shared', stated: an inCluster host runs every student's cluster on its privileged "
+                    "pod's one dockerd (the Docker-in-Docker image has no rootlesskit or uidmap), so a "
+                    "student's cluster-admin is root on that Kubernetes node; write engine: shared to "
+                    "accept that, or use an SSH lab host (rootless by default)",
+                    sub=("engine",),
+                    value=self.engine,
                 )
         else:
             if self.address is None:

@@ -302,7 +302,13 @@ def test_the_policy_pack_accepts_a_labs_stack(labs: Rendered) -> None:
 
 # ------------------------------------------------------------------ an in-cluster lab host's volume
 
-IN_CLUSTER_HOST = {"name": "lab1", "inCluster": True, "capacity": 10, "image": "registry.example.edu/labhost:1"}
+IN_CLUSTER_HOST = {
+    "name": "lab1",
+    "inCluster": True,
+    "capacity": 10,
+    "image": "registry.example.edu/labhost:1",
+    "engine": "shared",
+}
 
 
 def in_cluster_labs(**host: Any) -> dict[str, Any]:

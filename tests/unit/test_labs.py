@@ -242,7 +242,9 @@ def test_install_ships_labd_config_and_keys_as_a_secret_stdin() -> None:
 def test_the_double_free_program_never_mounts_a_docker_socket() -> None:
     # The login server side (everything but the lab host pod) must never see
     # a Docker socket or a hostPath; the DinD pod runs its own dockerd.
-    labs = config(PEOPLE, hosts=[{"name": "lab1", "inCluster": True, "capacity": 100, "image": IMAGE}])
+    labs = config(
+        PEOPLE, hosts=[{"name": "lab1", "inCluster": True, "capacity": 100, "image": IMAGE, "engine": "shared"}]
+    )
     mocks, _, _ = run(labs, namespace="classroom", ca_private_key=CA_PRIVATE, storage_class_name="classroom-retain")
     dumped = json.dumps([r.inputs for r in mocks.resources], default=str)
     assert "docker.sock" not in dumped and "hostPath" not in dumped
@@ -253,7 +255,17 @@ def test_the_double_free_program_never_mounts_a_docker_socket() -> None:
 
 def in_cluster_manifests() -> tuple[Mocks, dict[str, pulumi.ResourceOptions]]:
     labs = config(
-        PEOPLE, hosts=[{"name": "lab1", "inCluster": True, "capacity": 100, "storageSize": "80Gi", "image": IMAGE}]
+        PEOPLE,
+        hosts=[
+            {
+                "name": "lab1",
+                "inCluster": True,
+                "capacity": 100,
+                "storageSize": "80Gi",
+                "image": IMAGE,
+                "engine": "shared",
+            }
+        ],
     )
     mocks, _, options = run(
         labs,
@@ -452,7 +464,13 @@ def test_lab_hosts_run_students_clusters_under_rootless_engines_by_default(tmp_p
 
 
 def test_an_in_cluster_host_uses_its_pods_engine_and_refuses_rootless() -> None:
-    host = {"name": "lab1", "capacity": 5, "inCluster": True, "image": "registry.example.edu/labhost:1"}
+    host = {
+        "name": "lab1",
+        "capacity": 5,
+        "inCluster": True,
+        "image": "registry.example.edu/labhost:1",
+        "engine": "shared",
+    }
     (spec,) = config(PEOPLE, hosts=[host]).hosts
     assert spec.engine == "shared"
     with pytest.raises(Exception, match=r"labs\.hosts\[0\]\.engine"):

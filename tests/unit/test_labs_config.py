@@ -146,6 +146,23 @@ def test_custom_template_with_placeholders() -> None:
             "dockerd, sshd",
         ),
         (
+            # The one lab host kind where cluster-admin is root on a machine: stated, never defaulted.
+            labs(hosts=[{"name": "lab1", "capacity": 1, "inCluster": True, "image": "r.example/lh:1"}]),
+            "labs.hosts[0].engine",
+            None,
+            "write engine: shared to accept that",
+        ),
+        (
+            labs(
+                hosts=[
+                    {"name": "lab1", "capacity": 1, "inCluster": True, "image": "r.example/lh:1", "engine": "rootless"}
+                ]
+            ),
+            "labs.hosts[0].engine",
+            "rootless",
+            "no rootlesskit",
+        ),
+        (
             labs(hosts=[{"name": "lab1", "address": "h", "capacity": 1, "image": "docker:dind"}]),
             "labs.hosts[0].image",
             "docker:dind",
@@ -206,13 +223,35 @@ def test_custom_template_with_placeholders() -> None:
         ),
         (labs(hooks={"reset": {}}), "labs.hooks.reset", {}, "known keys"),
         (
-            labs(hosts=[{"name": "l", "inCluster": True, "capacity": 1, "image": "r.example/lh:1", "cpu": "lots"}]),
+            labs(
+                hosts=[
+                    {
+                        "name": "l",
+                        "inCluster": True,
+                        "capacity": 1,
+                        "image": "r.example/lh:1",
+                        "cpu": "lots",
+                        "engine": "shared",
+                    }
+                ]
+            ),
             "labs.hosts[0].cpu",
             "lots",
             "CPU quantity",
         ),
         (
-            labs(hosts=[{"name": "l", "inCluster": True, "capacity": 1, "image": "r.example/lh:1", "memory": "16GB"}]),
+            labs(
+                hosts=[
+                    {
+                        "name": "l",
+                        "inCluster": True,
+                        "capacity": 1,
+                        "image": "r.example/lh:1",
+                        "memory": "16GB",
+                        "engine": "shared",
+                    }
+                ]
+            ),
             "labs.hosts[0].memory",
             "16GB",
             "memory quantity",
@@ -249,7 +288,13 @@ def test_capacity_error_says_how_many_slots_are_missing() -> None:
 
 
 def test_in_cluster_host_defaults() -> None:
-    cfg = parse(labs(hosts=[{"name": "lab1", "inCluster": True, "capacity": 3, "image": "reg.example/labhost:1"}]))
+    cfg = parse(
+        labs(
+            hosts=[
+                {"name": "lab1", "inCluster": True, "capacity": 3, "image": "reg.example/labhost:1", "engine": "shared"}
+            ]
+        )
+    )
     host = cfg.hosts[0]
     assert host.in_cluster and host.address == "labhost-lab1"
     assert host.install_root == "/data" and host.service_manager == "none"
@@ -260,7 +305,15 @@ def test_in_cluster_host_needs_a_private_key() -> None:
         parse(
             labs(
                 ssh={"agentSocket": "/run/agent.sock"},
-                hosts=[{"name": "l", "inCluster": True, "capacity": 1, "image": "reg.example/labhost:1"}],
+                hosts=[
+                    {
+                        "name": "l",
+                        "inCluster": True,
+                        "capacity": 1,
+                        "image": "reg.example/labhost:1",
+                        "engine": "shared",
+                    }
+                ],
             )
         )
     assert err.value.key == "labs.ssh.privateKey"

@@ -408,7 +408,9 @@ def test_a_pem_engine_key_works_for_an_in_cluster_lab_host(engine_key: str) -> N
     labs = {
         **full_config()["labs"],
         "ssh": {"privateKey": engine_key},
-        "hosts": [{"name": "lab1", "inCluster": True, "capacity": 5, "image": "ghcr.io/x/labhost:1"}],
+        "hosts": [
+            {"name": "lab1", "inCluster": True, "capacity": 5, "image": "ghcr.io/x/labhost:1", "engine": "shared"}
+        ],
     }
     r = render({**full_config(), "labs": labs}, stack="cis90-fall2026")
     assert r.of_type("kubernetes:apps/v1:StatefulSet")
