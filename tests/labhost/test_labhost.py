@@ -154,6 +154,23 @@ def wait_until(check: Any, what: str, timeout: float = 60) -> None:
 # ------------------------------------------------------------------ scripts over real OpenSSH
 
 
+def run_verify(netns: Netns, ca: Ca, address: str, **credentials: str) -> subprocess.CompletedProcess[str]:
+    """The verify step exactly as LabHost's command.local.Command runs it: ["/bin/sh", "-c"], the script as text.
+
+    credentials: LABHOST_* overrides (KEY or AGENT, PRINCIPAL), by suffix.
+    """
+    env = {
+        **os.environ,
+        "LABHOST_ADDRESS": address,
+        "LABHOST_PORT": "22",
+        "LABHOST_USER": "root",
+        "LABHOST_PRINCIPAL": "lab1.example.test",
+        "LABHOST_CA": ca.public,
+        **{f"LABHOST_{name}": value for name, value in credentials.items()},
+    }
+    return run(*netns.exec("/bin/sh", "-c", VERIFY_SCRIPT.read_text()), env=env, check=False)
+
+
 def test_verify_script_accepts_only_a_host_certified_by_the_class_ca(
     netns: Netns, pki: tuple[Ca, Ca, Path], sshd_factory: list[Sshd], tmp_path: Path
 ) -> None:
@@ -161,34 +178,21 @@ def test_verify_script_accepts_only_a_host_certified_by_the_class_ca(
     good = start_sshd(netns, tmp_path / "good", "10.231.0.2", ca, "lab1.example.test", engine)
     rogue = start_sshd(netns, tmp_path / "rogue", "10.231.0.3", other, "lab1.example.test", engine)
     sshd_factory.extend([good, rogue])
-    env = {
-        **os.environ,
-        "LABHOST_PORT": "22",
-        "LABHOST_USER": "root",
-        "LABHOST_PRINCIPAL": "lab1.example.test",
-        "LABHOST_CA": ca.public,
-        "LABHOST_KEY": engine.read_text(),
-    }
+    key = engine.read_text()
 
-    # Exactly as LabHost's command.local.Command runs it: interpreter ["/bin/sh", "-c"], the script as text.
-    script = VERIFY_SCRIPT.read_text()
-    ok = run(*netns.exec("/bin/sh", "-c", script), env={**env, "LABHOST_ADDRESS": good.address}, check=False)
+    ok = run_verify(netns, ca, good.address, KEY=key)
     assert ok.returncode == 0, ok.stderr
     presented = ok.stdout.split()
     # The ed25519 certificate: pulumi-command can pin it (an RSA one it cannot, see the script).
     ed25519_cert = (good.directory / "ssh_host_ed25519_key-cert.pub").read_text().split()
     assert presented == ed25519_cert[:2]
 
-    refused = run(*netns.exec("/bin/sh", "-c", script), env={**env, "LABHOST_ADDRESS": rogue.address}, check=False)
+    refused = run_verify(netns, ca, rogue.address, KEY=key)
     assert refused.returncode == 1 and refused.stdout == ""
     assert "failed host verification against the class CA" in refused.stderr
     assert "Host key verification failed" in refused.stderr
 
-    wrong_name = run(
-        *netns.exec("/bin/sh", "-c", script),
-        env={**env, "LABHOST_ADDRESS": good.address, "LABHOST_PRINCIPAL": "lab2.example.test"},
-        check=False,
-    )
+    wrong_name = run_verify(netns, ca, good.address, KEY=key, PRINCIPAL="lab2.example.test")
     assert wrong_name.returncode == 1 and "not a listed principal" in wrong_name.stderr
 
 
@@ -200,16 +204,7 @@ def test_verify_script_refuses_a_host_with_only_an_rsa_certificate(
     sshd_factory.append(
         start_sshd(netns, tmp_path / "rsa", "10.231.0.2", ca, "lab1.example.test", engine, key_types=("rsa",))
     )
-    env = {
-        **os.environ,
-        "LABHOST_ADDRESS": "10.231.0.2",
-        "LABHOST_PORT": "22",
-        "LABHOST_USER": "root",
-        "LABHOST_PRINCIPAL": "lab1.example.test",
-        "LABHOST_CA": ca.public,
-        "LABHOST_KEY": engine.read_text(),
-    }
-    refused = run(*netns.exec("/bin/sh", "-c", VERIFY_SCRIPT.read_text()), env=env, check=False)
+    refused = run_verify(netns, ca, "10.231.0.2", KEY=engine.read_text())
     assert refused.returncode == 1 and refused.stdout == ""
     assert "an ed25519 or ECDSA host certificate is needed" in refused.stderr
 
@@ -232,21 +227,11 @@ def test_verify_step_logs_in_with_a_user_certificate_from_an_agent(
             time.sleep(0.05)
         added = run("ssh-add", str(engine), env={**os.environ, "SSH_AUTH_SOCK": str(socket)}, check=False)
         assert "Certificate added" in added.stderr, added.stderr
-        env = {
-            **os.environ,
-            "LABHOST_ADDRESS": "10.231.0.2",
-            "LABHOST_PORT": "22",
-            "LABHOST_USER": "root",
-            "LABHOST_PRINCIPAL": "lab1.example.test",
-            "LABHOST_CA": ca.public,
-            "LABHOST_AGENT": str(socket),
-        }
-        script = VERIFY_SCRIPT.read_text()
-        ok = run(*netns.exec("/bin/sh", "-c", script), env=env, check=False)
+        ok = run_verify(netns, ca, "10.231.0.2", AGENT=str(socket))
         assert ok.returncode == 0, ok.stderr
         assert ok.stdout.split()[0] == "ssh-ed25519-cert-v01@openssh.com"
         # Without the agent (and without a key) the same host refuses the login.
-        refused = run(*netns.exec("/bin/sh", "-c", script), env={**env, "LABHOST_AGENT": "/nonexistent"}, check=False)
+        refused = run_verify(netns, ca, "10.231.0.2", AGENT="/nonexistent")
         assert refused.returncode == 1
     finally:
         agent.terminate()

@@ -208,3 +208,14 @@ class Labd:
 
     def state_file(self) -> dict[str, Any]:
         return dict(json.loads(Path(self.config["stateFile"]).read_text()))
+
+
+def running(labd: Labd, user: str) -> bool:
+    return labd.status(user)["state"] == "running"
+
+
+def ensure_running(labd: Labd, user: str) -> None:
+    """POST ensure (202) and wait until labd reports the cluster running."""
+    status, body = labd.request("POST", f"/v1/users/{user}/ensure", user)
+    assert status == 202, body
+    wait_for(lambda: running(labd, user), what=f"{user}'s cluster running")

@@ -17,17 +17,7 @@ from typing import Any, ClassVar
 import pytest
 import yaml
 
-from tests.labs.support import LABD_SRC, Labd, sign, wait_for, write_key
-
-
-def running(labd: Labd, user: str) -> bool:
-    return labd.status(user)["state"] == "running"
-
-
-def ensure_running(labd: Labd, user: str) -> None:
-    status, body = labd.request("POST", f"/v1/users/{user}/ensure", user)
-    assert status == 202, body
-    wait_for(lambda: running(labd, user), what=f"{user}'s cluster running")
+from tests.labs.support import LABD_SRC, Labd, ensure_running, running, sign, wait_for, write_key
 
 
 def test_lifecycle_ensure_stop_kubeconfig_delete(labd: Labd) -> None:

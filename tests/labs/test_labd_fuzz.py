@@ -19,23 +19,13 @@ from typing import Any
 
 import pytest
 
-from tests.labs.support import Labd, sign, wait_for
+from tests.labs.support import Labd, ensure_running, sign, wait_for
 
 pytestmark = pytest.mark.labs
 
 MAX_BODY = 64 * 1024
 # labd at rest is ~20 MB; the old rfile.read(-n) grew it by hundreds.
 RSS_GROWTH_LIMIT_KIB = 24 * 1024
-
-
-def running(labd: Labd, user: str) -> bool:
-    return labd.status(user)["state"] == "running"
-
-
-def ensure_running(labd: Labd, user: str) -> None:
-    status, body = labd.request("POST", f"/v1/users/{user}/ensure", user)
-    assert status == 202, body
-    wait_for(lambda: running(labd, user), what=f"{user}'s cluster running")
 
 
 def connect(labd: Labd, timeout: float = 30.0) -> socket.socket:
