@@ -135,23 +135,46 @@ def wait_healthy(url: str, seconds: float = 30.0) -> None:
         time.sleep(0.2)
 
 
+# The command each Debian package gives labd, for a host without dpkg (installed some other way).
+PROVIDES = {
+    "docker.io": "dockerd",
+    "rootlesskit": "rootlesskit",
+    "slirp4netns": "slirp4netns",
+    "uidmap": "newuidmap",
+    "fuse-overlayfs": "fuse-overlayfs",
+}
+
+
+def _installed(name: str) -> bool:
+    if shutil.which("dpkg-query") is None:
+        return shutil.which(PROVIDES.get(name, name)) is not None
+    status = subprocess.run(["dpkg-query", "-W", "-f=${Status}", name], capture_output=True, text=True, check=False)
+    return status.stdout.strip() == "install ok installed"
+
+
 def install_packages(packages: list[str]) -> list[str]:
     """apt-get install whichever of packages is missing (labd's rootless engines need them); the installed."""
-    missing = [
-        name
-        for name in packages
-        if subprocess.run(
-            ["dpkg-query", "-W", "-f=${Status}", name], capture_output=True, text=True, check=False
-        ).stdout.strip()
-        != "install ok installed"
-    ]
+    missing = [name for name in packages if not _installed(name)]
     if not missing:
         return []
     if shutil.which("apt-get") is None:
-        raise SystemExit(f"labhost-install: labd's rootless engines need {', '.join(missing)} and there is no apt-get")
+        needed = ", ".join(f"{name} (for {PROVIDES.get(name, name)})" for name in missing)
+        raise SystemExit(
+            f"labhost-install: labd's rootless engines need {needed} and this host has no apt-get: "
+            "install them with the host's own package manager, or set the host's engine to shared"
+        )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], check=True, env=env)
+    for argv in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+    ):
+        # apt's progress goes to stderr: stdout is this script's one JSON summary.
+        done = subprocess.run(argv, env=env, stdout=sys.stderr, check=False)
+        if done.returncode != 0:
+            raise SystemExit(
+                f"labhost-install: '{' '.join(argv)}' failed (exit {done.returncode}); "
+                f"labd's rootless engines need {', '.join(missing)}"
+            )
     return missing
 
 
