@@ -49,9 +49,9 @@ from labd.engines import RootlessConfig, RootlessEngines  # noqa: E402
 
 from bench import publish  # noqa: E402
 from tests.labs.docker_env import Dockerd, build_standin_images  # noqa: E402
+from tests.labs.real_k3d import RealK3d  # noqa: E402
 from tests.labs.rootless_env import RootlessLab, missing_tools, tun_problem  # noqa: E402
 from tests.labs.support import Labd  # noqa: E402
-from tests.labs.test_k3d_real import RealK3d  # noqa: E402
 
 
 def timed(step: Callable[..., Any], *args: Any) -> float:

@@ -35,7 +35,7 @@ from components.labs import LABD_PACKAGE, VERIFY_SCRIPT, cluster_commands, insta
 from tests.e2e.project import toolchain_env
 from tests.labhost.conftest import Ca, Netns, Sshd, k3d_double, real_k3d, run, start_sshd, toolchain_binary
 from tests.labs.docker_env import Dockerd
-from tests.labs.test_traefik_real import HTTP_CLIENT, TLS_CLIENT
+from tests.labs.traefik_env import HTTP_CLIENT, TLS_CLIENT
 from tests.prereq import missing
 from tests.sshclient import ssh_argv as client_argv
 

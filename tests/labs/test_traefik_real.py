@@ -27,49 +27,13 @@ from typing import Any
 import pytest
 
 from tests.labs.docker_env import Dockerd
+from tests.labs.real_k3d import RealK3d, wait_running
 from tests.labs.support import Labd, free_port, wait_for
-from tests.labs.test_k3d_real import RealK3d, wait_running
-from tests.labs.test_traefik_routes import find_traefik, traefik_argv
+from tests.labs.traefik_env import HTTP_CLIENT, TLS_CLIENT, find_traefik, traefik_argv
 from tests.prereq import missing
 
 DOMAIN = "lab.example.edu"
 USERS = ("alice", "bob")
-
-# Run inside the engine's namespace: one HTTP GET with a Host header -> {"status", "body"}
-HTTP_CLIENT = """
-import http.client, json, sys
-port, host = int(sys.argv[1]), sys.argv[2]
-conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-try:
-    conn.request("GET", "/", headers={"Host": host})
-    r = conn.getresponse()
-    print(json.dumps({"status": r.status, "body": r.read().decode(errors="replace")}))
-except OSError as err:
-    print(json.dumps({"status": 0, "body": str(err)}))
-"""
-
-# A real ClientHello with SNI, sent raw; prints what came back (hex) until EOF or time-out.
-TLS_CLIENT = """
-import json, socket, ssl, sys
-port, host = int(sys.argv[1]), sys.argv[2]
-ctx = ssl.create_default_context()
-incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-tls = ctx.wrap_bio(incoming, outgoing, server_hostname=host)
-try:
-    tls.do_handshake()
-except ssl.SSLWantReadError:
-    pass
-hello = outgoing.read()
-got = b""
-try:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(hello)
-        while chunk := sock.recv(4096):
-            got += chunk
-except OSError:
-    pass
-print(json.dumps({"hello": hello[:5].hex(), "got": got.hex()}))
-"""
 
 
 class Stack:

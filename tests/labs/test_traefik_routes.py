@@ -9,10 +9,7 @@ terminate TLS.
 from __future__ import annotations
 
 import datetime
-import glob
 import http.client
-import os
-import shutil
 import socket
 import ssl
 import subprocess
@@ -29,37 +26,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.labs.support import Labd, free_port, wait_for
-
-
-def find_traefik() -> str | None:
-    """The toolchain's traefik: the current toolchain dir first, then PATH, then the newest cached build."""
-    current = os.environ.get("CLASSROOM_TOOLCHAIN_DIR")
-    if current and os.access(os.path.join(current, "bin", "traefik"), os.X_OK):
-        return os.path.join(current, "bin", "traefik")
-    cache = os.environ.get("CLASSROOM_CACHE", os.path.expanduser("~/.cache/classroom"))
-    built = sorted(glob.glob(os.path.join(cache, "toolchain-*", "bin", "traefik")), key=os.path.getmtime)
-    return shutil.which("traefik") or (built[-1] if built else None)
-
+from tests.labs.traefik_env import find_traefik, traefik_argv
 
 TRAEFIK = find_traefik()
 if TRAEFIK is None:
     pytest.skip("traefik not built yet (tools/toolchain.sh traefik)", allow_module_level=True)
 
 DOMAIN = "lab.example.edu"
-
-
-def traefik_argv(binary: str, web: int, websecure: int, routes_file: str) -> list[str]:
-    """Traefik on 127.0.0.1 with labd's file-provider routes (watched), nothing phoned home."""
-    return [
-        binary,
-        f"--entryPoints.web.address=127.0.0.1:{web}",
-        f"--entryPoints.websecure.address=127.0.0.1:{websecure}",
-        f"--providers.file.filename={routes_file}",
-        "--providers.file.watch=true",
-        "--log.level=DEBUG",
-        "--global.checkNewVersion=false",
-        "--global.sendAnonymousUsage=false",
-    ]
 
 
 def free_block(size: int) -> int:
