@@ -7,9 +7,9 @@ per-test install root. `lab_engine` starts a throwaway dockerd (tests/labs/docke
 INSIDE that same namespace, with the stand-in node images, so the ports the
 REAL k3d publishes for labd are where the lab host's labd and Traefik look
 (`real_k3d` is the k3d wrapper labd runs: DOCKER_HOST of that engine baked in,
-since labd's environment comes from sshd). The k3d DOUBLE from
-tests/labs/k3d_double.py (`k3d_double`) remains for the tests that need no
-engine or count k3d calls.
+since labd's environment comes from sshd). Every test of this tier that
+needs k3d runs the real one; the k3d double is the labs tier's, for fault
+injection only.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -33,7 +32,6 @@ from tests.labs.docker_env import Dockerd, running_with_standins
 from tests.prereq import missing
 
 REPO = Path(__file__).resolve().parents[2]
-DOUBLE = REPO / "tests" / "labs" / "k3d_double.py"
 
 
 def run(*argv: str, check: bool = True, **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -227,13 +225,3 @@ def real_k3d(directory: Path, engine: Dockerd) -> Path:
     )
     wrapper.chmod(0o755)
     return wrapper
-
-
-def k3d_double(directory: Path) -> tuple[Path, Path]:
-    """A `k3d` wrapper that runs the DOUBLE with its state dir baked in (labd's env comes from sshd)."""
-    state = directory / "double"
-    state.mkdir(parents=True)
-    wrapper = directory / "k3d"
-    wrapper.write_text(f'#!/bin/sh\nK3D_DOUBLE_DIR={state} exec {sys.executable} {DOUBLE} "$@"\n')
-    wrapper.chmod(0o755)
-    return wrapper, state

@@ -9,11 +9,10 @@ Two levels:
   labels, published ports, stop on the last session close, Traefik on the lab
   host routing by Host and by SNI to each student's real cluster;
 - the LabHost component under the REAL Pulumi engine and pulumi-command
-  provider (`pulumi up` with a local file backend), run inside the namespace.
-  That test still runs the k3d DOUBLE: it asserts "a no-op `up` makes no
-  mutating k3d call" and "a refused host gets no call" from the double's call
-  log. On the real engine the same claims would read as unchanged container
-  Ids and StartedAt times (not done yet: three more real clusters per run).
+  provider (`pulumi up` with a local file backend), run inside the namespace,
+  on the same real k3d: "a no-op `up` does nothing" and "a refused host gets
+  no command" read as unchanged k3d containers (Ids, StartedAt, FinishedAt),
+  and `destroy` as every student's containers gone while labd's files stay.
 """
 
 from __future__ import annotations
@@ -28,12 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from components.labconfig import LabHostSpec, parse_labs
 from components.labs import LABD_PACKAGE, VERIFY_SCRIPT, cluster_commands, install_command, install_manifest
 from tests.e2e.project import toolchain_env
-from tests.labhost.conftest import Ca, Netns, Sshd, k3d_double, real_k3d, run, start_sshd, toolchain_binary
+from tests.labhost.conftest import Ca, Netns, Sshd, real_k3d, run, start_sshd, toolchain_binary
 from tests.labs.docker_env import Dockerd
 from tests.labs.traefik_env import HTTP_CLIENT, TLS_CLIENT
 from tests.prereq import missing
@@ -77,22 +74,6 @@ def ssh_argv(ns: Netns, ca: Ca, key: Path, known_hosts: Path, address: str, prin
     return ns.exec(
         *client_argv(f"root@{address}", identity=key, known_hosts=known_hosts, options=[f"HostKeyAlias={principal}"])
     )
-
-
-def double_calls(state: Path) -> list[list[str]]:
-    path = state / "calls.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line)["argv"] for line in path.read_text().splitlines() if line.strip()]
-
-
-def mutating(state: Path) -> list[list[str]]:
-    return [a for a in double_calls(state) if a[:2] != ["cluster", "list"]]
-
-
-def double_clusters(state: Path) -> dict[str, Any]:
-    path = state / "clusters.json"
-    return dict(json.loads(path.read_text())) if path.exists() else {}
 
 
 def labd_healthy(ns: Netns, port: int) -> bool:
@@ -141,6 +122,34 @@ def cluster_containers(docker: Dockerd, cluster: str) -> dict[str, dict[str, Any
 
 def running(docker: Dockerd, cluster: str) -> dict[str, bool]:
     return {name: c["State"]["Running"] for name, c in cluster_containers(docker, cluster).items()}
+
+
+def k3d_containers(docker: Dockerd) -> dict[str, tuple[str, str, str, str, bool]]:
+    """Every k3d container on the engine: name -> (its cluster, Id, StartedAt, FinishedAt, Running).
+
+    What "k3d did nothing" means on a real engine: no container made, removed,
+    started or stopped (a stop of a stopped one changes nothing either).
+    """
+    ids = docker.docker("ps", "-aq", "--filter", "label=k3d.cluster").stdout.split()
+    inspected = json.loads(docker.docker("inspect", *ids).stdout) if ids else []
+    return {
+        c["Name"].lstrip("/"): (
+            c["Config"]["Labels"]["k3d.cluster"],
+            c["Id"],
+            c["State"]["StartedAt"],
+            c["State"]["FinishedAt"],
+            c["State"]["Running"],
+        )
+        for c in inspected
+    }
+
+
+def clusters_of(containers: dict[str, tuple[str, str, str, str, bool]]) -> dict[str, bool]:
+    """cluster -> whether any of its containers runs."""
+    out: dict[str, bool] = {}
+    for cluster, *_times, up in containers.values():
+        out[cluster] = out.get(cluster, False) or bool(up)
+    return out
 
 
 def wait_until(check: Any, what: str, timeout: float = 60) -> None:
@@ -245,7 +254,6 @@ class Installed:
     install: str
     manifest: str
     root: Path
-    state: Path
     port: int
 
 
@@ -256,22 +264,18 @@ def install_over_ssh(
     tmp_path: Path,
     students: list[str],
     port: int,
-    docker: Dockerd | None = None,
+    docker: Dockerd,
     labd: dict[str, Any] | None = None,
     **host: Any,
 ) -> Installed:
     """Ship labd the way LabHost does (staged package + installer manifest on stdin), over real OpenSSH.
 
-    docker: labd's k3d is the REAL k3d on that engine (else the double); labd: keys set in the shipped labd.json.
+    docker: labd's k3d is the REAL k3d on that engine; labd: keys set in the shipped labd.json.
     """
     ca, _, engine = pki
     sshd_factory.append(start_sshd(netns, tmp_path / "sshd", "10.231.0.2", ca, "lab1.example.test", engine))
     root = tmp_path / "host-root"
-    if docker is None:
-        k3d, state = k3d_double(tmp_path)
-    else:
-        k3d, state = real_k3d(tmp_path / "k3d", docker), tmp_path / "no-double"
-    raw = labs_raw(engine, root, k3d, port, **host)
+    raw = labs_raw(engine, root, real_k3d(tmp_path / "k3d", docker), port, **host)
     labs = parse_labs({"labs": raw}, base_dir=tmp_path, people=[_Person(u) for u in students])
     spec = labs.hosts[0]
     stage = root / "var/lib/classroom-lab/stage/labd-test"
@@ -282,7 +286,7 @@ def install_over_ssh(
             item["content"] = json.dumps({**json.loads(item["content"]), **labd})
     manifest = json.dumps(built)
     ssh = ssh_argv(netns, ca, engine, tmp_path / "known_hosts", "10.231.0.2", "lab1.example.test")
-    return Installed(spec, ssh, install_command(spec), manifest, root, state, port)
+    return Installed(spec, ssh, install_command(spec), manifest, root, port)
 
 
 def test_installer_and_cluster_commands_over_real_ssh(
@@ -516,18 +520,17 @@ class Engine:
 
 
 def test_real_engine_up_noop_remove_and_refuse(
-    netns: Netns, pki: tuple[Ca, Ca, Path], sshd_factory: list[Sshd], tmp_path: Path
+    netns: Netns, pki: tuple[Ca, Ca, Path], sshd_factory: list[Sshd], tmp_path: Path, lab_engine: Dockerd
 ) -> None:
     env = engine_env()
     if env is None:
-        pytest.skip("no pulumi CLI with the command 1.2.1 plugin (tools/toolchain.sh engine)")
+        missing("no pulumi CLI with the command 1.2.1 plugin (tools/toolchain.sh engine)")
     ca, other, engine = pki
     sshd_factory.append(start_sshd(netns, tmp_path / "sshd", "10.231.0.2", ca, "lab1.example.test", engine))
     sshd_factory.append(start_sshd(netns, tmp_path / "rogue", "10.231.0.3", other, "lab1.example.test", engine))
     root = tmp_path / "host-root"
-    k3d, state = k3d_double(tmp_path)
     port = 18788
-    raw = labs_raw(engine, root, k3d, port)
+    raw = labs_raw(engine, root, real_k3d(tmp_path / "k3d", lab_engine), port)
     students = ["alice", "bob", "carol"]
     program = Engine(netns, tmp_path, env)
 
@@ -536,33 +539,32 @@ def test_real_engine_up_noop_remove_and_refuse(
     assert (root / "opt/classroom-lab/labd/__init__.py").exists()
     assert json.loads((root / "etc/labd/labd.json").read_text())["labDomain"] == "lab.example.test"
     assert labd_healthy(netns, port)
-    created = sorted(a[-1] for a in mutating(state) if a[:2] == ["cluster", "create"])
-    assert len(created) == 3
-    assert {n: c["running"] for n, c in double_clusters(state).items()} == {f"lab-{u}": False for u in students}
+    # Each student's cluster made for real by labd through k3d, and stopped until they log in.
+    made = k3d_containers(lab_engine)
+    assert clusters_of(made) == {f"lab-{u}": False for u in students}
+    assert len(made) == 2 * len(students)  # a server node and a loadbalancer each
 
-    # A second `up` with the same inputs changes nothing, anywhere.
-    calls = len(mutating(state))
+    # A second `up` with the same inputs changes nothing, anywhere: no container made, started or stopped.
     assert program.changes() == {}
     program.up()
-    assert len(mutating(state)) == calls
+    assert k3d_containers(lab_engine) == made
 
-    # Removing one student deletes exactly their cluster.
+    # Removing one student deletes exactly their cluster; the others' containers are untouched.
     program.write({"labs": raw, "people": [{"username": u} for u in ("alice", "carol")], "caPublicKey": ca.public})
     assert program.changes() == {"delete": 1, "update": 1}  # bob's cluster; the host's roster file
     program.up()
-    assert mutating(state)[calls:] == [["cluster", "delete", "lab-bob"]]
-    assert set(double_clusters(state)) == {"lab-alice", "lab-carol"}
+    kept = {name: c for name, c in made.items() if c[0] != "lab-bob"}
+    assert k3d_containers(lab_engine) == kept
 
     # A host whose certificate is not from the class CA is refused before any command runs on it.
-    calls = len(mutating(state))
     rogue = {**raw, "hosts": [{**raw["hosts"][0], "address": "10.231.0.3"}]}
     program.write({"labs": rogue, "people": [{"username": "alice"}, {"username": "carol"}], "caPublicKey": ca.public})
     failed = program.up(check=False)
     assert failed.returncode != 0
     assert "failed host verification against the class CA" in failed.stdout + failed.stderr
-    assert len(mutating(state)) == calls
+    assert k3d_containers(lab_engine) == kept
 
-    # A pinned host key that does not match is refused by pulumi-command itself.
+    # A pinned host key that does not match is refused by pulumi-command itself: dan gets no cluster.
     wrong_pin = (tmp_path / "sshd" / "ssh_host_ed25519_key.pub").read_text().split()[:2]
     wrong_pin[1] = (tmp_path / "rogue" / "ssh_host_ed25519_key.pub").read_text().split()[1]
     pinned = {**raw, "hosts": [{**raw["hosts"][0], "hostKey": " ".join(wrong_pin)}]}
@@ -575,5 +577,15 @@ def test_real_engine_up_noop_remove_and_refuse(
     )
     refused = program.up(check=False)
     assert refused.returncode != 0
-    assert len(mutating(state)) == calls
-    assert "lab-dan" not in double_clusters(state)
+    assert k3d_containers(lab_engine) == kept
+
+    # Back on the real host, then `destroy`: every student's cluster is deleted, labd stops, and its files and
+    # state stay on the host (uninstall stops services only).
+    program.write({"labs": raw, "people": [{"username": "alice"}, {"username": "carol"}], "caPublicKey": ca.public})
+    program.up()
+    assert {name: c[:2] for name, c in k3d_containers(lab_engine).items()} == {n: c[:2] for n, c in kept.items()}
+    program.pulumi("destroy", "--yes", "--skip-preview")
+    assert k3d_containers(lab_engine) == {}
+    assert not labd_healthy(netns, port)
+    assert (root / "etc/labd/labd.json").is_file() and (root / "var/lib/labd/state.json").is_file()
+    assert json.loads(program.pulumi("stack", "export").stdout)["deployment"].get("resources") in (None, [])

@@ -15,24 +15,24 @@ import json
 from pathlib import Path
 
 from components.labs import FORMER_LAB_HOST_TYPE, LAB_HOST_TYPE
-from tests.labhost.conftest import Ca, Netns, Sshd, k3d_double, start_sshd
-from tests.labhost.test_labhost import Engine, engine_env, labs_raw, mutating
+from tests.labhost.conftest import Ca, Netns, Sshd, real_k3d, start_sshd
+from tests.labhost.test_labhost import Engine, clusters_of, engine_env, k3d_containers, labs_raw
+from tests.labs.docker_env import Dockerd
 
 
 def test_stacks_deployed_under_the_old_lab_host_token_keep_their_clusters(
-    netns: Netns, pki: tuple[Ca, Ca, Path], sshd_factory: list[Sshd], tmp_path: Path
+    netns: Netns, pki: tuple[Ca, Ca, Path], sshd_factory: list[Sshd], tmp_path: Path, lab_engine: Dockerd
 ) -> None:
     env = engine_env()
     assert env is not None, "no pulumi CLI with the command 1.2.1 plugin: run tools/toolchain.sh engine"
     ca, _other, engine = pki
     sshd_factory.append(start_sshd(netns, tmp_path / "sshd", "10.231.0.2", ca, "lab1.example.test", engine))
-    k3d, state = k3d_double(tmp_path)
-    raw = labs_raw(engine, tmp_path / "host-root", k3d, 18789)
+    raw = labs_raw(engine, tmp_path / "host-root", real_k3d(tmp_path / "k3d", lab_engine), 18789)
     program = Engine(netns, tmp_path, env)
     program.write({"labs": raw, "people": [{"username": u} for u in ("alice", "bob")], "caPublicKey": ca.public})
     program.up()
-    calls = mutating(state)
-    assert sorted(Path(a[-1]).stem for a in calls if a[:2] == ["cluster", "create"]) == ["lab-alice", "lab-bob"]
+    made = k3d_containers(lab_engine)  # the real clusters, made by labd through the real k3d
+    assert clusters_of(made) == {"lab-alice": False, "lab-bob": False}
 
     before = tokens_in_state(program)
     deployed = before.get(LAB_HOST_TYPE, 0)
@@ -47,7 +47,7 @@ def test_stacks_deployed_under_the_old_lab_host_token_keep_their_clusters(
     # (each cluster deleted, then made again, empty).
     assert program.changes() == {}
     program.up()
-    assert mutating(state) == calls  # no cluster deleted or created
+    assert k3d_containers(lab_engine) == made  # no cluster deleted, made, started or stopped
     assert tokens_in_state(program) == {LAB_HOST_TYPE: deployed}
 
 
