@@ -42,6 +42,11 @@ def labs(**overrides: Any) -> dict[str, Any]:
     return base
 
 
+def in_cluster_host(**extra: Any) -> dict[str, Any]:
+    """A valid inCluster host entry, with extra keys on top."""
+    return {"name": "l", "inCluster": True, "capacity": 1, "image": "r.example/lh:1", "engine": "shared", **extra}
+
+
 def parse(value: Any, people: list[P] | None = None) -> Any:
     return parse_labs({"labs": value}, base_dir=Path("."), people=people if people is not None else [P("alice")])
 
@@ -223,35 +228,13 @@ def test_custom_template_with_placeholders() -> None:
         ),
         (labs(hooks={"reset": {}}), "labs.hooks.reset", {}, "known keys"),
         (
-            labs(
-                hosts=[
-                    {
-                        "name": "l",
-                        "inCluster": True,
-                        "capacity": 1,
-                        "image": "r.example/lh:1",
-                        "cpu": "lots",
-                        "engine": "shared",
-                    }
-                ]
-            ),
+            labs(hosts=[in_cluster_host(cpu="lots")]),
             "labs.hosts[0].cpu",
             "lots",
             "CPU quantity",
         ),
         (
-            labs(
-                hosts=[
-                    {
-                        "name": "l",
-                        "inCluster": True,
-                        "capacity": 1,
-                        "image": "r.example/lh:1",
-                        "memory": "16GB",
-                        "engine": "shared",
-                    }
-                ]
-            ),
+            labs(hosts=[in_cluster_host(memory="16GB")]),
             "labs.hosts[0].memory",
             "16GB",
             "memory quantity",
