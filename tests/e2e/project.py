@@ -10,6 +10,8 @@ import json
 import os
 import shutil
 import subprocess
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,3 +152,13 @@ def steps_by_type(preview: dict[str, Any], type_: str) -> list[dict[str, Any]]:
         if state.get("type") == type_:
             found.append(step)
     return found
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = 120) -> None:
+    """Until check() is true; the local cluster's controllers act on their next pass, not at once."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -16,8 +16,6 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,7 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
 
-from tests.e2e.project import kget, kubectl
+from tests.e2e.project import kget, kubectl, wait_for
 from tests.harness import manifests_for, stack_raw
 from tests.hostkeys import verified_host_certificate
 
@@ -50,15 +48,6 @@ def apply(kubeconfig: str, raw: dict[str, Any], workdir: Path) -> list[dict[str,
     path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
     kubectl(kubeconfig, "apply", "--server-side", "--field-manager=classroom-e2e", "-f", str(path))
     return docs
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from tests.e2e.project import PulumiProject, kget, kubectl, steps_by_type
+from tests.e2e.project import PulumiProject, kget, kubectl, steps_by_type, wait_for
 from tests.hostkeys import verified_host_certificate
 
 STACK = "cis90-fall2026"
@@ -170,7 +170,13 @@ def test_home_growth_is_an_in_place_expansion(project: PulumiProject) -> None:
     assert {n: p["metadata"]["uid"] for n, p in new.items()} == {n: p["metadata"]["uid"] for n, p in old.items()}
     homes = [p for p in new.values() if p["spec"]["resources"]["requests"]["storage"] == "60Gi"]
     assert homes, "no PVC asks for 60Gi"
-    assert all(p["status"]["capacity"]["storage"] == "60Gi" for p in homes)
+    # The resizer (the local cluster's, like a CSI external-resizer) grows status.capacity on its next pass.
+    grown = [p["metadata"]["name"] for p in homes]
+    wait_for(
+        "the grown homes' status.capacity to reach 60Gi",
+        lambda: all(pvcs(project)[n]["status"]["capacity"]["storage"] == "60Gi" for n in grown),
+        timeout=60,
+    )
 
 
 def claim_sizes(kubeconfig: str) -> dict[str, tuple[str, str]]:
